@@ -1,0 +1,1 @@
+"""Backends answer :class:`tablekit.query.Query` objects; see :mod:`tablekit.backends.base`."""

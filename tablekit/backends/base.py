@@ -1,0 +1,79 @@
+"""The interface every backend implements.
+
+A backend turns a :class:`~tablekit.query.Query` into an Arrow table. It never builds pandas
+objects: :mod:`tablekit.frames` does that, in one place, for every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import pyarrow as pa
+
+from ..query import Query
+
+__all__ = ["Backend", "QueryResult"]
+
+
+@attrs.frozen
+class QueryResult:
+    """What a backend returns for one query.
+
+    ``table`` has positions split into ``<col>_x/_y/_z`` columns, already scaled to
+    ``resolution`` (nm per unit; ``None`` when the result has no positions). ``warnings`` are
+    human-readable notices (table notices, substitutions). ``request`` describes what was run
+    (SQL and parameters, or the HTTP request) and must be JSON-serialisable. ``pages`` is the
+    number of backend requests the result was assembled from.
+    """
+
+    table: pa.Table
+    resolution: tuple[float, float, float] | None = None
+    warnings: tuple[str, ...] = ()
+    request: Mapping[str, Any] = attrs.field(factory=dict)
+    pages: int = 1
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the client needs from a backend. All metadata is CAVE-shaped (plain dicts)."""
+
+    name: str  # "local" or "cave"
+    datastack: str
+    location: str  # path or server URL, for provenance
+
+    def datastack_info(self) -> dict[str, Any]:
+        """Datastack info: ``synapse_table``, ``soma_table``, ``viewer_resolution`` …"""
+        ...
+
+    def versions_metadata(self, expired: bool = False) -> list[dict[str, Any]]:
+        """Version metadata objects (``version``, ``time_stamp`` aware UTC datetime, ``expires_on``,
+        ``valid``, ``status``), sorted by version."""
+        ...
+
+    def schemas(self, schema_types: list[str]) -> dict[str, Mapping[str, Any]]:
+        """The JSON Schema documents of these schema types."""
+        ...
+
+    def tables_metadata(self, version: int) -> list[dict[str, Any]]:
+        """Raw metadata of every table valid in this version."""
+        ...
+
+    def views_metadata(self, version: int) -> dict[str, dict[str, Any]]:
+        """``{view: metadata}`` (``description``, ``voxel_resolution_x/_y/_z``, ``live_compatible`` …)."""
+        ...
+
+    def view_schemas(self, version: int) -> dict[str, dict[str, Any]]:
+        """``{view: {column: {"type": …}}}`` as the CAVE view-schema endpoint returns."""
+        ...
+
+    def annotation_count(self, table: str, version: int) -> int: ...
+
+    def execute(self, query: Query) -> QueryResult:
+        """Run the query. The query is already validated against the table specs."""
+        ...
+
+    def explain(self, query: Query) -> dict[str, Any]:
+        """What :meth:`execute` would run (SQL + parameters, or method/URL/body), without running it."""
+        ...

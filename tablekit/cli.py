@@ -1,0 +1,211 @@
+"""The ``tablekit`` command (also ``python -m tablekit``).
+
+tablekit demo                                   guided tour of the demo datastack
+tablekit sample --out DIR [--synapses N]        write a synthetic datastack
+tablekit tables [--path DIR] [--version V]      list tables
+tablekit query TABLE --where 'volume>500' …     query a table, CSV or Parquet out
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import TablekitError
+
+_WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*$")
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    import tablekit
+
+    return tablekit.connect(path=args.path, version=args.version)
+
+
+def _parse_value(field: Any, text: str) -> Any:
+    from .schema import ColumnKind
+
+    kind = field.column.kind
+    if kind is ColumnKind.INT:
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)  # let the filter say why a float is wrong here
+            except ValueError:
+                return text
+    if kind is ColumnKind.FLOAT:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if kind is ColumnKind.BOOL:
+        low = text.lower()
+        return {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}.get(low, text)
+    return text
+
+
+def _where_kwargs(cls: Any, wheres: Sequence[str]) -> dict[str, Any]:
+    """``['volume>500', 'pt_root_id=1,2', 'pt_position_bbox=0,0,0,10,10,10']`` → filter kwargs."""
+    from .errors import FilterValueError, UnknownColumnError
+
+    kw: dict[str, Any] = {}
+    for w in wheres:
+        m = _WHERE.match(w)
+        if not m:
+            raise FilterValueError(
+                f"{cls.table_name}: cannot read --where {w!r}. Write COLUMN OP VALUE with OP one of "
+                "= != > >= < <= ~ (regex); a comma list means membership, e.g. --where 'pt_root_id=1,2'"
+            )
+        col, op, text = m.groups()
+        if col not in cls._fields:
+            cls(**{col: None})  # raises the UnknownColumnError with suggestions
+            raise UnknownColumnError(f"{cls.table_name}: no column {col!r}")  # pragma: no cover
+        field = cls._fields[col]
+        if field.bbox:
+            nums = [float(x) if "." in x else int(x) for x in text.split(",")]
+            if len(nums) != 6:
+                raise FilterValueError(
+                    f"{cls.table_name}: --where {w!r}: a box needs six numbers x0,y0,z0,x1,y1,z1",
+                    table=cls.table_name,
+                )
+            kw[col] = [nums[:3], nums[3:]]
+            continue
+        parts = (
+            [_parse_value(field, t) for t in text.split(",")]
+            if "," in text and op in ("=", "==", "!=")
+            else None
+        )
+        ops = kw.setdefault(col, {})
+        if op in ("=", "=="):
+            ops["in" if parts is not None else "=="] = (
+                parts if parts is not None else _parse_value(field, text)
+            )
+        elif op == "!=":
+            ops["not in" if parts is not None else "!="] = (
+                parts if parts is not None else _parse_value(field, text)
+            )
+        elif op == "~":
+            ops["regex"] = text
+        else:
+            ops[op] = _parse_value(field, text)
+    return kw
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    client = _connect(args)
+    cls = client.tables[args.table] if args.table in client.tables else client.views[args.table]
+    f = cls(**_where_kwargs(cls, args.where or []))
+    select = args.select.split(",") if args.select else None
+    if args.explain:
+        print(f.explain(select_columns=select, limit=args.limit, offset=args.offset))
+        return 0
+    df = f.query(
+        select_columns=select, limit=args.limit, offset=args.offset, split_positions=True, metadata=False
+    )
+    if args.format == "parquet":
+        if not args.out:
+            print("error: --format parquet needs --out FILE", file=sys.stderr)
+            return 2
+        df.to_parquet(args.out, index=False)
+        print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
+    elif args.format == "csv":
+        text = df.to_csv(index=False)
+        if args.out:
+            with open(args.out, "w") as fh:
+                fh.write(text)
+            print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(df.to_string(max_rows=args.limit or 50))
+        print(f"[{len(df)} rows]")
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    client = _connect(args)
+    print(f"datastack {client.datastack}, version {client.version} ({client.timestamp:%Y-%m-%d %H:%M} UTC)")
+    for name in client.get_tables():
+        meta = client.get_table_metadata(name)
+        ref = f" → {meta['reference_table']}" if meta.get("reference_table") else ""
+        print(f"  {name:<40} {client.get_annotation_count(name):>12,} rows  {meta['schema_type']}{ref}")
+    for name in client.get_views():
+        print(f"  {name:<40} {'(view)':>17}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .sample import build_sample
+
+    t0 = time.perf_counter()
+    path = build_sample(args.out, synapses=args.synapses, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote datastack to {path} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(path=args.path)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tablekit", description="Query versioned connectomics annotation tables."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--path", help="datastack directory (default: the embedded demo)")
+        sp.add_argument("--version", type=int, help="materialization version (default: latest valid)")
+
+    d = sub.add_parser("demo", help="a short guided run on the demo datastack, printing real results")
+    d.add_argument("--path", help="datastack directory (default: the embedded demo)")
+    d.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("sample", help="write a deterministic synthetic datastack")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--synapses", type=int, default=200_000, help="number of synapses (default 200000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    s.set_defaults(func=_cmd_sample)
+
+    t = sub.add_parser("tables", help="list tables and views")
+    common(t)
+    t.set_defaults(func=_cmd_tables)
+
+    q = sub.add_parser("query", help="query a table or view")
+    q.add_argument("table")
+    common(q)
+    q.add_argument("--where", action="append", help="filter COLUMN OP VALUE, e.g. 'volume>500' (repeatable)")
+    q.add_argument("--select", help="comma-separated columns")
+    q.add_argument("--limit", type=int)
+    q.add_argument("--offset", type=int, default=0)
+    q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
+    q.add_argument("--out", help="output file (csv/parquet)")
+    q.add_argument("--explain", action="store_true", help="show what would run, without running it")
+    q.set_defaults(func=_cmd_query)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tablekit`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TablekitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

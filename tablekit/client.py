@@ -1,0 +1,718 @@
+"""The Client: versions, metadata, the tables/views namespaces and the classic dict API.
+
+Every query path (DSL, ``query_table``, ``synapse_query``, ``query_view``, live queries) ends in
+:meth:`Client._build_query` → backend → :func:`tablekit.frames.to_output`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import numbers
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from . import _values
+from .backends.base import Backend
+from .errors import FilterValueError, QueryError, UnknownTableError, UnsupportedError, VersionError
+from .filters import ResultColumn, TableFilter, check_select, make_filter_class
+from .frames import to_output
+from .query import Join, Predicate, Query
+from .schema import ColumnKind, TableSpec, load_schema_documents, table_spec, view_spec
+from .tables import Tables, Views
+
+__all__ = ["Client"]
+
+_CLASSIC_OPS = {
+    "filter_in_dict": "in",
+    "filter_out_dict": "not in",
+    "filter_notin_dict": "not in",
+    "filter_equal_dict": "==",
+    "filter_greater_dict": ">",
+    "filter_less_dict": "<",
+    "filter_greater_equal_dict": ">=",
+    "filter_less_equal_dict": "<=",
+    "filter_regex_dict": "regex",
+}
+
+
+class Client:
+    """A connection to one datastack through one backend. Make one with :func:`tablekit.connect`.
+
+    ``client.tables`` / ``client.views`` hold one filter class per table / view;
+    ``client.version`` is the materialization version every query uses unless told otherwise
+    (default: the latest valid one).
+    """
+
+    def __init__(self, backend: Backend, *, version: int | None = None):
+        self._backend = backend
+        self._version: int | None = None
+        self._specs: dict[int, dict[str, Any]] = {}
+        self._view_specs: dict[int, dict[str, TableSpec]] = {}
+        self._namespaces: dict[tuple[str, int], Any] = {}
+        self._schemas: dict[str, Any] = {}
+        if version is not None:
+            self.version = version
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def datastack(self) -> str:
+        """The datastack's name."""
+        return self._backend.datastack
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def __repr__(self) -> str:
+        return f"<tablekit.Client datastack={self.datastack!r} version={self.version} backend={self._backend.name}:{self._backend.location}>"
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Datastack info (``synapse_table``, ``soma_table``, ``viewer_resolution`` …)."""
+        return dict(self._backend.datastack_info())
+
+    def get_datastack_info(self) -> dict[str, Any]:
+        """Same as :attr:`info`."""
+        return self.info
+
+    # ------------------------------------------------------------------ versions
+    def get_versions_metadata(self, expired: bool = False) -> list[dict[str, Any]]:
+        """Metadata of every version (``time_stamp``, ``expires_on``, ``valid``, ``status``)."""
+        return [dict(v) for v in self._backend.versions_metadata(expired=expired)]
+
+    def get_versions(self, expired: bool = False) -> list[int]:
+        """Version numbers, ascending. ``expired=True`` includes expired ones."""
+        return [v["version"] for v in self._backend.versions_metadata(expired=expired)]
+
+    def get_version_metadata(self, version: int | None = None) -> dict[str, Any]:
+        """Metadata of one version (default: the client's)."""
+        v = self._version_or_default(version)
+        for m in self._backend.versions_metadata(expired=True):
+            if m["version"] == v:
+                return dict(m)
+        raise self._no_version(v)
+
+    def get_timestamp(self, version: int | None = None) -> _dt.datetime:
+        """The snapshot time (aware, UTC) of a version (default: the client's)."""
+        return self.get_version_metadata(version)["time_stamp"]
+
+    def _no_version(self, v: Any) -> VersionError:
+        valid = self.get_versions()
+        expired = sorted(set(self.get_versions(expired=True)) - set(valid))
+        return VersionError(
+            f"{self.datastack}: no materialization version {v!r}. Valid versions: {valid}"
+            + (f"; expired: {expired}" if expired else "")
+        )
+
+    @property
+    def version(self) -> int:
+        """The materialization version queries use by default; settable."""
+        if self._version is None:
+            valid = self.get_versions()
+            if not valid:
+                raise VersionError(f"{self.datastack}: the datastack has no valid materialization version")
+            self._version = valid[-1]
+        return self._version
+
+    @version.setter
+    def version(self, value: int | None) -> None:
+        if value is None:
+            self._version = None
+            return
+        self._version = self._check_version(value)
+
+    @property
+    def timestamp(self) -> _dt.datetime:
+        """The snapshot time of :attr:`version`."""
+        return self.get_timestamp(self.version)
+
+    def _check_version(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise VersionError(f"{self.datastack}: a materialization version is an int, got {value!r}")
+        v = int(value)
+        meta = {m["version"]: m for m in self._backend.versions_metadata(expired=True)}
+        if v not in meta:
+            raise self._no_version(v)
+        if not meta[v].get("valid", True):
+            ts = meta[v]["time_stamp"]
+            raise VersionError(
+                f"{self.datastack}: version {v} has expired (status {meta[v].get('status')}); its snapshot "
+                f"is gone. Query a valid version ({self.get_versions()}) or ask for the same moment live: "
+                f".query(timestamp={ts.isoformat()!r})"
+            )
+        return v
+
+    def _version_or_default(self, version: int | None) -> int:
+        return self.version if version is None else int(version)
+
+    # ------------------------------------------------------------------ specs
+    def _table_specs(self, version: int) -> dict[str, Any]:
+        """``{name: raw metadata | TableSpec}``; specs are built on first use."""
+        if version not in self._specs:
+            self._specs[version] = {
+                m.get("annotation_table") or m["table_name"]: m
+                for m in self._backend.tables_metadata(version)
+            }
+        return self._specs[version]
+
+    def _spec(self, table: str, version: int) -> TableSpec:
+        specs = self._table_specs(version)
+        if table not in specs:
+            raise self._unknown_table(table, version)
+        s = specs[table]
+        if not isinstance(s, TableSpec):
+            st = s.get("schema_type") or s.get("schema")
+            if st not in self._schemas:
+                self._schemas.update(load_schema_documents(self._backend.schemas([st])))
+            s = specs[table] = table_spec(s, self._schemas)
+        return s
+
+    def _unknown_table(self, table: str, version: int) -> UnknownTableError:
+        import difflib
+
+        names = list(self._table_specs(version))
+        close = difflib.get_close_matches(table, names, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        return UnknownTableError(
+            f"{self.datastack} v{version}: no table named {table!r}.{hint} See client.get_tables() "
+            "or client.tables.find('...')"
+        )
+
+    def _views(self, version: int) -> dict[str, TableSpec]:
+        if version not in self._view_specs:
+            try:
+                meta = self._backend.views_metadata(version)
+                schemas = self._backend.view_schemas(version) if meta else {}
+            except Exception as e:  # an optional endpoint must never break tables
+                warnings.warn(f"{self.datastack}: views unavailable ({e})", stacklevel=3)
+                meta, schemas = {}, {}
+            self._view_specs[version] = {
+                n: view_spec(n, schemas[n], {**meta[n], "table_name": n}) for n in meta if n in schemas
+            }
+        return self._view_specs[version]
+
+    def _filter_class(self, table: str, version: int, merge_reference: bool = True) -> type[TableFilter]:
+        key = (f"t:{table}:{merge_reference}", version)
+        if key not in self._namespaces:
+            spec = self._spec(table, version)
+            target = (
+                self._spec(spec.reference_table, version)
+                if spec.reference_table and merge_reference
+                else None
+            )
+            self._namespaces[key] = make_filter_class(spec, target, _Runner(self, version))
+        return self._namespaces[key]
+
+    def _view_class(self, view: str, version: int) -> type[TableFilter]:
+        key = (f"v:{view}", version)
+        if key not in self._namespaces:
+            views = self._views(version)
+            if view not in views:
+                raise (
+                    self.views._unknown(view)
+                    if version == self.version
+                    else UnknownTableError(f"{self.datastack} v{version}: no view named {view!r}")
+                )
+            self._namespaces[key] = make_filter_class(views[view], None, _Runner(self, version))
+        return self._namespaces[key]
+
+    # ------------------------------------------------------------------ namespaces
+    @property
+    def tables(self) -> Tables:
+        """One filter class per table of :attr:`version`: ``client.tables.<name>(filters).query()``."""
+        v = self.version
+        key = ("tables", v)
+        if key not in self._namespaces:
+            names = list(self._table_specs(v))
+            self._namespaces[key] = Tables(
+                names,
+                lambda n: self._filter_class(n, v),
+                lambda n: _first_line(
+                    self._table_specs(v)[n].description
+                    if isinstance(self._table_specs(v)[n], TableSpec)
+                    else self._table_specs(v)[n].get("description")
+                ),
+            )
+        return self._namespaces[key]
+
+    @property
+    def views(self) -> Views:
+        """One filter class per view of :attr:`version`: ``client.views.<name>(filters).query()``."""
+        v = self.version
+        key = ("views", v)
+        if key not in self._namespaces:
+            views = self._views(v)
+            self._namespaces[key] = Views(
+                list(views), lambda n: self._view_class(n, v), lambda n: _first_line(views[n].description)
+            )
+        return self._namespaces[key]
+
+    # ------------------------------------------------------------------ metadata API
+    def get_tables(self, version: int | None = None) -> list[str]:
+        """Names of the tables in a version (default: the client's), sorted."""
+        return sorted(self._table_specs(self._version_or_default(version)))
+
+    def get_table_metadata(self, table_name: str, version: int | None = None) -> dict[str, Any]:
+        """A table's metadata (``voxel_resolution`` as ``[x, y, z]``, ``schema_type``, ``description`` …)."""
+        v = self._version_or_default(version)
+        return dict(self._spec(table_name, v).metadata)
+
+    def get_annotation_count(self, table_name: str, version: int | None = None) -> int:
+        """Number of rows of a table in a version (reference tables included)."""
+        v = self._version_or_default(version)
+        self._spec(table_name, v)
+        return int(self._backend.annotation_count(table_name, v))
+
+    def get_views(self, version: int | None = None) -> list[str]:
+        """Names of the views in a version, sorted."""
+        return sorted(self._views(self._version_or_default(version)))
+
+    def get_view_metadata(self, view_name: str, version: int | None = None) -> dict[str, Any]:
+        """A view's metadata."""
+        v = self._version_or_default(version)
+        self._view_class(view_name, v)
+        return dict(self._views(v)[view_name].metadata)
+
+    def get_view_schema(self, view_name: str, version: int | None = None) -> dict[str, Any]:
+        """A view's columns ``{column: {"type": …}}``."""
+        v = self._version_or_default(version)
+        self._view_class(view_name, v)
+        return dict(self._backend.view_schemas(v)[view_name])
+
+    def get_view_schemas(self, version: int | None = None) -> dict[str, Any]:
+        """Every view's columns."""
+        return dict(self._backend.view_schemas(self._version_or_default(version)))
+
+    # ------------------------------------------------------------------ classic API
+    def query_table(
+        self,
+        table: str,
+        filter_in_dict: Mapping[str, Any] | None = None,
+        filter_out_dict: Mapping[str, Any] | None = None,
+        filter_equal_dict: Mapping[str, Any] | None = None,
+        filter_greater_dict: Mapping[str, Any] | None = None,
+        filter_less_dict: Mapping[str, Any] | None = None,
+        filter_greater_equal_dict: Mapping[str, Any] | None = None,
+        filter_less_equal_dict: Mapping[str, Any] | None = None,
+        filter_spatial_dict: Mapping[str, Any] | None = None,
+        filter_regex_dict: Mapping[str, Any] | None = None,
+        select_columns: list[str] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+        split_positions: bool = False,
+        desired_resolution: list[float] | None = None,
+        materialization_version: int | None = None,
+        timestamp: Any = None,
+        get_counts: bool = False,
+        random_sample: int | None = None,
+        metadata: bool = True,
+        merge_reference: bool = True,
+        output: str = "pandas",
+    ) -> pd.DataFrame:
+        """Query a table with CAVEclient's filter dicts (``{column: value}``).
+
+        Same engine and same answers as ``client.tables.<table>(...).query()``: each dict becomes
+        the equivalent keyword filter (``filter_in_dict={"c": [..]}`` → ``c=[..]``,
+        ``filter_greater_dict={"c": x}`` → ``c={">": x}``, ``filter_out_dict`` → ``{"not in": …}``,
+        ``filter_spatial_dict={"pt_position": box}`` → ``pt_position_bbox=box``). A reference table
+        is merged with its target (the reference table's clashing columns get ``_ref``) unless
+        ``merge_reference=False``.
+        """
+        v = self._version_or_default(materialization_version)
+        cls = self._filter_class(table, v, merge_reference=merge_reference)
+        kwargs = _classic_kwargs(
+            cls,
+            filter_in_dict=filter_in_dict,
+            filter_out_dict=filter_out_dict,
+            filter_equal_dict=filter_equal_dict,
+            filter_greater_dict=filter_greater_dict,
+            filter_less_dict=filter_less_dict,
+            filter_greater_equal_dict=filter_greater_equal_dict,
+            filter_less_equal_dict=filter_less_equal_dict,
+            filter_spatial_dict=filter_spatial_dict,
+            filter_regex_dict=filter_regex_dict,
+        )
+        return cls(**kwargs).query(
+            select_columns=select_columns,
+            offset=offset,
+            limit=limit,
+            split_positions=split_positions,
+            materialization_version=materialization_version,
+            timestamp=timestamp,
+            metadata=metadata,
+            desired_resolution=desired_resolution,
+            get_counts=get_counts,
+            random_sample=random_sample,
+            output=output,
+        )
+
+    def live_query(self, table: str, timestamp: Any, **kwargs: Any) -> pd.DataFrame:
+        """``query_table`` at a moment in time: rows present at ``timestamp``, root ids as of then."""
+        return self.query_table(table, timestamp=timestamp, **kwargs)
+
+    def query_view(
+        self,
+        view_name: str,
+        filter_in_dict: Mapping[str, Any] | None = None,
+        filter_out_dict: Mapping[str, Any] | None = None,
+        filter_equal_dict: Mapping[str, Any] | None = None,
+        filter_greater_dict: Mapping[str, Any] | None = None,
+        filter_less_dict: Mapping[str, Any] | None = None,
+        filter_greater_equal_dict: Mapping[str, Any] | None = None,
+        filter_less_equal_dict: Mapping[str, Any] | None = None,
+        filter_spatial_dict: Mapping[str, Any] | None = None,
+        filter_regex_dict: Mapping[str, Any] | None = None,
+        select_columns: list[str] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+        split_positions: bool = False,
+        desired_resolution: list[float] | None = None,
+        materialization_version: int | None = None,
+        get_counts: bool = False,
+        random_sample: int | None = None,
+        metadata: bool = True,
+        output: str = "pandas",
+    ) -> pd.DataFrame:
+        """Query a view with filter dicts; same answers as ``client.views.<view>(...).query()``."""
+        v = self._version_or_default(materialization_version)
+        cls = self._view_class(view_name, v)
+        kwargs = _classic_kwargs(
+            cls,
+            filter_in_dict=filter_in_dict,
+            filter_out_dict=filter_out_dict,
+            filter_equal_dict=filter_equal_dict,
+            filter_greater_dict=filter_greater_dict,
+            filter_less_dict=filter_less_dict,
+            filter_greater_equal_dict=filter_greater_equal_dict,
+            filter_less_equal_dict=filter_less_equal_dict,
+            filter_spatial_dict=filter_spatial_dict,
+            filter_regex_dict=filter_regex_dict,
+        )
+        return cls(**kwargs).query(
+            select_columns=select_columns,
+            offset=offset,
+            limit=limit,
+            split_positions=split_positions,
+            materialization_version=materialization_version,
+            metadata=metadata,
+            desired_resolution=desired_resolution,
+            get_counts=get_counts,
+            random_sample=random_sample,
+            output=output,
+        )
+
+    def synapse_query(
+        self,
+        pre_ids: Any = None,
+        post_ids: Any = None,
+        bounding_box: Any = None,
+        bounding_box_column: str = "post_pt_position",
+        timestamp: Any = None,
+        remove_autapses: bool = True,
+        include_zeros: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+        split_positions: bool = False,
+        desired_resolution: list[float] | None = None,
+        materialization_version: int | None = None,
+        synapse_table: str | None = None,
+        select_columns: list[str] | None = None,
+        metadata: bool = True,
+        output: str = "pandas",
+    ) -> pd.DataFrame:
+        """Synapses by presynaptic / postsynaptic root id(s) and/or a bounding box.
+
+        ``pre_ids``/``post_ids``: one root id or a list. ``remove_autapses`` drops synapses whose
+        pre and post root ids are equal; ``include_zeros=False`` drops synapses with a root id of
+        0 (outside the segmentation) on either side. The table defaults to the datastack's
+        ``synapse_table``.
+        """
+        table = synapse_table or self.info.get("synapse_table")
+        if not table:
+            raise QueryError(
+                f"{self.datastack}: the datastack names no synapse_table; pass synapse_table='...'"
+            )
+        kw: dict[str, Any] = {}
+        for col, ids in (("pre_pt_root_id", pre_ids), ("post_pt_root_id", post_ids)):
+            ops: dict[str, Any] = {}
+            if ids is not None:
+                ops["in" if _values.is_membership(ids) else "=="] = ids
+            if not include_zeros:
+                ops["!="] = 0
+            if ops:
+                kw[col] = ops
+        if bounding_box is not None:
+            kw[f"{bounding_box_column}_bbox"] = bounding_box
+        v = self._version_or_default(materialization_version)
+        cls = self._filter_class(table, v)
+        q = cls(**kw).to_query(
+            select_columns=select_columns,
+            offset=offset,
+            limit=limit,
+            materialization_version=materialization_version,
+            timestamp=timestamp,
+            desired_resolution=desired_resolution,
+        )
+        if remove_autapses:
+            q = _with(
+                q,
+                predicates=(*q.predicates, Predicate(table, "pre_pt_root_id", "!=column", "post_pt_root_id")),
+            )
+        df = self._run(
+            q,
+            layout=cls._layout,
+            split_positions=split_positions,
+            output=output,
+            metadata=metadata,
+            given=cls(**kw).filters,
+        )
+        if metadata and output == "pandas":
+            df.attrs["remove_autapses"] = remove_autapses
+            df.attrs["include_zeros"] = include_zeros
+        return df
+
+    # ------------------------------------------------------------------ the pipeline
+    def _build_query(
+        self,
+        *,
+        version_for_class: int,
+        table: str,
+        kind: str,
+        join: Join | None,
+        predicates: tuple[Predicate, ...],
+        layout: tuple[ResultColumn, ...],
+        select_columns: Any,
+        offset: Any,
+        limit: Any,
+        version: Any,
+        timestamp: Any,
+        desired_resolution: Any,
+        count: bool,
+        random_sample: Any,
+    ) -> Query:
+        if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
+            raise QueryError(f"{table}: offset must be an int >= 0, got {offset!r}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit <= 0
+        ):
+            raise QueryError(f"{table}: limit must be a positive int or None (no limit), got {limit!r}")
+        if random_sample is not None and (
+            isinstance(random_sample, bool)
+            or not isinstance(random_sample, numbers.Integral)
+            or random_sample <= 0
+        ):
+            raise QueryError(
+                f"{table}: random_sample must be a positive int (a row count), got {random_sample!r}"
+            )
+        res = None
+        if desired_resolution is not None:
+            try:
+                res = tuple(float(x) for x in desired_resolution)
+            except (TypeError, ValueError):
+                res = None
+            if res is None or len(res) != 3 or not all(math.isfinite(x) and x > 0 for x in res):
+                raise QueryError(
+                    f"{table}: desired_resolution must be three positive numbers (nm per unit, e.g. [1, 1, 1] "
+                    f"for nm), got {desired_resolution!r}"
+                )
+        ts = None
+        v: int | None = None
+        if timestamp is not None:
+            if version is not None:
+                raise QueryError(
+                    f"{table}: pass either materialization_version or timestamp, not both "
+                    "(a version is itself a moment: its timestamp is client.get_timestamp(v))"
+                )
+            ts = self._check_timestamp(timestamp, table)
+        else:
+            v = version_for_class if version is None else self._check_version(version)
+            if v != version_for_class:
+                raise QueryError(
+                    f"{table}: this filter class belongs to version {version_for_class}; build it from "
+                    f"version {v}'s tables (client.version = {v}; client.tables.{table}) or use query_table"
+                )
+        sel = check_select(table, select_columns, layout)
+        return Query(
+            datastack=self.datastack,
+            table=table,
+            kind=kind,  # type: ignore[arg-type]
+            join=join,
+            predicates=tuple(predicates),
+            select_columns=sel,
+            offset=int(offset),
+            limit=None if limit is None else int(limit),
+            version=v,
+            timestamp=ts,
+            desired_resolution=res,  # type: ignore[arg-type]
+            count=bool(count),
+            random_sample=None if random_sample is None else int(random_sample),
+        )
+
+    def _check_timestamp(self, timestamp: Any, table: str) -> _dt.datetime:
+        if not getattr(self._backend, "supports_live", False):
+            raise UnsupportedError(
+                f"{table}: the {self._backend.name} backend cannot answer live (timestamp) queries yet; "
+                "query a materialization version instead"
+            )
+        now = _dt.datetime.now(_dt.timezone.utc)
+        if isinstance(timestamp, str) and timestamp.strip().lower() == "now":
+            return now
+        try:
+            ts = _values.normalize_timestamp(timestamp, what=f"{table}: timestamp")
+        except FilterValueError as e:
+            raise VersionError(str(e)) from None
+        first = min((m["time_stamp"] for m in self._backend.versions_metadata(expired=True)), default=None)
+        if first is not None and ts < first:
+            raise VersionError(
+                f"{table}: timestamp {ts.isoformat()} is before the first version ({first.isoformat()}); "
+                f"valid timestamps run from {first.isoformat()} to now"
+            )
+        if ts > now + _dt.timedelta(seconds=5):
+            raise VersionError(
+                f"{table}: timestamp {ts.isoformat()} is in the future (now is {now.isoformat()})"
+            )
+        return ts
+
+    def _run(
+        self,
+        query: Query,
+        *,
+        layout: tuple[ResultColumn, ...],
+        split_positions: bool,
+        output: str,
+        metadata: bool,
+        given: Mapping[str, Any],
+    ) -> Any:
+        if output not in ("pandas", "arrow"):
+            raise QueryError(f"{query.table}: output must be 'pandas' or 'arrow', got {output!r}")
+        result = self._backend.execute(query)
+        for w in result.warnings:
+            warnings.warn(w, stacklevel=4)
+        positions = [c.name for c in layout if c.column.kind is ColumnKind.POSITION]
+        attrs = self._provenance(query, result, given) if metadata else None
+        return to_output(
+            result.table,
+            position_names=positions,
+            split_positions=split_positions,
+            output=output,
+            attrs=attrs,
+        )
+
+    def _provenance(self, query: Query, result: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "datastack_name": self.datastack,
+            "backend": self._backend.name,
+            "source": self._backend.location,
+            "table_name": query.table,
+            "kind": query.kind,
+            "join_query": query.join is not None,
+            "materialization_version": query.version,
+            "timestamp": (query.timestamp or self.get_timestamp(query.version)).isoformat()
+            if query.version is not None or query.timestamp
+            else None,
+            "live_query": query.live,
+            "filters": {k: _plain(v) for k, v in given.items()},
+            "select_columns": None if query.select_columns is None else list(query.select_columns),
+            "offset": query.offset,
+            "limit": query.limit,
+            "dataframe_resolution": None if result.resolution is None else list(result.resolution),
+            "request": dict(result.request),
+            "pages": result.pages,
+            "warnings": list(result.warnings),
+        }
+        if query.kind == "table" and query.version is not None:
+            md = {}
+            for t in query.tables:
+                md[t] = dict(self._spec(t, query.version).metadata)
+            meta["table_metadata"] = md
+        return meta
+
+    def _explain(self, query: Query) -> str:
+        return json.dumps(self._backend.explain(query), indent=2, default=str)
+
+
+class _Runner:
+    """What a filter class calls back into: binds a client and the version the class was built for."""
+
+    def __init__(self, client: Client, version: int):
+        self.client = client
+        self.version = version
+
+    def _build_query(self, **kw: Any) -> Query:
+        return self.client._build_query(version_for_class=self.version, **kw)
+
+    def _run(self, query: Query, **kw: Any) -> Any:
+        return self.client._run(query, **kw)
+
+    def _explain(self, query: Query) -> str:
+        return self.client._explain(query)
+
+
+def _with(q: Query, **changes: Any) -> Query:
+    import attrs
+
+    return attrs.evolve(q, **changes)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (str, bytes)):
+        return v
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_plain(x) for x in v]
+    if isinstance(v, _dt.datetime):
+        return v.isoformat()
+    return v
+
+
+def _first_line(text: Any) -> str:
+    s = str(text or "").strip().splitlines()
+    return s[0][:200] if s else ""
+
+
+def _classic_kwargs(cls: type[TableFilter], **dicts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """CAVEclient filter dicts → the filter class's keyword arguments."""
+    kw: dict[str, dict[str, Any]] = {}
+    for dname, d in dicts.items():
+        if d is None:
+            continue
+        if not isinstance(d, Mapping):
+            raise QueryError(f"{cls.table_name}: {dname} must be a dict {{column: value}}, got {d!r}")
+        for col, value in d.items():
+            if dname == "filter_spatial_dict":
+                key = col if str(col).endswith("_bbox") else f"{col}_bbox"
+                if key not in cls._fields and col in cls._fields:
+                    key = col
+                kw.setdefault(key, {})["bbox"] = value
+                continue
+            op = _CLASSIC_OPS[dname]
+            slot = kw.setdefault(col, {})
+            if op in slot:
+                raise QueryError(f"{cls.table_name}: column {col!r} is given twice for {op!r}")
+            slot[op] = value
+    out: dict[str, Any] = {}
+    for col, ops in kw.items():
+        if "bbox" in ops:
+            out[col] = ops["bbox"]
+        elif list(ops) == ["=="]:
+            out[col] = ops["=="]
+        elif list(ops) == ["in"]:
+            if not _values.is_membership(ops["in"]):
+                raise FilterValueError(
+                    f"{cls.table_name}: filter_in_dict[{col!r}] must be a list, got {ops['in']!r}. "
+                    f"Pass [{ops['in']!r}] or use filter_equal_dict",
+                    table=cls.table_name,
+                    column=col,
+                )
+            out[col] = ops["in"]
+        else:
+            out[col] = ops
+    return out

@@ -1,0 +1,87 @@
+"""tablekit's errors.
+
+Every error tablekit raises derives from :class:`TablekitError`. Leaves also derive from the
+builtin a Python user would expect, so ``except ValueError`` keeps working::
+
+    TablekitError
+    ├── SchemaError(ValueError)            a schema document or table metadata cannot be read
+    ├── FilterError                        a filter given to a table is wrong
+    │   ├── UnknownColumnError(FilterError, TypeError)     no such column (suggests close matches)
+    │   ├── FilterValueError(FilterError, ValueError)      value of the wrong type, NaN, bad bbox …
+    │   └── OperatorError(FilterError, ValueError)         operator the column kind does not allow
+    ├── UnknownTableError(TablekitError, KeyError, AttributeError)   no such table or view
+    ├── QueryError(ValueError)             query options that cannot be honoured (bad limit, column …)
+    ├── VersionError(ValueError)           unknown or expired materialization version, bad timestamp
+    ├── UnsupportedError(NotImplementedError)   the backend cannot answer this kind of query
+    └── DatastackError(ValueError)         a datastack directory or build input is malformed
+
+Messages always name the table, the column and the offending value, and end with what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatastackError",
+    "FilterError",
+    "FilterValueError",
+    "OperatorError",
+    "QueryError",
+    "SchemaError",
+    "TablekitError",
+    "UnknownColumnError",
+    "UnknownTableError",
+    "UnsupportedError",
+    "VersionError",
+]
+
+
+class TablekitError(Exception):
+    """Base class of every error raised by tablekit."""
+
+
+class SchemaError(TablekitError, ValueError):
+    """A schema document or table metadata could not be interpreted."""
+
+
+class FilterError(TablekitError):
+    """A filter passed to a table class is invalid. Raised before any request is sent."""
+
+    def __init__(self, message: str, *, table: str | None = None, column: str | None = None):
+        super().__init__(message)
+        self.table = table
+        self.column = column
+
+
+class UnknownColumnError(FilterError, TypeError):
+    """A filter names a column the table does not have."""
+
+
+class FilterValueError(FilterError, ValueError):
+    """A filter value has the wrong type or shape for its column."""
+
+
+class OperatorError(FilterError, ValueError):
+    """A filter uses an operator the column's kind does not support."""
+
+
+class UnknownTableError(TablekitError, KeyError, AttributeError):
+    """No table or view of that name exists in this datastack version."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class QueryError(TablekitError, ValueError):
+    """Query options that cannot be honoured (bad limit, unknown select column, …)."""
+
+
+class VersionError(TablekitError, ValueError):
+    """Unknown or expired materialization version, or an unusable timestamp."""
+
+
+class UnsupportedError(TablekitError, NotImplementedError):
+    """The backend cannot answer this kind of query; the message says what to do instead."""
+
+
+class DatastackError(TablekitError, ValueError):
+    """A datastack directory, or the input to build one, is malformed."""

@@ -1,0 +1,525 @@
+"""TableSpec → one attrs filter class per table or view.
+
+A filter class takes one keyword argument per filterable column (and ``<P>_position_bbox`` per
+point), validates every value when the object is built, and turns it into
+:class:`~tablekit.query.Predicate` objects. ``.query()`` hands a :class:`~tablekit.query.Query`
+to the client that made the class.
+
+Naming rules (documented for users in the README):
+
+* a keyword is the column's name in query results; on a reference table merged with its target,
+  the reference table's columns that clash with the target's get ``_ref`` (``id_ref``);
+* a point ``P`` gets ``P_position_bbox`` (views: ``<column>_bbox``);
+* a column whose name is a Python keyword, starts with ``_`` or a digit, or equals one of the class's
+  own members (``query``, ``fields`` …) gets a trailing ``_`` (``class_``, ``query_``); the original
+  name is always accepted too, through ``T(**{"class": 5})``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import keyword
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from . import _values
+from .errors import FilterValueError, OperatorError, QueryError, UnknownColumnError
+from .query import Join, Predicate, Query
+from .schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["Field", "ResultColumn", "TableFilter", "layout", "make_filter_class", "table_fields"]
+
+RANGE_OPS = ("<", "<=", ">", ">=")
+#: members of every filter class; columns with these names get a trailing underscore
+RESERVED = frozenset(
+    {
+        "query",
+        "live_query",
+        "explain",
+        "fields",
+        "numeric_fields",
+        "spatial_fields",
+        "get_all",
+        "get_all_live",
+        "table_name",
+        "filters",
+        "spec",
+        "to_query",
+        "columns",
+        "mro",
+    }
+)
+
+
+@attrs.frozen
+class ResultColumn:
+    """A column of a query result: its name there, and where it comes from."""
+
+    name: str
+    table: str
+    column: ColumnSpec
+
+
+@attrs.frozen
+class Field:
+    """One keyword argument of a filter class."""
+
+    attr: str  # the keyword
+    table: str  # the table that owns the column
+    column: ColumnSpec  # for bbox fields: the position column
+    result_name: str  # the column's name in results
+    bbox: bool = False
+
+    @property
+    def original(self) -> str:
+        """Name before mangling: the result name (bbox: ``<position>_bbox``)."""
+        return self.result_name + "_bbox" if self.bbox else self.result_name
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """Operators this field accepts in a dict value."""
+        c = self.column
+        if self.bbox:
+            return ()
+        base = ("==", "in", "!=", "not in")
+        if c.role in (ColumnRole.ROOT_ID, ColumnRole.SUPERVOXEL_ID):
+            return base
+        if c.kind in (ColumnKind.INT, ColumnKind.FLOAT, ColumnKind.DATETIME):
+            return base + RANGE_OPS
+        if c.kind is ColumnKind.STRING:
+            return (*base, "regex")
+        return base
+
+    @property
+    def numeric(self) -> bool:
+        return any(op in self.ops for op in RANGE_OPS)
+
+    def kind_text(self) -> str:
+        c = self.column
+        if self.bbox:
+            return "bounding box"
+        if c.role is ColumnRole.ID:
+            return "id"
+        if c.role is ColumnRole.ROOT_ID:
+            return "root id"
+        if c.role is ColumnRole.SUPERVOXEL_ID:
+            return "supervoxel id"
+        return c.kind.value
+
+    def predicates(self, table_name: str, value: Any) -> list[Predicate]:
+        """Validate ``value`` and turn it into predicates."""
+        col = self.column
+        name = self.attr
+        if self.bbox:
+            return [Predicate(self.table, col.name, "bbox", _values.bbox(table_name, name, value))]
+        if isinstance(value, Mapping):
+            if not value:
+                raise FilterValueError(
+                    f"{table_name}: column {name!r} got an empty operator dict. "
+                    f"Pass e.g. {{'>': x}}; allowed operators: {list(self.ops)}",
+                    table=table_name,
+                    column=name,
+                )
+            out: list[Predicate] = []
+            for op, v in value.items():
+                if op not in self.ops:
+                    hint = ""
+                    if op in RANGE_OPS:
+                        hint = f" Ranges need an integer, float or datetime column (or id); {name!r} is a {self.kind_text()}."
+                    elif op == "regex":
+                        hint = f" regex works on string columns; {name!r} is a {self.kind_text()}."
+                    raise OperatorError(
+                        f"{table_name}: column {name!r} ({self.kind_text()}) does not support operator "
+                        f"{op!r}; allowed: {list(self.ops)}.{hint}",
+                        table=table_name,
+                        column=name,
+                    )
+                out.append(self._one(table_name, op, v))
+            return out
+        if _values.is_membership(value):
+            return [self._one(table_name, "in", value)]
+        return [self._one(table_name, "==", value)]
+
+    def _one(self, table_name: str, op: str, v: Any) -> Predicate:
+        col, name = self.column, self.attr
+        if op in ("in", "not in"):
+            if not _values.is_membership(v):
+                raise FilterValueError(
+                    f"{table_name}: column {name!r}: {op!r} needs a list, got {v!r}. Pass e.g. [{v!r}]",
+                    table=table_name,
+                    column=name,
+                )
+            val: Any = _values.membership(table_name, name, col, v)
+        elif op == "regex":
+            val = _values.regex(table_name, name, col, v)
+        else:
+            if _values.is_membership(v):
+                fix = "use 'in'/'not in' for lists" if op in ("==", "!=") else "pass one value"
+                raise FilterValueError(
+                    f"{table_name}: column {name!r}: {op!r} takes one value, got a list {v!r}; {fix}",
+                    table=table_name,
+                    column=name,
+                )
+            val = _values.scalar(table_name, name, col, v, bound=op in RANGE_OPS)
+        return Predicate(self.table, col.name, op, val)  # type: ignore[arg-type]
+
+
+def layout(
+    spec: TableSpec, target: TableSpec | None = None, suffix: str = "_ref"
+) -> tuple[ResultColumn, ...]:
+    """Result columns of a query on ``spec`` (merged with ``target`` for reference tables)."""
+    if target is None:
+        return tuple(ResultColumn(c.name, spec.name, c) for c in spec.columns)
+    out = [ResultColumn(c.name, target.name, c) for c in target.columns]
+    taken = {c.name for c in target.columns}
+    for c in spec.columns:
+        out.append(ResultColumn(c.name + suffix if c.name in taken else c.name, spec.name, c))
+    return tuple(out)
+
+
+def _safe(name: str, taken: set[str]) -> str:
+    a = re.sub(r"\W", "_", name)
+    if a[:1].isdigit():
+        a = "f_" + a
+    if keyword.iskeyword(a) or keyword.issoftkeyword(a) or a in RESERVED or a.startswith("_"):
+        a = a + "_"
+    while a in taken:
+        a += "_"
+    return a
+
+
+def table_fields(spec: TableSpec, target: TableSpec | None = None) -> tuple[Field, ...]:
+    """The keyword arguments of the filter class, in order: columns, then bounding boxes."""
+    cols = layout(spec, target)
+    taken: set[str] = set()
+    plain: list[Field] = []
+    boxes: list[Field] = []
+    for rc in cols:
+        c = rc.column
+        if c.name == "valid" and c.role is ColumnRole.BOOKKEEPING:
+            continue  # always true in results
+        if c.kind is ColumnKind.POSITION:
+            attr = _safe(rc.name + "_bbox", taken)
+            taken.add(attr)
+            boxes.append(Field(attr, rc.table, c, rc.name, bbox=True))
+        else:
+            attr = _safe(rc.name, taken)
+            taken.add(attr)
+            plain.append(Field(attr, rc.table, c, rc.name))
+    return tuple(plain + boxes)
+
+
+def _type_text(f: Field) -> str:
+    if f.bbox:
+        return "Sequence[Sequence[float]] | None"
+    scalar = {
+        ColumnKind.INT: "int",
+        ColumnKind.FLOAT: "float",
+        ColumnKind.STRING: "str",
+        ColumnKind.BOOL: "bool",
+        ColumnKind.DATETIME: "datetime | str",
+    }[f.column.kind]
+    return f"{scalar} | Sequence[{scalar}] | Mapping[str, Any] | None"
+
+
+def _doc(spec: TableSpec, target: TableSpec | None, fields: tuple[Field, ...]) -> str:
+    res = spec.voxel_resolution
+    lines = [
+        f"{'View' if spec.is_view else 'Table'} {spec.name!r}"
+        + (f" (schema {spec.schema_type})" if spec.schema_type else "")
+        + (f", merged with its reference target {target.name!r}" if target is not None else ""),
+        "",
+    ]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    if target is not None and target.description:
+        lines += [f"Target table {target.name!r}: {target.description.strip()}", ""]
+    if spec.notice_text:
+        lines += [f"Notice: {spec.notice_text}", ""]
+    lines += [
+        "Build a filter with keyword arguments, then call .query():",
+        "  col=value  equality;  col=[a, b]  membership ([] matches nothing);",
+        "  col={'>': a, '<=': b}  ranges (integer, float, datetime columns and id);",
+        "  col={'!=': x} / {'not in': [...]}  exclusion;  col={'regex': '...'}  string columns;",
+        "  P_position_bbox=[[x0, y0, z0], [x1, y1, z1]]  box in the table's voxel units"
+        + (f" ({res[0]:g}×{res[1]:g}×{res[2]:g} nm)" if res else "")
+        + ", faces included.",
+        "",
+        "Columns:",
+    ]
+    for f in fields:
+        c = f.column
+        desc = c.description or ""
+        extra = []
+        if c.enum:
+            extra.append(f"one of {list(c.enum)}")
+        if c.nullable and not f.bbox and c.role is ColumnRole.VALUE:
+            extra.append("may be null")
+        if f.bbox:
+            desc = f"box on {f.result_name}" + (f": {c.description}" if c.description else "")
+        tail = f" ({'; '.join(extra)})" if extra else ""
+        owner = f" [{f.table}]" if target is not None else ""
+        lines.append(f"  {f.attr}: {f.kind_text()}{owner} — {desc}{tail}".rstrip(" —"))
+    return "\n".join(lines)
+
+
+class TableFilter:
+    """Base class of the generated filter classes (one per table or view)."""
+
+    _spec: ClassVar[TableSpec]
+    _target: ClassVar[TableSpec | None]
+    _fields: ClassVar[dict[str, Field]]
+    _layout: ClassVar[tuple[ResultColumn, ...]]
+    _runner: ClassVar[Any]
+    table_name: ClassVar[str]
+    fields: ClassVar[tuple[str, ...]]
+    numeric_fields: ClassVar[tuple[str, ...]]
+    spatial_fields: ClassVar[tuple[str, ...]]
+    _predicates: tuple[Predicate, ...]
+
+    def __attrs_post_init__(self) -> None:
+        preds: list[Predicate] = []
+        for name, f in self._fields.items():
+            v = getattr(self, name)
+            if v is not None:
+                preds.extend(f.predicates(self.table_name, v))
+        object.__setattr__(self, "_predicates", tuple(preds))
+
+    @property
+    def filters(self) -> dict[str, Any]:
+        """The filters as given (keyword → value), without the unset ones."""
+        return {n: getattr(self, n) for n in self._fields if getattr(self, n) is not None}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.filters.items())
+        return f"{self.table_name}({args})"
+
+    def to_query(
+        self,
+        *,
+        select_columns: Any = None,
+        offset: int = 0,
+        limit: int | None = None,
+        materialization_version: int | None = None,
+        timestamp: Any = None,
+        desired_resolution: Any = None,
+        get_counts: bool = False,
+        random_sample: int | None = None,
+    ) -> Query:
+        """The backend-neutral :class:`~tablekit.query.Query` this filter asks."""
+        spec, target = self._spec, self._target
+        return self._runner._build_query(
+            table=spec.name,
+            kind="view" if spec.is_view else "table",
+            join=None if target is None else Join(spec.name, target.name),
+            predicates=self._predicates,
+            layout=self._layout,
+            select_columns=select_columns,
+            offset=offset,
+            limit=limit,
+            version=materialization_version,
+            timestamp=timestamp,
+            desired_resolution=desired_resolution,
+            count=get_counts,
+            random_sample=random_sample,
+        )
+
+    def query(
+        self,
+        *,
+        select_columns: list[str] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+        split_positions: bool = False,
+        materialization_version: int | None = None,
+        timestamp: Any = None,
+        metadata: bool = True,
+        desired_resolution: list[float] | None = None,
+        get_counts: bool = False,
+        random_sample: int | None = None,
+        output: str = "pandas",
+    ) -> pd.DataFrame:
+        """Run the query and return the matching rows, ordered by ``id``.
+
+        Parameters
+        ----------
+        select_columns : columns to return (result names; positions by their unsplit name,
+            e.g. ``"pt_position"``). Default: all.
+        offset, limit : a page of the id-ordered result. Pages are stable.
+        split_positions : return ``<P>_position_x/_y/_z`` columns instead of one column of
+            3-element arrays per point (faster, less memory).
+        materialization_version : the version to query; default the client's version.
+        timestamp : query the table as it was at this moment (a live query); timezone-aware.
+        metadata : attach provenance to ``df.attrs`` (version, filters, request, resolution).
+        desired_resolution : nm per unit of the returned positions, e.g. ``[1, 1, 1]`` for nm.
+            Bounding-box filters always stay in the table's voxel units.
+        get_counts : return one row with the number of matching rows instead of the rows.
+        random_sample : return a deterministic sample of about this many matching rows.
+        output : ``"pandas"`` (default) or ``"arrow"`` for a ``pyarrow.Table``.
+        """
+        q = self.to_query(
+            select_columns=select_columns,
+            offset=offset,
+            limit=limit,
+            materialization_version=materialization_version,
+            timestamp=timestamp,
+            desired_resolution=desired_resolution,
+            get_counts=get_counts,
+            random_sample=random_sample,
+        )
+        return self._runner._run(
+            q,
+            layout=self._layout,
+            split_positions=split_positions,
+            output=output,
+            metadata=metadata,
+            given=self.filters,
+        )
+
+    def live_query(
+        self,
+        timestamp: Any,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        split_positions: bool = False,
+        metadata: bool = True,
+        desired_resolution: list[float] | None = None,
+        random_sample: int | None = None,
+        select_columns: list[str] | None = None,
+        output: str = "pandas",
+    ) -> pd.DataFrame:
+        """The rows present at ``timestamp`` (timezone-aware, or ``"now"``), with root ids as they
+        were at that moment. Root-id filters are interpreted at ``timestamp``.
+        Other parameters as in :meth:`query`."""
+        if self._spec.is_view and not self._spec.live_compatible:
+            from .errors import UnsupportedError
+
+            raise UnsupportedError(
+                f"view {self.table_name!r} is not live-compatible (its metadata says live_compatible=false); "
+                "query it at a materialization version with .query()"
+            )
+        return self.query(
+            timestamp=timestamp,
+            offset=offset,
+            limit=limit,
+            split_positions=split_positions,
+            metadata=metadata,
+            desired_resolution=desired_resolution,
+            random_sample=random_sample,
+            select_columns=select_columns,
+            output=output,
+        )
+
+    def explain(self, **query_options: Any) -> str:
+        """What ``.query(**query_options)`` would run (SQL and parameters, or the HTTP request),
+        without running it."""
+        return self._runner._explain(self.to_query(**query_options))
+
+    @classmethod
+    def get_all(cls, **query_options: Any) -> pd.DataFrame:
+        """Every row of the table: ``T().query(**query_options)``."""
+        return cls().query(**query_options)
+
+    @classmethod
+    def get_all_live(cls, timestamp: Any, **query_options: Any) -> pd.DataFrame:
+        """Every row present at ``timestamp``: ``T().live_query(timestamp, **query_options)``."""
+        return cls().live_query(timestamp, **query_options)
+
+
+def _unknown(cls: type[TableFilter], bad: list[str]) -> UnknownColumnError:
+    names = list(cls._fields)
+    parts = []
+    for k in bad:
+        close = difflib.get_close_matches(k, names, n=3, cutoff=0.6)
+        hint = ""
+        if k.endswith("_position") and f"{k}_bbox" in cls._fields:
+            hint = f"; positions are filtered with a box: {k}_bbox=[[x0, y0, z0], [x1, y1, z1]]"
+        elif close:
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+        parts.append(f"{k!r}{hint}")
+    return UnknownColumnError(
+        f"{cls.table_name}: no column {', '.join(parts)}. Filterable columns: {', '.join(names)}",
+        table=cls.table_name,
+        column=bad[0],
+    )
+
+
+def make_filter_class(spec: TableSpec, target: TableSpec | None, runner: Any) -> type[TableFilter]:
+    """Build the filter class of one table (merged with ``target`` for a reference table)."""
+    flds = table_fields(spec, target)
+    body = {
+        f.attr: attrs.field(default=None, kw_only=True, alias=f.attr, type=_type_text(f), repr=False)
+        for f in flds
+    }
+    cls = attrs.make_class(
+        spec.name, body, bases=(TableFilter,), frozen=True, eq=True, repr=False, slots=False
+    )
+    by_attr = {f.attr: f for f in flds}
+    originals = {f.original: f.attr for f in flds if f.original != f.attr}
+    cls._spec = spec
+    cls._target = target
+    cls._fields = by_attr
+    cls._layout = layout(spec, target)
+    cls._runner = runner
+    cls.table_name = spec.name
+    cls.fields = tuple(f.attr for f in flds)
+    cls.numeric_fields = tuple(f.attr for f in flds if f.numeric)
+    cls.spatial_fields = tuple(f.attr for f in flds if f.bbox)
+    cls.__doc__ = _doc(spec, target, flds)
+    cls.__module__ = "tablekit.tables"
+    cls.__qualname__ = spec.name
+
+    generated = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if args:
+            raise TypeError(
+                f"{spec.name}() takes filters as keyword arguments only, got {len(args)} positional; "
+                f"e.g. {spec.name}({flds[0].attr}=...)"
+            )
+        for k in [k for k in kwargs if k in originals and k not in by_attr]:
+            kwargs[originals[k]] = kwargs.pop(k)
+        bad = [k for k in kwargs if k not in by_attr]
+        if bad:
+            raise _unknown(cls, bad)
+        generated(self, **kwargs)
+
+    __init__.__signature__ = inspect.signature(generated)  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+    return cls
+
+
+def check_select(table: str, select: Any, cols: tuple[ResultColumn, ...]) -> tuple[str, ...] | None:
+    """Validate ``select_columns`` against the result layout (before any request)."""
+    if select is None:
+        return None
+    if isinstance(select, str) or not hasattr(select, "__iter__") or isinstance(select, Mapping):
+        raise QueryError(
+            f"{table}: select_columns must be a list of column names, got {select!r}. "
+            f"Pass e.g. select_columns=[{cols[0].name!r}]"
+        )
+    names = [c.name for c in cols]
+    out = []
+    for s in select:
+        if s not in names:
+            close = difflib.get_close_matches(str(s), names, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            if isinstance(s, str) and s[-2:] in ("_x", "_y", "_z") and s[:-2] in names:
+                hint = f" Select the position {s[:-2]!r}; split_positions=True splits it."
+            raise QueryError(
+                f"{table}: select_columns names unknown column {s!r}.{hint} Columns: {', '.join(names)}"
+            )
+        out.append(s)
+    if not out:
+        raise QueryError(f"{table}: select_columns is empty. Pass at least one column, or None for all")
+    return tuple(dict.fromkeys(out))

@@ -1,0 +1,117 @@
+"""Arrow → result: the one place where backend output becomes a DataFrame (or stays Arrow).
+
+* positions arrive split (``<P>_x/_y/_z``); by default each point becomes one column of
+  3-element numpy arrays (CAVEclient's shape, ``None`` for a missing point), or stays split with
+  ``split_positions=True`` (the fast path); position columns go last, in layout order;
+* integer columns with nulls become pandas ``Int64`` (never float: 18-digit ids must not lose digits);
+* ``df.attrs`` gets JSON-serialisable provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["to_output"]
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _position_groups(
+    table: pa.Table, position_names: Sequence[str]
+) -> list[tuple[str, tuple[str, str, str]]]:
+    names = set(table.column_names)
+    out = []
+    for p in position_names:
+        trio = (f"{p}_x", f"{p}_y", f"{p}_z")
+        if all(t in names for t in trio):
+            out.append((p, trio))
+    return out
+
+
+def _series(arr: pa.ChunkedArray) -> Any:
+    t = arr.type
+    if pa.types.is_integer(t):
+        if arr.null_count:
+            return arr.to_pandas(types_mapper={t: pd.Int64Dtype()}.get)
+        return arr.to_numpy()
+    return arr.to_pandas()
+
+
+def _points(x: pa.ChunkedArray, y: pa.ChunkedArray, z: pa.ChunkedArray) -> np.ndarray:
+    n = len(x)
+    nulls = None
+    if x.null_count or y.null_count or z.null_count:
+        nulls = np.asarray(x.is_null().to_numpy(zero_copy_only=False)) | np.asarray(
+            y.is_null().to_numpy(zero_copy_only=False)
+        )
+        nulls |= np.asarray(z.is_null().to_numpy(zero_copy_only=False))
+        x, y, z = (c.fill_null(0) for c in (x, y, z))
+    xyz = np.empty((n, 3), dtype=np.result_type(*(c.type.to_pandas_dtype() for c in (x, y, z))))
+    for i, c in enumerate((x, y, z)):
+        xyz[:, i] = c.to_numpy()
+    out = np.empty(n, dtype=object)
+    out[:] = list(xyz)
+    if nulls is not None:
+        out[nulls] = None
+    return out
+
+
+def to_output(
+    table: pa.Table,
+    *,
+    position_names: Sequence[str],
+    split_positions: bool,
+    output: str,
+    attrs: Mapping[str, Any] | None,
+) -> pd.DataFrame | pa.Table:
+    """Turn a backend's Arrow table into the user's result."""
+    groups = _position_groups(table, position_names)
+    split_cols = {c for _, trio in groups for c in trio}
+    scalars = [c for c in table.column_names if c not in split_cols]
+    if output == "arrow":
+        cols: list[pa.ChunkedArray] = [table[c] for c in scalars]
+        names = list(scalars)
+        for p, trio in groups:
+            if split_positions:
+                cols.extend(table[c] for c in trio)
+                names.extend(trio)
+            else:
+                xyz = [table[c].combine_chunks() for c in trio]
+                vt = xyz[0].type
+                flat = pa.array(
+                    np.stack([a.fill_null(0).to_numpy() for a in xyz], axis=1).reshape(-1), type=vt
+                )
+                mask = None
+                if any(a.null_count for a in xyz):
+                    mask = pa.array(
+                        np.logical_or.reduce([a.is_null().to_numpy(zero_copy_only=False) for a in xyz])
+                    )
+                cols.append(pa.chunked_array([pa.FixedSizeListArray.from_arrays(flat, 3, mask=mask)]))
+                names.append(p)
+        out_t = pa.table(cols, names=names)
+        if attrs is not None:
+            meta = dict(out_t.schema.metadata or {})
+            meta[b"tablekit"] = json.dumps(_jsonable(dict(attrs))).encode()
+            out_t = out_t.replace_schema_metadata(meta)
+        return out_t
+    data: dict[str, Any] = {c: _series(table[c]) for c in scalars}
+    for p, trio in groups:
+        if split_positions:
+            for c in trio:
+                data[c] = _series(table[c])
+        else:
+            data[p] = _points(*(table[c] for c in trio))
+    df = pd.DataFrame(data, copy=False)
+    if len(df.columns) == 0:
+        df = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
+    if attrs is not None:
+        df.attrs.update(_jsonable(dict(attrs)))
+    return df

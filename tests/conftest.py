@@ -1,0 +1,31 @@
+"""Shared fixtures: the real CAVE schema documents, and small specs built from them."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "cave-schemas"
+
+
+def _load(name: str) -> dict:
+    p = FIXTURES / name
+    if not p.exists():  # CI clones main next to shared/; fall back to the bundled copy
+        if name == "types_all.json":
+            p = ROOT / "tablekit" / "_data" / "cave_schemas.json"
+        else:
+            pytest.skip(f"fixture {name} not found next to the repository")
+    return json.loads(p.read_text())
+
+
+@pytest.fixture(scope="session")
+def schemas_current() -> dict:
+    return _load("types_all.json")
+
+
+@pytest.fixture(scope="session")
+def schemas_old() -> dict:
+    return _load("types_all_before_2025-07.json")
