@@ -194,6 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="output file (csv/parquet)")
     q.add_argument("--explain", action="store_true", help="show what would run, without running it")
     q.set_defaults(func=_cmd_query)
+    from .stubgen import add_stubs_command
+
+    add_stubs_command(sub)
     return p
 
 

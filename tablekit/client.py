@@ -22,6 +22,7 @@ from .errors import FilterValueError, QueryError, UnknownTableError, Unsupported
 from .filters import ResultColumn, TableFilter, check_select, make_filter_class
 from .frames import to_output
 from .query import Join, Predicate, Query
+from .roots import RootsMixin, check_roots_valid
 from .schema import ColumnKind, TableSpec, load_schema_documents, table_spec, view_spec
 from .tables import Tables, Views
 
@@ -40,7 +41,7 @@ _CLASSIC_OPS = {
 }
 
 
-class Client:
+class Client(RootsMixin):
     """A connection to one datastack through one backend. Make one with :func:`tablekit.connect`.
 
     ``client.tables`` / ``client.views`` hold one filter class per table / view;
@@ -48,8 +49,13 @@ class Client:
     (default: the latest valid one).
     """
 
-    def __init__(self, backend: Backend, *, version: int | None = None):
+    def __init__(self, backend: Backend, *, version: int | None = None, expired_versions: str = "error"):
+        if expired_versions not in ("error", "live"):
+            raise QueryError(f"expired_versions must be 'error' or 'live', got {expired_versions!r}")
         self._backend = backend
+        #: what a query of an expired version does: "error" (default) or "live" (the same moment as
+        #: a live query, recorded in df.attrs["substitution"])
+        self.expired_versions = expired_versions
         self._version: int | None = None
         self._specs: dict[int, dict[str, Any]] = {}
         self._view_specs: dict[int, dict[str, TableSpec]] = {}
@@ -494,6 +500,8 @@ class Client:
         desired_resolution: Any,
         count: bool,
         random_sample: Any,
+        live_ok: bool = True,
+        allow_invalid_root_ids: bool = False,
     ) -> Query:
         if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
             raise QueryError(f"{table}: offset must be an int >= 0, got {offset!r}")
@@ -522,6 +530,7 @@ class Client:
                 )
         ts = None
         v: int | None = None
+        substituted: int | None = None
         if timestamp is not None:
             if version is not None:
                 raise QueryError(
@@ -529,13 +538,23 @@ class Client:
                     "(a version is itself a moment: its timestamp is client.get_timestamp(v))"
                 )
             ts = self._check_timestamp(timestamp, table)
+        elif version is None:
+            v = version_for_class
         else:
-            v = version_for_class if version is None else self._check_version(version)
-            if v != version_for_class:
-                raise QueryError(
-                    f"{table}: this filter class belongs to version {version_for_class}; build it from "
-                    f"version {v}'s tables (client.version = {v}; client.tables.{table}) or use query_table"
+            v, ts = self._resolve_version(version)
+            if ts is not None:
+                substituted = v
+                v = None
+                ts = self._check_timestamp(ts, table)
+            elif v != version_for_class:
+                self._check_same_layout(table, join, layout, v, version_for_class)
+        if ts is not None:
+            if not live_ok:
+                raise UnsupportedError(
+                    f"view {table!r} is not live-compatible (its metadata says live_compatible=false); "
+                    "query it at a materialization version instead"
                 )
+            predicates = self._live_roots(table, predicates, layout, ts, allow_invalid_root_ids)
         sel = check_select(table, select_columns, layout)
         return Query(
             datastack=self.datastack,
@@ -551,21 +570,91 @@ class Client:
             desired_resolution=res,  # type: ignore[arg-type]
             count=bool(count),
             random_sample=None if random_sample is None else int(random_sample),
+            substituted_version=substituted,
         )
 
-    def _check_timestamp(self, timestamp: Any, table: str) -> _dt.datetime:
-        if not getattr(self._backend, "supports_live", False):
-            raise UnsupportedError(
-                f"{table}: the {self._backend.name} backend cannot answer live (timestamp) queries yet; "
-                "query a materialization version instead"
+    def _resolve_version(self, version: Any) -> tuple[int, _dt.datetime | None]:
+        """``(version, None)``, or ``(version, its timestamp)`` for an expired version when
+        :attr:`expired_versions` is ``"live"``."""
+        try:
+            return self._check_version(version), None
+        except VersionError:
+            meta = {m["version"]: m for m in self._backend.versions_metadata(expired=True)}
+            v = int(version) if isinstance(version, numbers.Integral) and not isinstance(version, bool) else None
+            if self.expired_versions == "live" and v in meta and not meta[v].get("valid", True):
+                return v, meta[v]["time_stamp"]
+            raise
+
+    def _check_same_layout(
+        self, table: str, join: Join | None, cols: tuple[ResultColumn, ...], v: int, built_for: int
+    ) -> None:
+        spec = self._spec(table, v) if self._kind_of(table, built_for) == "table" else self._views(v).get(table)
+        if spec is None:
+            raise UnknownTableError(f"{self.datastack} v{v}: no view named {table!r}")
+        target = self._spec(join.target_table, v) if join is not None else None
+        from .filters import layout as _layout
+
+        here = [(c.name, c.column.kind) for c in _layout(spec, target)]
+        if here != [(c.name, c.column.kind) for c in cols]:
+            raise QueryError(
+                f"{table}: its columns differ between version {built_for} and version {v}; set "
+                f"client.version = {v} and build the filter from client.tables.{table}, or use query_table"
             )
+
+    def _kind_of(self, table: str, version: int) -> str:
+        return "table" if table in self._table_specs(version) else "view"
+
+    def _live_roots(
+        self,
+        table: str,
+        predicates: tuple[Predicate, ...],
+        cols: tuple[ResultColumn, ...],
+        ts: _dt.datetime,
+        allow_invalid: bool,
+    ) -> tuple[Predicate, ...]:
+        """Root-id filters of a live query must name roots valid at ``ts``."""
+        from .schema import ColumnRole
+
+        roots = {(c.table, c.column.name) for c in cols if c.column.role is ColumnRole.ROOT_ID}
+        out: list[Predicate] = []
+        history = getattr(self._backend, "history", None)
+        for p in predicates:
+            if (p.table, p.column) not in roots or history is None or p.op not in ("==", "in", "!=", "not in"):
+                out.append(p)
+                continue
+            ids = [p.value] if p.op in ("==", "!=") else list(p.value)
+            bad = check_roots_valid(history, table, p.column, ids, ts)
+            if not bad:
+                out.append(p)
+                continue
+            text = "; ".join(
+                f"{k} at {ts.isoformat()}: {v}" for k, v in bad.items()
+            )
+            if not allow_invalid:
+                raise VersionError(
+                    f"{table}: {p.column} filter names root ids that are not valid at the query time — {text}. "
+                    "Map them with client.get_latest_roots(id, timestamp=...) / client.get_past_ids(...), "
+                    "check with client.is_latest_roots(ids, timestamp=...), or pass allow_invalid_root_ids=True "
+                    "to drop them"
+                )
+            warnings.warn(f"{table}: dropped invalid root ids from the {p.column} filter ({text})", stacklevel=5)
+            dropped = {i for v in bad.values() for i in v}
+            keep = tuple(i for i in ids if i not in dropped)
+            if p.op in ("==", "in"):
+                out.append(Predicate(p.table, p.column, "in", keep))  # nothing left → no rows, never "no filter"
+            elif keep:
+                out.append(Predicate(p.table, p.column, "not in", keep))
+        return tuple(out)
+
+    def _check_timestamp(self, timestamp: Any, table: str) -> _dt.datetime:
         now = _dt.datetime.now(_dt.timezone.utc)
         if isinstance(timestamp, str) and timestamp.strip().lower() == "now":
-            return now
-        try:
-            ts = _values.normalize_timestamp(timestamp, what=f"{table}: timestamp")
-        except FilterValueError as e:
-            raise VersionError(str(e)) from None
+            ts = now
+        else:
+            try:
+                ts = _values.normalize_timestamp(timestamp, what=f"{table}: timestamp")
+            except FilterValueError as e:
+                raise VersionError(str(e)) from None
         first = min((m["time_stamp"] for m in self._backend.versions_metadata(expired=True)), default=None)
         if first is not None and ts < first:
             raise VersionError(
@@ -573,8 +662,11 @@ class Client:
                 f"valid timestamps run from {first.isoformat()} to now"
             )
         if ts > now + _dt.timedelta(seconds=5):
-            raise VersionError(
-                f"{table}: timestamp {ts.isoformat()} is in the future (now is {now.isoformat()})"
+            raise VersionError(f"{table}: timestamp {ts.isoformat()} is in the future (now is {now.isoformat()})")
+        if not getattr(self._backend, "supports_live", False):
+            raise UnsupportedError(
+                f"{table}: the {self._backend.name} backend cannot answer live (timestamp) queries yet; "
+                "query a materialization version instead (materialization_version=...)"
             )
         return ts
 
@@ -616,6 +708,9 @@ class Client:
             if query.version is not None or query.timestamp
             else None,
             "live_query": query.live,
+            "substitution": None
+            if query.substituted_version is None
+            else f"version {query.substituted_version} has expired; answered as a live query at its timestamp",
             "filters": {k: _plain(v) for k, v in given.items()},
             "select_columns": None if query.select_columns is None else list(query.select_columns),
             "offset": query.offset,

@@ -313,6 +313,7 @@ class TableFilter:
         desired_resolution: Any = None,
         get_counts: bool = False,
         random_sample: int | None = None,
+        allow_invalid_root_ids: bool = False,
     ) -> Query:
         """The backend-neutral :class:`~tablekit.query.Query` this filter asks."""
         spec, target = self._spec, self._target
@@ -330,6 +331,8 @@ class TableFilter:
             desired_resolution=desired_resolution,
             count=get_counts,
             random_sample=random_sample,
+            live_ok=not spec.is_view or spec.live_compatible,
+            allow_invalid_root_ids=allow_invalid_root_ids,
         )
 
     def query(
@@ -346,6 +349,7 @@ class TableFilter:
         get_counts: bool = False,
         random_sample: int | None = None,
         output: str = "pandas",
+        allow_invalid_root_ids: bool = False,
     ) -> pd.DataFrame:
         """Run the query and return the matching rows, ordered by ``id``.
 
@@ -364,6 +368,8 @@ class TableFilter:
         get_counts : return one row with the number of matching rows instead of the rows.
         random_sample : return a deterministic sample of about this many matching rows.
         output : ``"pandas"`` (default) or ``"arrow"`` for a ``pyarrow.Table``.
+        allow_invalid_root_ids : live queries only: drop (with a warning) filter root ids that are
+            not valid at ``timestamp`` instead of raising.
         """
         q = self.to_query(
             select_columns=select_columns,
@@ -374,6 +380,7 @@ class TableFilter:
             desired_resolution=desired_resolution,
             get_counts=get_counts,
             random_sample=random_sample,
+            allow_invalid_root_ids=allow_invalid_root_ids,
         )
         return self._runner._run(
             q,
@@ -396,17 +403,12 @@ class TableFilter:
         random_sample: int | None = None,
         select_columns: list[str] | None = None,
         output: str = "pandas",
+        allow_invalid_root_ids: bool = False,
     ) -> pd.DataFrame:
         """The rows present at ``timestamp`` (timezone-aware, or ``"now"``), with root ids as they
-        were at that moment. Root-id filters are interpreted at ``timestamp``.
-        Other parameters as in :meth:`query`."""
-        if self._spec.is_view and not self._spec.live_compatible:
-            from .errors import UnsupportedError
-
-            raise UnsupportedError(
-                f"view {self.table_name!r} is not live-compatible (its metadata says live_compatible=false); "
-                "query it at a materialization version with .query()"
-            )
+        were at that moment. Root-id filters are interpreted at ``timestamp``: ids not valid then
+        raise an error naming them, unless ``allow_invalid_root_ids=True`` (they are dropped with a
+        warning). Other parameters as in :meth:`query`."""
         return self.query(
             timestamp=timestamp,
             offset=offset,
@@ -417,6 +419,7 @@ class TableFilter:
             random_sample=random_sample,
             select_columns=select_columns,
             output=output,
+            allow_invalid_root_ids=allow_invalid_root_ids,
         )
 
     def explain(self, **query_options: Any) -> str:

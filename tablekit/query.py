@@ -85,6 +85,8 @@ class Query:
     desired_resolution: tuple[float, float, float] | None = None
     count: bool = False
     random_sample: int | None = None
+    #: set when an expired version was answered as a live query at its timestamp (provenance only)
+    substituted_version: int | None = None
 
     @property
     def live(self) -> bool:
@@ -118,6 +120,7 @@ class Query:
             "desired_resolution": None if self.desired_resolution is None else list(self.desired_resolution),
             "count": self.count,
             "random_sample": self.random_sample,
+            "substituted_version": self.substituted_version,
         }
 
 

@@ -12,17 +12,23 @@ import difflib
 import html
 import keyword
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
+
+from typing_extensions import Never, Self
 
 from .errors import UnknownTableError
 from .filters import TableFilter
 
-__all__ = ["Tables", "Views"]
+__all__ = ["Tables", "Views", "namespace_attribute"]
+
+_N = TypeVar("_N")
 
 _MEMBERS = frozenset({"find", "names", "get", "items", "keys", "values"})
 
 
 class _Namespace:
+    """The shared behaviour of :class:`Tables` and :class:`Views`."""
+
     _kind = "table"
 
     def __init__(
@@ -121,3 +127,35 @@ class Views(_Namespace):
     """The views of a datastack version: ``views.<name>(filters).query()`` or ``views["name"]``."""
 
     _kind = "view"
+
+
+class namespace_attribute(Generic[_N]):
+    """A read-only attribute computed on access, like ``property``, for ``Client.tables``/``views``.
+
+    Use it as a decorator in place of ``@property``. It is not a ``property`` on purpose: for a
+    property, jedi (IPython's completer) reads the getter's return annotation instead of running
+    it, so ``client.tables.<TAB>`` would offer the methods of :class:`Tables` but no table names
+    (CAVEclient's T13); IPython's own evaluator refuses properties too. Both run other
+    descriptors, see the real namespace, and complete from its ``__dir__`` and
+    ``_ipython_key_completions_``. Type checkers see the getter's return type.
+    """
+
+    def __init__(self, fget: Callable[[Any], _N]) -> None:
+        self.fget = fget
+        self.__doc__ = fget.__doc__
+        self.__name__: str = fget.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.__name__ = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _N: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> _N | Self:
+        if obj is None:
+            return self
+        return self.fget(obj)
+
+    def __set__(self, obj: object, value: Never) -> Never:
+        raise AttributeError(f"{self.__name__} is read-only")

@@ -29,3 +29,18 @@ def schemas_current() -> dict:
 @pytest.fixture(scope="session")
 def schemas_old() -> dict:
     return _load("types_all_before_2025-07.json")
+
+
+@pytest.fixture(scope="session")
+def path(tmp_path_factory) -> str:
+    """A generated datastack (20k synapses), built once per test session."""
+    from tablekit.sample import build_sample
+
+    return str(build_sample(tmp_path_factory.mktemp("ds") / "demo", synapses=20_000, seed=7))
+
+
+@pytest.fixture(scope="session")
+def client(path):
+    import tablekit
+
+    return tablekit.connect(path=path)

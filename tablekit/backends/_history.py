@@ -1,0 +1,102 @@
+"""The segmentation history of a local datastack: which supervoxel belonged to which root, when.
+
+Three primitives answer every root-id question (the client builds the roots API on them):
+
+* :meth:`History.root_info` — when each root id was created and retired (``None``: still current);
+* :meth:`History.roots_at` — the root of each supervoxel at a moment;
+* :meth:`History.supervoxels_of` — the supervoxels a root id was made of.
+
+The history is small next to the annotation tables (one row per supervoxel per edit that touched
+it), so it is loaded once into DuckDB and queried with bound parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from collections.abc import Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["History"]
+
+
+class History:
+    """Root-id history over ``segmentation/history/*.parquet`` (see docs/datastack-format.md)."""
+
+    def __init__(self, files: Sequence[str]):
+        self._files = list(files)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._con is None:
+                con = duckdb.connect()
+                if self._files:
+                    con.execute("CREATE TABLE h AS SELECT * FROM read_parquet(?) ORDER BY supervoxel_id, valid_from",
+                                [self._files])
+                else:
+                    con.execute(
+                        "CREATE TABLE h (supervoxel_id BIGINT, root_id BIGINT, valid_from TIMESTAMPTZ, "
+                        "valid_to TIMESTAMPTZ)"
+                    )
+                con.execute(
+                    "CREATE TABLE roots AS SELECT root_id, min(valid_from) AS created, "
+                    "CASE WHEN bool_or(valid_to IS NULL) THEN NULL ELSE max(valid_to) END AS retired "
+                    "FROM h GROUP BY root_id"
+                )
+                self._con = con
+            return self._con.cursor()
+
+    def root_info(self, root_ids: Sequence[int]) -> dict[int, tuple[_dt.datetime, _dt.datetime | None]]:
+        """``{root: (created, retired or None)}`` for the known ids among ``root_ids`` (0 is never listed)."""
+        ids = pa.table({"root_id": pa.array(np.asarray(list(root_ids), dtype=np.int64))})
+        con = self._connection()
+        con.register("q", ids)
+        rows = con.execute("SELECT r.root_id, r.created, r.retired FROM roots r JOIN q USING (root_id)").fetchall()
+        return {int(r): (c, x) for r, c, x in rows}
+
+    def roots_at(self, supervoxel_ids: Sequence[int] | np.ndarray, ts: _dt.datetime) -> np.ndarray:
+        """Root of each supervoxel at ``ts`` (``0`` for supervoxel 0 or one with no root then)."""
+        sv = np.asarray(supervoxel_ids, dtype=np.int64)
+        con = self._connection()
+        con.register("q", pa.table({"i": pa.array(np.arange(len(sv))), "supervoxel_id": pa.array(sv)}))
+        res = con.execute(
+            "SELECT q.i, h.root_id FROM q JOIN h ON h.supervoxel_id = q.supervoxel_id "
+            "AND h.valid_from <= ? AND (h.valid_to IS NULL OR h.valid_to > ?)",
+            [ts, ts],
+        ).fetch_arrow_table()
+        out = np.zeros(len(sv), dtype=np.int64)
+        out[res.column("i").to_numpy()] = res.column("root_id").to_numpy()
+        return out
+
+    def supervoxels_of(self, root_id: int) -> np.ndarray:
+        """Every supervoxel that belonged to ``root_id`` (a root's supervoxel set never changes)."""
+        con = self._connection()
+        t = con.execute("SELECT DISTINCT supervoxel_id FROM h WHERE root_id = ? ORDER BY 1", [int(root_id)])
+        return t.fetch_arrow_table().column(0).to_numpy()
+
+    def supervoxels_at(self, root_ids: Sequence[int], ts: _dt.datetime) -> np.ndarray:
+        """The supervoxels whose root at ``ts`` is one of ``root_ids``."""
+        con = self._connection()
+        con.register("q", pa.table({"root_id": pa.array(np.asarray(list(root_ids), dtype=np.int64))}))
+        t = con.execute(
+            "SELECT h.supervoxel_id FROM h JOIN q USING (root_id) WHERE h.valid_from <= ? "
+            "AND (h.valid_to IS NULL OR h.valid_to > ?)",
+            [ts, ts],
+        ).fetch_arrow_table()
+        return t.column(0).to_numpy()
+
+    def edges(self) -> list[tuple[int, int, _dt.datetime]]:
+        """Every (old root, new root, time) succession caused by an edit."""
+        con = self._connection()
+        return [
+            (int(a), int(b), t)
+            for a, b, t in con.execute(
+                "SELECT DISTINCT a.root_id, b.root_id, b.valid_from FROM h a JOIN h b "
+                "ON a.supervoxel_id = b.supervoxel_id AND a.valid_to = b.valid_from AND a.root_id <> b.root_id"
+            ).fetchall()
+        ]

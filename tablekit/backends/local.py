@@ -1,0 +1,638 @@
+"""The local engine: DuckDB over a datastack directory (``docs/datastack-format.md``).
+
+``LocalBackend(path)`` answers the :class:`~tablekit.backends.base.Backend` protocol from the
+files of a datastack directory: metadata from its JSON files, materialized queries from the
+Parquet snapshots under ``versions/<v>/<table>/``, live queries (a timestamp instead of a
+version) from the annotation history and the segmentation history. The SQL comes from the pure
+compiler :mod:`tablekit.backends._sql`; this module does the I/O around it.
+
+One DuckDB connection lives as long as the backend; each call runs on its own cursor, so a
+backend can be shared between threads. Results are fetched as Arrow tables, never row by row.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import (
+    DatastackError,
+    FilterValueError,
+    QueryError,
+    SchemaError,
+    UnknownTableError,
+    UnsupportedError,
+    VersionError,
+)
+from ..query import Query
+from ..schema import ColumnKind, TableSpec, table_spec, view_spec
+from . import _sql
+from .base import QueryResult
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "LocalBackend"]
+
+FORMAT = "tablekit-datastack"
+FORMAT_VERSION = 1
+
+_ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
+    ColumnKind.INT: pa.int64(),
+    ColumnKind.FLOAT: pa.float64(),
+    ColumnKind.STRING: pa.string(),
+    ColumnKind.BOOL: pa.bool_(),
+    ColumnKind.DATETIME: pa.timestamp("us", tz="UTC"),
+}
+_INT_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
+
+
+def _parse_time(value: Any, what: str) -> _dt.datetime | None:
+    """CAVE's naive-UTC ISO strings (or aware ones) → aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):
+        t = value
+    else:
+        try:
+            t = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError as e:
+            raise DatastackError(f"{what}: {value!r} is not an ISO-8601 timestamp") from e
+    return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, _dt.datetime):
+        return v.isoformat()
+    return v
+
+
+class LocalBackend:
+    """A datastack directory queried with DuckDB.
+
+    >>> backend = LocalBackend("path/to/datastack")      # doctest: +SKIP
+    >>> backend.execute(Query("demo", "nucleus_detection_v0", version=3)).table  # doctest: +SKIP
+
+    ``threads`` caps DuckDB's worker threads (default: all cores). The directory is read when
+    first needed and cached; call :meth:`refresh` after changing it on disk.
+    """
+
+    name = "local"
+    supports_live = True
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.location = str(self.path)
+        self._info = self._read_info()
+        self.datastack: str = str(self._info["name"])
+        config: dict[str, Any] = {}
+        if threads is not None:
+            config["threads"] = int(threads)
+        self._con = duckdb.connect(":memory:", config=config)
+        for stmt in (
+            "SET GLOBAL TimeZone = 'UTC'",
+            "SET GLOBAL parquet_metadata_cache = true",
+            # Parquet files written by pyarrow carry no nan_count; with the default (false) DuckDB
+            # prunes row groups by min/max as if floats had no NaN and answers `x < 1e300` or
+            # `isnan(x)` wrongly. Correctness first.
+            "SET GLOBAL parquet_can_have_nan = true",
+        ):
+            try:
+                self._con.execute(stmt)
+            except duckdb.Error:  # pragma: no cover - ICU missing: timestamps are re-labelled below
+                pass
+        self._lock = threading.RLock()
+        self._cache: dict[Any, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self._con.close()
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LocalBackend {self.datastack!r} at {self.location}>"
+
+    def refresh(self) -> None:
+        """Forget cached metadata and file lists (after the directory changed on disk)."""
+        with self._lock:
+            self._cache.clear()
+            self._info = self._read_info()
+
+    # ------------------------------------------------------------------ files
+    def _read_json(self, rel: str, what: str) -> Any:
+        p = self.path / rel
+        try:
+            with open(p, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise DatastackError(f"{self.location}: {what} is missing ({rel})") from None
+        except (OSError, ValueError) as e:
+            raise DatastackError(f"{self.location}: {what} ({rel}) cannot be read: {e}") from e
+
+    def _read_info(self) -> dict[str, Any]:
+        if not self.path.is_dir():
+            raise DatastackError(f"{self.location}: not a directory; pass the path of a datastack directory")
+        info = self._read_json("datastack.json", "datastack.json")
+        if not isinstance(info, dict):
+            raise DatastackError(f"{self.location}: datastack.json does not hold a JSON object")
+        if info.get("format") != FORMAT:
+            raise DatastackError(
+                f"{self.location}: datastack.json has format {info.get('format')!r}, expected {FORMAT!r}; "
+                "this is not a tablekit datastack directory (see tablekit.build_datastack)"
+            )
+        if info.get("format_version") != FORMAT_VERSION:
+            raise DatastackError(
+                f"{self.location}: datastack.json has format_version {info.get('format_version')!r}; "
+                f"this tablekit reads format_version {FORMAT_VERSION}"
+            )
+        if not info.get("name"):
+            raise DatastackError(f"{self.location}: datastack.json has no 'name'")
+        return info
+
+    def _fresh(self) -> None:
+        """Drop the caches when ``versions.json`` changed on disk (a version was added or expired)."""
+        try:
+            st = (self.path / "versions.json").stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        with self._lock:
+            if self._cache.get("stamp", stamp) != stamp:
+                self._cache.clear()
+            self._cache["stamp"] = stamp
+
+    def _cached(self, key: Any, make: Any) -> Any:
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = make()
+            return self._cache[key]
+
+    def _parquet_files(self, rel: str) -> tuple[str, ...]:
+        d = self.path / rel
+        if not d.is_dir():
+            return ()
+        return tuple(str(p) for p in sorted(d.glob("*.parquet")))
+
+    # ------------------------------------------------------------------ metadata
+    def datastack_info(self) -> dict[str, Any]:
+        info = dict(self._info)
+        info.setdefault("local_server", None)
+        return info
+
+    def _versions(self) -> list[dict[str, Any]]:
+        def make() -> list[dict[str, Any]]:
+            raw = self._read_json("versions.json", "versions.json")
+            if not isinstance(raw, list):
+                raise DatastackError(f"{self.location}: versions.json must hold a list of version objects")
+            out = []
+            for v in raw:
+                if not isinstance(v, dict) or not isinstance(v.get("version"), int):
+                    raise DatastackError(f"{self.location}: versions.json: {v!r} has no integer 'version'")
+                m = dict(v)
+                what = f"{self.location}: versions.json, version {m['version']}"
+                m["time_stamp"] = _parse_time(m.get("time_stamp"), what + " time_stamp")
+                if m["time_stamp"] is None:
+                    raise DatastackError(f"{what}: no time_stamp")
+                m["expires_on"] = _parse_time(m.get("expires_on"), what + " expires_on")
+                m.setdefault("valid", True)
+                m.setdefault("status", "AVAILABLE" if m["valid"] else "EXPIRED")
+                m.setdefault("datastack", self.datastack)
+                out.append(m)
+            return sorted(out, key=lambda m: m["version"])
+
+        return self._cached("versions", make)
+
+    def versions_metadata(self, expired: bool = False) -> list[dict[str, Any]]:
+        self._fresh()
+        return [
+            dict(m) for m in self._versions() if expired or (m.get("valid") and m.get("status") != "EXPIRED")
+        ]
+
+    def _version(self, version: int) -> dict[str, Any]:
+        for m in self._versions():
+            if m["version"] == version:
+                if not m.get("valid") or m.get("status") == "EXPIRED":
+                    raise VersionError(
+                        f"{self.datastack}: version {version} has expired (status {m.get('status')}); "
+                        f"query a valid version ({[v['version'] for v in self.versions_metadata()]}) "
+                        f"or the same moment live (timestamp={m['time_stamp'].isoformat()!r})"
+                    )
+                return m
+        raise VersionError(
+            f"{self.datastack}: no materialization version {version!r}; "
+            f"valid versions: {[v['version'] for v in self.versions_metadata()]}"
+        )
+
+    def schemas(self, schema_types: list[str]) -> dict[str, Mapping[str, Any]]:
+        docs = self._cached("schemas", lambda: self._read_json("schemas.json", "schemas.json"))
+        missing = [s for s in schema_types if s not in docs]
+        if missing:
+            raise SchemaError(
+                f"{self.location}: schemas.json has no document for schema type(s) {missing}; "
+                f"it has {sorted(docs)}"
+            )
+        return {s: docs[s] for s in schema_types}
+
+    def _table_names(self) -> tuple[str, ...]:
+        def make() -> tuple[str, ...]:
+            d = self.path / "tables"
+            if not d.is_dir():
+                return ()
+            return tuple(sorted(p.name for p in d.iterdir() if (p / "metadata.json").is_file()))
+
+        return self._cached("table_names", make)
+
+    def _table_metadata(self, table: str) -> dict[str, Any]:
+        def make() -> dict[str, Any]:
+            m = self._read_json(f"tables/{table}/metadata.json", f"metadata of table {table!r}")
+            if not isinstance(m, dict):
+                raise DatastackError(f"{self.location}: tables/{table}/metadata.json is not a JSON object")
+            m.setdefault("table_name", table)
+            vr = m.pop("voxel_resolution", None)
+            if vr is not None and "voxel_resolution_x" not in m:
+                m["voxel_resolution_x"], m["voxel_resolution_y"], m["voxel_resolution_z"] = vr
+            return m
+
+        return dict(self._cached(("table_meta", table), make))
+
+    def _tables_in_version(self, version: int) -> tuple[str, ...]:
+        self._version(version)
+        return self._cached(
+            ("tables", version),
+            lambda: tuple(t for t in self._table_names() if self._parquet_files(f"versions/{version}/{t}")),
+        )
+
+    def tables_metadata(self, version: int) -> list[dict[str, Any]]:
+        self._fresh()
+        return [self._table_metadata(t) for t in self._tables_in_version(version)]
+
+    def _spec(self, table: str) -> TableSpec:
+        if table not in self._table_names():  # also keeps names out of file paths
+            raise self._unknown_table(table, self._table_names(), "the datastack")
+
+        def make() -> TableSpec:
+            meta = self._table_metadata(table)
+            st = meta.get("schema_type") or meta.get("schema")
+            if not isinstance(st, str):
+                raise DatastackError(f"{self.location}: tables/{table}/metadata.json names no schema_type")
+            return table_spec(meta, self.schemas([st]))
+
+        return self._cached(("spec", table), make)
+
+    def _snapshot(self, table: str, version: int) -> tuple[str, ...]:
+        """The snapshot files of ``table`` in ``version``, checked against its spec once."""
+
+        def make() -> tuple[str, ...]:
+            if table not in self._tables_in_version(version):
+                raise self._unknown_table(table, self._tables_in_version(version), f"version {version}")
+            files = self._parquet_files(f"versions/{version}/{table}")
+            self._check_columns(table, files[0], self._spec(table).stored_columns)
+            return files
+
+        return self._cached(("snapshot", table, version), make)
+
+    def _annotations(self, table: str) -> tuple[str, ...]:
+        def make() -> tuple[str, ...]:
+            files = self._parquet_files(f"tables/{table}/annotations")
+            if table not in self._table_names() or not files:
+                raise self._unknown_table(table, self._table_names(), "the annotation history")
+            spec = self._spec(table)
+            roots = {c.name for c in spec.columns if c.role.value == "root_id"}
+            need = [c for c in spec.stored_columns if c not in roots] + ["deleted"]
+            self._check_columns(table, files[0], need)
+            return files
+
+        return self._cached(("annotations", table), make)
+
+    def _history(self) -> tuple[str, ...]:
+        def make() -> tuple[str, ...]:
+            files = self._parquet_files("segmentation/history")
+            if not files:
+                raise DatastackError(
+                    f"{self.location}: segmentation/history/*.parquet is missing; live queries need it"
+                )
+            self._check_columns(
+                "segmentation history", files[0], ["supervoxel_id", "root_id", "valid_from", "valid_to"]
+            )
+            return files
+
+        return self._cached("history", make)
+
+    def _check_columns(self, what: str, file: str, needed: Sequence[str]) -> None:
+        try:
+            names = set(pq.read_schema(file).names)
+        except (OSError, pa.ArrowException) as e:
+            raise DatastackError(f"{self.location}: {file} cannot be read: {e}") from e
+        missing = [c for c in needed if c not in names]
+        if missing:
+            raise DatastackError(
+                f"{self.location}: {os.path.relpath(file, self.location)} ({what}) lacks columns {missing} "
+                "that its schema requires; rebuild the datastack (tablekit.datastack.materialize)"
+            )
+
+    def _unknown_table(self, table: str, names: Sequence[str], where: str) -> UnknownTableError:
+        import difflib
+
+        close = difflib.get_close_matches(table, list(names), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        return UnknownTableError(
+            f"{self.datastack}: no table {table!r} in {where}.{hint} Tables: {', '.join(names) or 'none'}"
+        )
+
+    def annotation_count(self, table: str, version: int) -> int:
+        self._fresh()
+        files = self._snapshot(table, version)
+        try:
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        except (OSError, pa.ArrowException) as e:
+            raise DatastackError(f"{self.location}: the snapshot of {table!r} cannot be read: {e}") from e
+
+    # ------------------------------------------------------------------ views
+    def _view_defs(self) -> dict[str, dict[str, Any]]:
+        def make() -> dict[str, dict[str, Any]]:
+            d = self.path / "views"
+            out = {}
+            if d.is_dir():
+                for p in sorted(d.glob("*.json")):
+                    v = self._read_json(f"views/{p.name}", f"view {p.stem!r}")
+                    if not isinstance(v, dict) or not isinstance(v.get("sql"), str):
+                        raise DatastackError(f"{self.location}: views/{p.name} has no 'sql' string")
+                    out[p.stem] = v
+            return out
+
+        return self._cached("view_defs", make)
+
+    def _view_source(self, view: str, tables: Sequence[str], source: Any) -> _sql.View:
+        sql = self._view_defs()[view]["sql"]
+        return _sql.View(sql, {t: source(t) for t in tables if t in sql})
+
+    def _describe_view(
+        self, name: str, src: _sql.View, specs: Mapping[str, TableSpec], ts: Any
+    ) -> dict[str, Any] | None:
+        """The view schema from DuckDB's ``DESCRIBE``; None if the view reads a table that is absent."""
+        sql, params = _sql.describe_view(src, specs, ts)
+        cur = self._con.cursor()
+        try:
+            rows = cur.execute(sql, params).fetchall()
+        except duckdb.CatalogException:
+            return None
+        except duckdb.Error as e:
+            raise DatastackError(
+                f"{self.location}: view {name!r} (views/{name}.json) cannot be run: {e}"
+            ) from e
+        finally:
+            cur.close()
+        return self._view_schema(name, [(r[0], str(r[1])) for r in rows])
+
+    def _view_schema(self, view: str, columns: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """DuckDB column types → CAVE view-schema types; ``P_x/P_y/P_z`` trios → ``P: SpatialPoint``."""
+        types = dict(columns)
+        numeric = _INT_TYPES | _FLOAT_TYPES
+
+        def is_num(t: str) -> bool:
+            return t in numeric or t.startswith("DECIMAL")
+
+        out: dict[str, Any] = {}
+        done: set[str] = set()
+        for col, t in columns:
+            if col in done:
+                continue
+            if col.endswith("_x"):
+                p = col[:-2]
+                trio = [f"{p}_x", f"{p}_y", f"{p}_z"]
+                if all(c in types and is_num(types[c]) for c in trio):
+                    out[p] = {"type": "SpatialPoint"}
+                    done.update(trio)
+                    continue
+            if t in _INT_TYPES:
+                out[col] = {"type": "integer"}
+            elif t in _FLOAT_TYPES:
+                out[col] = {"type": "float"}
+            elif t.startswith("DECIMAL"):
+                out[col] = {"type": "number"}
+            elif t == "VARCHAR":
+                out[col] = {"type": "string"}
+            elif t == "BOOLEAN":
+                out[col] = {"type": "boolean"}
+            elif t.startswith("TIMESTAMP") or t == "DATE":
+                out[col] = {"type": "string", "format": "date-time"}
+            else:
+                raise DatastackError(
+                    f"{self.location}: view {view!r}, column {col!r} has DuckDB type {t}, which a view "
+                    "schema cannot express; cast it to an integer, float, string, boolean or timestamp"
+                )
+        return out
+
+    def _views(self, version: int) -> dict[str, tuple[dict[str, Any], TableSpec]]:
+        """``{view: (view schema, spec)}`` for the views that run on this version's snapshots."""
+
+        def make() -> dict[str, tuple[dict[str, Any], TableSpec]]:
+            tables = self._tables_in_version(version)
+            specs = {t: self._spec(t) for t in tables}
+            out = {}
+            for name in self._view_defs():
+                src = self._view_source(name, tables, lambda t: _sql.Files(self._snapshot(t, version)))
+                schema = self._describe_view(name, src, specs, None)
+                if schema is None:
+                    continue  # the view reads a table this version does not have
+                out[name] = (schema, view_spec(name, schema, {**self._view_meta(name), "table_name": name}))
+            return out
+
+        return self._cached(("views", version), make)
+
+    def _view_meta(self, view: str) -> dict[str, Any]:
+        d = self._view_defs()[view]
+        vr = d.get("voxel_resolution") or [None, None, None]
+        names = sorted(self._view_defs())
+        return {
+            "id": names.index(view) + 1,
+            "table_name": view,
+            "datastack_name": self.datastack,
+            "description": d.get("description", ""),
+            "notice_text": d.get("notice_text"),
+            "live_compatible": bool(d.get("live_compatible", False)),
+            "voxel_resolution_x": vr[0],
+            "voxel_resolution_y": vr[1],
+            "voxel_resolution_z": vr[2],
+        }
+
+    def views_metadata(self, version: int) -> dict[str, dict[str, Any]]:
+        self._fresh()
+        return {name: self._view_meta(name) for name in self._views(version)}
+
+    def view_schemas(self, version: int) -> dict[str, dict[str, Any]]:
+        self._fresh()
+        return {name: json.loads(json.dumps(schema)) for name, (schema, _) in self._views(version).items()}
+
+    # ------------------------------------------------------------------ queries
+    def _plan(self, query: Query) -> tuple[_sql.CompiledSQL, dict[str, tuple[str, ...]], tuple[str, ...]]:
+        """Compile ``query``; also return the files it reads and the notices of its tables."""
+        self._fresh()
+        if query.datastack != self.datastack:
+            raise QueryError(
+                f"{query.table}: the query is for datastack {query.datastack!r}, this backend serves {self.datastack!r}"
+            )
+        live = query.timestamp is not None
+        if live == (query.version is not None):
+            raise QueryError(
+                f"{query.table}: a query needs exactly one of version (materialized) and timestamp (live)"
+            )
+        specs: dict[str, TableSpec] = {}
+        sources: dict[str, _sql.Source] = {}
+        files: dict[str, tuple[str, ...]] = {}
+
+        def table_source(t: str) -> _sql.Files | _sql.Live:
+            if live:
+                files[t] = self._annotations(t)
+                files["segmentation/history"] = self._history()
+                src: _sql.Files | _sql.Live = _sql.Live(files[t], files["segmentation/history"])
+            else:
+                files[t] = self._snapshot(t, query.version)  # type: ignore[arg-type]
+                src = _sql.Files(files[t])
+            specs[t] = self._spec(t)
+            return src
+
+        if query.kind == "view":
+            if query.join is not None:
+                raise QueryError(f"{query.table}: a view cannot be joined")
+            if query.table not in self._view_defs():
+                raise self._unknown_table(query.table, sorted(self._view_defs()), "the views")
+            if live:
+                meta = self._view_meta(query.table)
+                if not meta["live_compatible"]:
+                    raise UnsupportedError(
+                        f"{query.table}: this view is not live-compatible; query it at a materialization "
+                        "version instead"
+                    )
+                tables = [t for t in self._table_names() if t in self._view_defs()[query.table]["sql"]]
+                src = self._view_source(query.table, tables, table_source)
+                schema = self._describe_view(query.table, src, specs, query.timestamp)
+                if schema is None:
+                    raise DatastackError(
+                        f"{self.location}: view {query.table!r} reads a table that has no annotation history"
+                    )
+                specs[query.table] = view_spec(query.table, schema, meta)
+            else:
+                views = self._views(query.version)  # type: ignore[arg-type]
+                if query.table not in views:
+                    raise self._unknown_table(
+                        query.table, sorted(views), f"the views of version {query.version}"
+                    )
+                src = self._view_source(query.table, self._tables_in_version(query.version), table_source)  # type: ignore[arg-type]
+                specs[query.table] = views[query.table][1]
+            sources[query.table] = src
+        else:
+            for t in query.tables:
+                sources[t] = table_source(t)
+        try:
+            compiled = _sql.compile_query(query, specs, sources)
+        except KeyError as e:  # pragma: no cover - defensive
+            raise QueryError(f"{query.table}: {e}") from e
+        notices = tuple(
+            dict.fromkeys(
+                specs[t].notice_text
+                for t in ((query.table,) if query.kind == "view" else query.tables)
+                if specs[t].notice_text
+            )
+        )
+        return compiled, files, notices  # type: ignore[return-value]
+
+    def _request(self, compiled: _sql.CompiledSQL, files: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        return {
+            "engine": "duckdb",
+            "duckdb_version": duckdb.__version__,
+            "sql": compiled.sql,
+            "parameters": _jsonable(compiled.params),
+            "value_lists": {vl.name: _jsonable(vl.values) for vl in compiled.value_lists},
+            "files": {t: [os.path.relpath(f, self.location) for f in fs] for t, fs in files.items()},
+            "columns": list(compiled.columns),
+        }
+
+    def explain(self, query: Query) -> dict[str, Any]:
+        compiled, files, _ = self._plan(query)
+        return self._request(compiled, files)
+
+    def execute(self, query: Query) -> QueryResult:
+        compiled, files, notices = self._plan(query)
+        table = self._run(compiled, query)
+        return QueryResult(
+            table=table,
+            resolution=compiled.resolution,
+            warnings=notices,
+            request=self._request(compiled, files),
+        )
+
+    def _run(self, compiled: _sql.CompiledSQL, query: Query) -> pa.Table:
+        cur = self._con.cursor()
+        try:
+            for vl in compiled.value_lists:
+                try:
+                    arr = pa.array(vl.values, type=_ARROW_TYPES[vl.kind])
+                except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
+                    raise FilterValueError(
+                        f"{query.table}: a membership list holds a value that is not {vl.kind.value}: {e}",
+                        table=query.table,
+                    ) from e
+                cur.register(vl.name, pa.table({"v": arr}))
+            table = cur.sql(compiled.sql, params=compiled.params or None).to_arrow_table()
+        except duckdb.Error as e:
+            raise self._error(e, query) from e
+        finally:
+            cur.close()
+        return _utc(table)
+
+    def _error(self, e: duckdb.Error, query: Query) -> Exception:
+        msg = str(e).strip()
+        if isinstance(e, duckdb.IOException):
+            return DatastackError(f"{self.location}: cannot read the files of {query.table!r}: {msg}")
+        regex = [p for p in query.predicates if p.op == "regex"]
+        if regex and isinstance(e, duckdb.InvalidInputException):
+            p = next((p for p in regex if str(p.value) in msg), regex[0])
+            return FilterValueError(
+                f"{p.table}.{p.column}: DuckDB rejects the regular expression {p.value!r} "
+                f"(RE2 syntax, see https://github.com/google/re2/wiki/Syntax): {msg}",
+                table=p.table,
+                column=p.column,
+            )
+        if isinstance(e, duckdb.OutOfMemoryException):
+            return QueryError(
+                f"{query.table}: out of memory; narrow the query or page it with limit/offset ({msg})"
+            )
+        return QueryError(f"{query.table}: the local engine failed: {msg}")
+
+
+def _utc(table: pa.Table) -> pa.Table:
+    """Label every timestamp column ``UTC`` (DuckDB uses the session zone name, e.g. ``Etc/UTC``)."""
+    fields = list(table.schema)
+    changed = False
+    for i, f in enumerate(fields):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None and f.type.tz != "UTC":
+            fields[i] = f.with_type(pa.timestamp(f.type.unit, tz="UTC"))
+            changed = True
+    return table.cast(pa.schema(fields)) if changed else table

@@ -1,0 +1,171 @@
+"""The roots API: how root ids change with proofreading (mixed into :class:`tablekit.Client`).
+
+A root id names a segment between two edits. An edit (merge or split) retires root ids and creates
+new ones; a root id is never reused. "Valid at T" means created at or before T and not retired by T.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import numbers
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from . import _values
+from .errors import FilterValueError, UnsupportedError, VersionError
+
+__all__ = ["RootsMixin", "check_roots_valid"]
+
+
+def _ids(ids: Any, what: str = "root ids") -> list[int]:
+    if isinstance(ids, numbers.Integral) and not isinstance(ids, bool):
+        return [int(ids)]
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise FilterValueError(f"{what} must be an int or a list of ints, got {ids!r}")
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise FilterValueError(f"{what} must be ints, got {i!r} ({type(i).__name__}); pass int ids")
+        out.append(int(i))
+    return out
+
+
+def _status(info: dict[int, tuple[_dt.datetime, _dt.datetime | None]], root: int, ts: _dt.datetime) -> str:
+    if root == 0:
+        return "valid"
+    if root not in info:
+        return "unknown"
+    created, retired = info[root]
+    if created > ts:
+        return "too recent"
+    if retired is not None and retired <= ts:
+        return "expired"
+    return "valid"
+
+
+def check_roots_valid(history: Any, table: str, column: str, roots: Iterable[int], ts: _dt.datetime) -> dict[str, list[int]]:
+    """Classify root ids at ``ts``: ``{"expired": [...], "too recent": [...], "unknown": [...]}`` (invalid only)."""
+    roots = list(roots)
+    info = history.root_info([r for r in roots if r != 0])
+    bad: dict[str, list[int]] = {}
+    for r in roots:
+        s = _status(info, r, ts)
+        if s != "valid":
+            bad.setdefault(s, []).append(r)
+    return bad
+
+
+class RootsMixin:
+    """Root-id methods of the client (need a backend with a segmentation history)."""
+
+    _backend: Any
+
+    def _history(self) -> Any:
+        h = getattr(self._backend, "history", None)
+        if h is None:
+            raise UnsupportedError(f"the {self._backend.name} backend has no segmentation history for the roots API")
+        return h
+
+    def _ts(self, timestamp: Any, default_now: bool = True) -> _dt.datetime:
+        if timestamp is None or (isinstance(timestamp, str) and timestamp.strip().lower() == "now"):
+            return _dt.datetime.now(_dt.timezone.utc)
+        try:
+            return _values.normalize_timestamp(timestamp)
+        except FilterValueError as e:
+            raise VersionError(str(e)) from None
+
+    def get_root_timestamps(self, root_ids: Any) -> list[_dt.datetime]:
+        """When each root id was created (aware UTC datetimes), in the order given."""
+        ids = _ids(root_ids)
+        info = self._history().root_info(ids)
+        missing = [r for r in ids if r not in info]
+        if missing:
+            raise FilterValueError(f"root ids {missing} are not in the segmentation history of {self._backend.datastack}")
+        return [info[r][0] for r in ids]
+
+    def is_latest_roots(self, root_ids: Any, timestamp: Any = None) -> np.ndarray:
+        """For each root id: is it valid (current) at ``timestamp`` (default now)?"""
+        ids = _ids(root_ids)
+        ts = self._ts(timestamp)
+        info = self._history().root_info(ids)
+        return np.array([_status(info, r, ts) == "valid" and r != 0 for r in ids], dtype=bool)
+
+    def _successors(self, root_id: int, ts: _dt.datetime) -> tuple[np.ndarray, np.ndarray]:
+        h = self._history()
+        sv = h.supervoxels_of(root_id)
+        if len(sv) == 0:
+            raise FilterValueError(f"root id {root_id} is not in the segmentation history of {self._backend.datastack}")
+        return sv, h.roots_at(sv, ts)
+
+    def get_latest_roots(self, root_id: int, timestamp: Any = None) -> np.ndarray:
+        """The root ids at ``timestamp`` (default now) that descend from ``root_id`` (itself if still valid)."""
+        (rid,) = _ids(root_id)
+        ts = self._ts(timestamp)
+        created, _ = self._history().root_info([rid]).get(rid, (None, None))
+        if created is not None and created > ts:
+            raise VersionError(
+                f"root id {rid} was created at {created.isoformat()}, after {ts.isoformat()}; "
+                "use get_past_ids for earlier moments"
+            )
+        _, roots = self._successors(rid, ts)
+        return np.unique(roots[roots != 0])
+
+    def suggest_latest_roots(self, root_id: int, timestamp: Any = None) -> int:
+        """The root id at ``timestamp`` that inherited most of ``root_id``'s supervoxels."""
+        (rid,) = _ids(root_id)
+        _, roots = self._successors(rid, self._ts(timestamp))
+        counts = Counter(int(r) for r in roots if r != 0)
+        if not counts:
+            raise FilterValueError(f"root id {rid} has no successor with supervoxels at that time")
+        return max(counts.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+
+    def get_past_ids(self, root_ids: Any, timestamp_past: Any = None, timestamp_future: Any = None) -> dict[str, Any]:
+        """Map root ids to the root ids their supervoxels had at ``timestamp_past`` (default: the
+        first version's time). Returns ``{"future_id_map": {id: [past ids]}, "past_id_map": {past id: [ids]}}``."""
+        ids = _ids(root_ids)
+        if timestamp_past is None:
+            timestamp_past = min(m["time_stamp"] for m in self._backend.versions_metadata(expired=True))
+        ts = self._ts(timestamp_past)
+        h = self._history()
+        future: dict[int, list[int]] = {}
+        past: dict[int, list[int]] = {}
+        for r in ids:
+            sv = h.supervoxels_of(r)
+            olds = sorted({int(x) for x in h.roots_at(sv, ts) if x != 0})
+            future[r] = olds
+            for o in olds:
+                past.setdefault(o, []).append(r)
+        return {"future_id_map": future, "past_id_map": past}
+
+    def get_lineage_graph(self, root_id: int, timestamp_past: Any = None, timestamp_future: Any = None) -> dict[str, Any]:
+        """The edit history around ``root_id`` as a node-link graph:
+        ``{"nodes": [{"id", "timestamp"}], "links": [{"source", "target", "timestamp"}]}``
+        (source = older root): the ancestors and descendants of ``root_id``. Limited to edits between the two timestamps (default: all)."""
+        (rid,) = _ids(root_id)
+        lo = None if timestamp_past is None else self._ts(timestamp_past)
+        hi = None if timestamp_future is None else self._ts(timestamp_future)
+        h = self._history()
+        edges = [e for e in h.edges() if (lo is None or e[2] >= lo) and (hi is None or e[2] <= hi)]
+        fwd: dict[int, list[tuple[int, _dt.datetime]]] = {}
+        back: dict[int, list[tuple[int, _dt.datetime]]] = {}
+        for a, b, t in edges:
+            fwd.setdefault(a, []).append((b, t))
+            back.setdefault(b, []).append((a, t))
+        seen = {rid}
+        for graph in (fwd, back):  # descendants, then ancestors
+            stack = [rid]
+            while stack:
+                n = stack.pop()
+                for m, _ in graph.get(n, []):
+                    if m not in seen:
+                        seen.add(m)
+                        stack.append(m)
+        info = h.root_info(sorted(seen))
+        nodes = [{"id": n, "timestamp": info[n][0].isoformat() if n in info else None} for n in sorted(seen)]
+        links = [
+            {"source": a, "target": b, "timestamp": t.isoformat()} for a, b, t in sorted(edges) if a in seen and b in seen
+        ]
+        return {"nodes": nodes, "links": links}

@@ -1,0 +1,62 @@
+"""The public surface of ``tablekit``: a sorted ``__all__`` of importable, documented names."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import tablekit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_is_sorted_and_unique():
+    """``__all__`` is sorted (ASCII order, as ruff's RUF022 sorts it) and has no duplicates."""
+    assert list(tablekit.__all__) == sorted(set(tablekit.__all__))
+
+
+def test_every_name_is_importable():
+    """Each name in ``__all__`` is an attribute of the package and survives ``from tablekit import``."""
+    ns: dict[str, object] = {}
+    exec(f"from tablekit import {', '.join(tablekit.__all__)}", ns)
+    for name in tablekit.__all__:
+        assert ns[name] is getattr(tablekit, name)
+
+
+def test_every_public_name_is_documented():
+    """Every exported function and class has a docstring of its own (not one inherited)."""
+    missing = []
+    for name in tablekit.__all__:
+        obj = getattr(tablekit, name)
+        if name.startswith("__"):
+            continue
+        own = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+        if not (own or "").strip():
+            missing.append(name)
+    assert not missing, f"undocumented: {missing}"
+
+
+def test_version_is_the_distribution_version():
+    """``tablekit.__version__`` matches pyproject.toml."""
+    text = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{tablekit.__version__}"' in text
+
+
+def test_py_typed_ships():
+    """PEP 561: the package is marked typed, and the marker is package data."""
+    pkg = Path(importlib.import_module("tablekit").__file__).parent
+    assert (pkg / "py.typed").is_file()
+    assert 'tablekit = ["py.typed"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_error_classes_are_exported_with_their_builtins():
+    """Every error of tablekit.errors is public and also the builtin it refines (design §7)."""
+    from tablekit import errors
+
+    for name in errors.__all__:
+        assert name in tablekit.__all__
+        cls = getattr(tablekit, name)
+        assert issubclass(cls, tablekit.TablekitError)
+        if cls is not tablekit.TablekitError and cls is not tablekit.FilterError:
+            assert any(b.__module__ == "builtins" for b in cls.__mro__[1:-2]), name
