@@ -10,6 +10,7 @@ See :func:`connect`. Errors are in :mod:`tablekit.errors`.
 from __future__ import annotations
 
 from .client import Client
+from .datastack import TableSource, build_datastack
 from .errors import (
     DatastackError,
     FilterError,
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .filters import TableFilter
 from .query import Predicate, Query
+from .stubgen import StaleStubsWarning, check_stubs
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ def connect(
     server: str | None = None,
     token: str | None = None,
     version: int | None = None,
+    expired_versions: str = "error",
 ) -> Client:
     """Connect to a datastack and return a :class:`Client`.
 
@@ -46,6 +49,8 @@ def connect(
       this release (raises :class:`UnsupportedError`).
 
     ``version`` pins the materialization version (default: the latest valid one).
+    ``expired_versions="live"`` answers a query of an expired version as a live query at that
+    version's timestamp (recorded in ``df.attrs["substitution"]``) instead of raising.
     """
     from .backends.local import LocalBackend
 
@@ -66,15 +71,7 @@ def connect(
     backend = LocalBackend(path)
     if datastack is not None and datastack != backend.datastack and path is not None and datastack != "demo":
         raise DatastackError(f"{path} holds datastack {backend.datastack!r}, not {datastack!r}")
-    return Client(backend, version=version)
-
-
-def build_datastack(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Build a local datastack directory from DataFrames or Parquet files; see
-    :func:`tablekit.datastack.build_datastack`."""
-    from .datastack import build_datastack as _build
-
-    return _build(*args, **kwargs)
+    return Client(backend, version=version, expired_versions=expired_versions)
 
 
 __all__ = [

@@ -24,7 +24,7 @@ from .frames import to_output
 from .query import Join, Predicate, Query
 from .roots import RootsMixin, check_roots_valid
 from .schema import ColumnKind, TableSpec, load_schema_documents, table_spec, view_spec
-from .tables import Tables, Views
+from .tables import Tables, Views, namespace_attribute
 
 __all__ = ["Client"]
 
@@ -228,7 +228,7 @@ class Client(RootsMixin):
         return self._namespaces[key]
 
     # ------------------------------------------------------------------ namespaces
-    @property
+    @namespace_attribute
     def tables(self) -> Tables:
         """One filter class per table of :attr:`version`: ``client.tables.<name>(filters).query()``."""
         v = self.version
@@ -246,7 +246,7 @@ class Client(RootsMixin):
             )
         return self._namespaces[key]
 
-    @property
+    @namespace_attribute
     def views(self) -> Views:
         """One filter class per view of :attr:`version`: ``client.views.<name>(filters).query()``."""
         v = self.version
@@ -259,6 +259,15 @@ class Client(RootsMixin):
         return self._namespaces[key]
 
     # ------------------------------------------------------------------ metadata API
+    def table_specs(self, version: int | None = None) -> dict[str, TableSpec]:
+        """The :class:`~tablekit.schema.TableSpec` of every table in a version (default: the client's)."""
+        v = self._version_or_default(version)
+        return {name: self._spec(name, v) for name in self.get_tables(v)}
+
+    def view_specs(self, version: int | None = None) -> dict[str, TableSpec]:
+        """The :class:`~tablekit.schema.TableSpec` of every view in a version (default: the client's)."""
+        return dict(self._views(self._version_or_default(version)))
+
     def get_tables(self, version: int | None = None) -> list[str]:
         """Names of the tables in a version (default: the client's), sorted."""
         return sorted(self._table_specs(self._version_or_default(version)))
@@ -580,7 +589,11 @@ class Client(RootsMixin):
             return self._check_version(version), None
         except VersionError:
             meta = {m["version"]: m for m in self._backend.versions_metadata(expired=True)}
-            v = int(version) if isinstance(version, numbers.Integral) and not isinstance(version, bool) else None
+            v = (
+                int(version)
+                if isinstance(version, numbers.Integral) and not isinstance(version, bool)
+                else None
+            )
             if self.expired_versions == "live" and v in meta and not meta[v].get("valid", True):
                 return v, meta[v]["time_stamp"]
             raise
@@ -588,7 +601,9 @@ class Client(RootsMixin):
     def _check_same_layout(
         self, table: str, join: Join | None, cols: tuple[ResultColumn, ...], v: int, built_for: int
     ) -> None:
-        spec = self._spec(table, v) if self._kind_of(table, built_for) == "table" else self._views(v).get(table)
+        spec = (
+            self._spec(table, v) if self._kind_of(table, built_for) == "table" else self._views(v).get(table)
+        )
         if spec is None:
             raise UnknownTableError(f"{self.datastack} v{v}: no view named {table!r}")
         target = self._spec(join.target_table, v) if join is not None else None
@@ -619,7 +634,11 @@ class Client(RootsMixin):
         out: list[Predicate] = []
         history = getattr(self._backend, "history", None)
         for p in predicates:
-            if (p.table, p.column) not in roots or history is None or p.op not in ("==", "in", "!=", "not in"):
+            if (
+                (p.table, p.column) not in roots
+                or history is None
+                or p.op not in ("==", "in", "!=", "not in")
+            ):
                 out.append(p)
                 continue
             ids = [p.value] if p.op in ("==", "!=") else list(p.value)
@@ -627,9 +646,7 @@ class Client(RootsMixin):
             if not bad:
                 out.append(p)
                 continue
-            text = "; ".join(
-                f"{k} at {ts.isoformat()}: {v}" for k, v in bad.items()
-            )
+            text = f"at {ts.isoformat()}: " + "; ".join(f"{k}: {v}" for k, v in bad.items())
             if not allow_invalid:
                 raise VersionError(
                     f"{table}: {p.column} filter names root ids that are not valid at the query time — {text}. "
@@ -637,11 +654,15 @@ class Client(RootsMixin):
                     "check with client.is_latest_roots(ids, timestamp=...), or pass allow_invalid_root_ids=True "
                     "to drop them"
                 )
-            warnings.warn(f"{table}: dropped invalid root ids from the {p.column} filter ({text})", stacklevel=5)
+            warnings.warn(
+                f"{table}: dropped invalid root ids from the {p.column} filter ({text})", stacklevel=5
+            )
             dropped = {i for v in bad.values() for i in v}
             keep = tuple(i for i in ids if i not in dropped)
             if p.op in ("==", "in"):
-                out.append(Predicate(p.table, p.column, "in", keep))  # nothing left → no rows, never "no filter"
+                out.append(
+                    Predicate(p.table, p.column, "in", keep)
+                )  # nothing left → no rows, never "no filter"
             elif keep:
                 out.append(Predicate(p.table, p.column, "not in", keep))
         return tuple(out)
@@ -662,7 +683,9 @@ class Client(RootsMixin):
                 f"valid timestamps run from {first.isoformat()} to now"
             )
         if ts > now + _dt.timedelta(seconds=5):
-            raise VersionError(f"{table}: timestamp {ts.isoformat()} is in the future (now is {now.isoformat()})")
+            raise VersionError(
+                f"{table}: timestamp {ts.isoformat()} is in the future (now is {now.isoformat()})"
+            )
         if not getattr(self._backend, "supports_live", False):
             raise UnsupportedError(
                 f"{table}: the {self._backend.name} backend cannot answer live (timestamp) queries yet; "

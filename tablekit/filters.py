@@ -274,6 +274,10 @@ def _doc(spec: TableSpec, target: TableSpec | None, fields: tuple[Field, ...]) -
 class TableFilter:
     """Base class of the generated filter classes (one per table or view)."""
 
+    if TYPE_CHECKING:  # the generated classes take one keyword per column; stubs give exact types
+
+        def __init__(self, **filters: Any) -> None: ...
+
     _spec: ClassVar[TableSpec]
     _target: ClassVar[TableSpec | None]
     _fields: ClassVar[dict[str, Field]]
@@ -499,6 +503,17 @@ def make_filter_class(spec: TableSpec, target: TableSpec | None, runner: Any) ->
 
     __init__.__signature__ = inspect.signature(generated)  # type: ignore[attr-defined]
     cls.__init__ = __init__
+    columns = "\n\nColumns of " + spec.name + ":\n" + cls.__doc__.split("Columns:\n", 1)[-1]
+    for name in ("query", "live_query"):
+        base = getattr(TableFilter, name)
+
+        def method(self: Any, *args: Any, _base: Any = base, **kwargs: Any) -> Any:
+            return _base(self, *args, **kwargs)
+
+        functools.update_wrapper(method, base)  # signature follows __wrapped__
+        method.__doc__ = inspect.cleandoc(base.__doc__ or "") + columns
+        method.__qualname__ = f"{spec.name}.{name}"
+        setattr(cls, name, method)
     return cls
 
 

@@ -46,7 +46,9 @@ def _status(info: dict[int, tuple[_dt.datetime, _dt.datetime | None]], root: int
     return "valid"
 
 
-def check_roots_valid(history: Any, table: str, column: str, roots: Iterable[int], ts: _dt.datetime) -> dict[str, list[int]]:
+def check_roots_valid(
+    history: Any, table: str, column: str, roots: Iterable[int], ts: _dt.datetime
+) -> dict[str, list[int]]:
     """Classify root ids at ``ts``: ``{"expired": [...], "too recent": [...], "unknown": [...]}`` (invalid only)."""
     roots = list(roots)
     info = history.root_info([r for r in roots if r != 0])
@@ -66,7 +68,9 @@ class RootsMixin:
     def _history(self) -> Any:
         h = getattr(self._backend, "history", None)
         if h is None:
-            raise UnsupportedError(f"the {self._backend.name} backend has no segmentation history for the roots API")
+            raise UnsupportedError(
+                f"the {self._backend.name} backend has no segmentation history for the roots API"
+            )
         return h
 
     def _ts(self, timestamp: Any, default_now: bool = True) -> _dt.datetime:
@@ -83,7 +87,9 @@ class RootsMixin:
         info = self._history().root_info(ids)
         missing = [r for r in ids if r not in info]
         if missing:
-            raise FilterValueError(f"root ids {missing} are not in the segmentation history of {self._backend.datastack}")
+            raise FilterValueError(
+                f"root ids {missing} are not in the segmentation history of {self._backend.datastack}"
+            )
         return [info[r][0] for r in ids]
 
     def is_latest_roots(self, root_ids: Any, timestamp: Any = None) -> np.ndarray:
@@ -97,7 +103,9 @@ class RootsMixin:
         h = self._history()
         sv = h.supervoxels_of(root_id)
         if len(sv) == 0:
-            raise FilterValueError(f"root id {root_id} is not in the segmentation history of {self._backend.datastack}")
+            raise FilterValueError(
+                f"root id {root_id} is not in the segmentation history of {self._backend.datastack}"
+            )
         return sv, h.roots_at(sv, ts)
 
     def get_latest_roots(self, root_id: int, timestamp: Any = None) -> np.ndarray:
@@ -122,7 +130,9 @@ class RootsMixin:
             raise FilterValueError(f"root id {rid} has no successor with supervoxels at that time")
         return max(counts.items(), key=lambda kv: (kv[1], -kv[0]))[0]
 
-    def get_past_ids(self, root_ids: Any, timestamp_past: Any = None, timestamp_future: Any = None) -> dict[str, Any]:
+    def get_past_ids(
+        self, root_ids: Any, timestamp_past: Any = None, timestamp_future: Any = None
+    ) -> dict[str, Any]:
         """Map root ids to the root ids their supervoxels had at ``timestamp_past`` (default: the
         first version's time). Returns ``{"future_id_map": {id: [past ids]}, "past_id_map": {past id: [ids]}}``."""
         ids = _ids(root_ids)
@@ -140,7 +150,9 @@ class RootsMixin:
                 past.setdefault(o, []).append(r)
         return {"future_id_map": future, "past_id_map": past}
 
-    def get_lineage_graph(self, root_id: int, timestamp_past: Any = None, timestamp_future: Any = None) -> dict[str, Any]:
+    def get_lineage_graph(
+        self, root_id: int, timestamp_past: Any = None, timestamp_future: Any = None
+    ) -> dict[str, Any]:
         """The edit history around ``root_id`` as a node-link graph:
         ``{"nodes": [{"id", "timestamp"}], "links": [{"source", "target", "timestamp"}]}``
         (source = older root): the ancestors and descendants of ``root_id``. Limited to edits between the two timestamps (default: all)."""
@@ -166,6 +178,8 @@ class RootsMixin:
         info = h.root_info(sorted(seen))
         nodes = [{"id": n, "timestamp": info[n][0].isoformat() if n in info else None} for n in sorted(seen)]
         links = [
-            {"source": a, "target": b, "timestamp": t.isoformat()} for a, b, t in sorted(edges) if a in seen and b in seen
+            {"source": a, "target": b, "timestamp": t.isoformat()}
+            for a, b, t in sorted(edges)
+            if a in seen and b in seen
         ]
         return {"nodes": nodes, "links": links}

@@ -509,13 +509,9 @@ def client_specs(
 ) -> tuple[list[tuple[TableSpec, TableSpec | None]], list[TableSpec]]:
     """The ``(tables, views)`` specs of a client's version, as :func:`render_stub` takes them."""
     v = client.version if version is None else int(version)
-    tables = []
-    for name in client.get_tables(v):
-        spec = client._spec(name, v)
-        target = client._spec(spec.reference_table, v) if spec.reference_table else None
-        tables.append((spec, target))
-    views = [client._views(v)[n] for n in client.get_views(v)]
-    return tables, views
+    specs = client.table_specs(v)
+    tables = [(s, specs[s.reference_table] if s.reference_table else None) for s in specs.values()]
+    return tables, list(client.view_specs(v).values())
 
 
 def _render_client(client: Client, version: int | None = None) -> str:

@@ -10,18 +10,18 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
 
 
-@lru_cache(maxsize=None)
+@cache
 def _annotations(path: str, table: str) -> pd.DataFrame:
     return pd.read_parquet(pathlib.Path(path) / "tables" / table / "annotations")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _history(path: str) -> pd.DataFrame:
     return pd.read_parquet(pathlib.Path(path) / "segmentation" / "history")
 
@@ -36,7 +36,9 @@ def version_timestamp(path: str, version: int) -> pd.Timestamp:
 def snapshot(path: str, table: str, ts: pd.Timestamp) -> pd.DataFrame:
     """Rows of ``table`` present at ``ts`` with root ids as of ``ts``, sorted by id."""
     ann = _annotations(str(path), table)
-    alive = ann[(ann["created"] <= ts) & (ann["deleted"].isna() | (ann["deleted"] > ts)) & ann["valid"]].copy()
+    alive = ann[
+        (ann["created"] <= ts) & (ann["deleted"].isna() | (ann["deleted"] > ts)) & ann["valid"]
+    ].copy()
     hist = _history(str(path))
     h = hist[(hist["valid_from"] <= ts) & (hist["valid_to"].isna() | (hist["valid_to"] > ts))]
     assert h["supervoxel_id"].is_unique, "a supervoxel has two roots at once"
@@ -51,7 +53,11 @@ def snapshot(path: str, table: str, ts: pd.Timestamp) -> pd.DataFrame:
         roots[sv == 0] = 0
         assert not roots[sv.notna()].isna().any(), f"{table}.{col}: supervoxel without a root at {ts}"
         alive[root] = roots
-    return alive.drop(columns=["deleted", "superceded_id"], errors="ignore").sort_values("id").reset_index(drop=True)
+    return (
+        alive.drop(columns=["deleted", "superceded_id"], errors="ignore")
+        .sort_values("id")
+        .reset_index(drop=True)
+    )
 
 
 def apply(df: pd.DataFrame, column: str, op: str, value) -> pd.Series:

@@ -20,7 +20,9 @@ def run(*args, check=True):
 
 
 def test_query_csv_matches_the_library(path, client):
-    out = run("query", NUC, "--path", path, "--where", "volume>300", "--where", "pt_root_id!=0", "--format", "csv")
+    out = run(
+        "query", NUC, "--path", path, "--where", "volume>300", "--where", "pt_root_id!=0", "--format", "csv"
+    )
     got = pd.read_csv(io.StringIO(out.stdout))
     want = client.tables[NUC](volume={">": 300}, pt_root_id={"!=": 0}).query(split_positions=True)
     assert got["id"].tolist() == want["id"].tolist() and len(want) > 0
@@ -30,8 +32,20 @@ def test_query_csv_matches_the_library(path, client):
 def test_query_membership_select_limit_and_parquet(path, client, tmp_path):
     ids = client.tables[NUC]().query(limit=3, select_columns=["id"])["id"].tolist()
     f = tmp_path / "out.parquet"
-    run("query", NUC, "--path", path, "--where", f"id={','.join(map(str, ids))}", "--select", "id,volume",
-        "--format", "parquet", "--out", str(f))
+    run(
+        "query",
+        NUC,
+        "--path",
+        path,
+        "--where",
+        f"id={','.join(map(str, ids))}",
+        "--select",
+        "id,volume",
+        "--format",
+        "parquet",
+        "--out",
+        str(f),
+    )
     got = pd.read_parquet(f)
     assert got["id"].tolist() == ids and list(got.columns) == ["id", "volume"]
 

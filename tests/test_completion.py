@@ -7,7 +7,6 @@ completer. ``help()`` is pydoc, ``?`` is IPython's inspector.
 
 from __future__ import annotations
 
-import inspect
 import pydoc
 
 import pytest
@@ -20,21 +19,12 @@ jedi = pytest.importorskip("jedi", reason="jedi is in the test extra: pip instal
 NUC = "nucleus_detection_v0"
 QUERY_OPTIONS = {"select_columns", "offset", "limit", "split_positions", "timestamp", "output"}
 
-#: jedi and IPython read a property's return annotation instead of running it, so they cannot see
-#: the table names behind ``client.tables``; tablekit.tables.namespace_attribute fixes that.
-needs_namespace_attribute = pytest.mark.xfail(
-    isinstance(inspect.getattr_static(Client, "tables"), property),
-    reason="client.py must declare tables/views with @namespace_attribute instead of @property",
-    strict=True,
-)
-
 
 def complete(client: Client, code: str) -> list[str]:
     """Names jedi offers at the end of ``code``."""
     return [c.name for c in jedi.Interpreter(code, [{"client": client}]).complete()]
 
 
-@needs_namespace_attribute
 def test_table_names_after_client_tables_dot(client):
     """``client.tables.<TAB>`` lists every table; ``client.views.<TAB>`` every view."""
     names = complete(client, "client.tables.")
@@ -51,7 +41,6 @@ def test_table_names_on_a_bound_namespace(client):
     assert "_build" not in names and "find" in names
 
 
-@needs_namespace_attribute
 def test_column_keywords_inside_the_table_call(client):
     """``client.tables.nucleus_detection_v0(<TAB>`` offers the columns as keywords."""
     offered = complete(client, f"client.tables.{NUC}(")
@@ -61,7 +50,6 @@ def test_column_keywords_inside_the_table_call(client):
     assert [p.name for p in sigs[0].params] == list(client.tables[NUC].fields)
 
 
-@needs_namespace_attribute
 def test_query_keywords(client):
     """``T(...).query(<TAB>`` offers the query options — the call need not be split in two lines."""
     code = f"client.tables.{NUC}(volume={{'>': 1}}).query("
@@ -71,7 +59,6 @@ def test_query_keywords(client):
     assert sig.name == "query" and QUERY_OPTIONS <= {p.name for p in sig.params}
 
 
-@needs_namespace_attribute
 def test_ipython_completes_names_inside_brackets(client):
     """``client.tables["<TAB>`` in IPython offers every table name."""
     shell_mod = pytest.importorskip("IPython.core.interactiveshell")
@@ -140,11 +127,6 @@ def test_help_on_query_of_a_filter_object(client):
     assert "Run the query" in d.docstring() and "select_columns" in d.docstring()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="filters.py: the per-table class should give query/live_query a docstring listing its "
-    "columns (kinds, descriptions, units); today they carry TableFilter's generic text",
-)
 def test_help_on_query_lists_the_columns(client):
     """``help(T(...).query)`` also lists the table's columns."""
     f = client.tables[NUC](volume={">": 1})

@@ -873,3 +873,19 @@ def test_views_that_cannot_run(tmp_path, ds):
     (copy / "views" / "broken.json").write_text(json.dumps({"sql": "SELEC id FROM nucleus_detection_v0"}))
     with LocalBackend(copy) as b, pytest.raises(DatastackError, match=r"'broken' \(views/broken.json\)"):
         b.views_metadata(3)
+
+
+def test_history_is_exposed(backend):
+    """``backend.history`` is the segmentation history the client's roots API uses, built once."""
+    from tablekit.backends._history import History
+
+    assert isinstance(backend.history, History) and backend.history is backend.history
+
+
+def test_history_for_the_roots_api(backend, ds):
+    """``backend.history`` answers roots-at-T like the pandas lookup (supervoxel 0 → 0)."""
+    hist = mini.read_history(ds)
+    t = LIVE_TIMES[1]
+    svs = pd.Series([0, 1, 2, 57, 399, 400])
+    want = mini.roots_at(hist, svs, t).fillna(0).astype(int).tolist()
+    assert backend.history.roots_at(svs.to_numpy(), t).tolist() == want

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import _oracle
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,8 +19,6 @@ from hypothesis import strategies as st
 
 import tablekit
 from tablekit.errors import QueryError, UnknownTableError, VersionError
-
-import _oracle
 
 SYN = "synapses_pni_2"
 NUC = "nucleus_detection_v0"
@@ -75,7 +74,10 @@ def test_ranges_membership_exclusion_and_bbox(client, path, ts):
         ({"id": {"not in": ids}, "pt_root_id": {"!=": 0}}, [("id", "not in", ids), ("pt_root_id", "!=", 0)]),
         ({"pt_position_bbox": box}, [("pt_position", "bbox", box)]),
         ({"bb_start_position_bbox": box}, [("bb_start_position", "bbox", box)]),
-        ({"id": {">=": int(nuc["id"].median())}, "volume": {"<=": hi}}, [("id", ">=", int(nuc["id"].median())), ("volume", "<=", hi)]),
+        (
+            {"id": {">=": int(nuc["id"].median())}, "volume": {"<=": hi}},
+            [("id", ">=", int(nuc["id"].median())), ("volume", "<=", hi)],
+        ),
     ]
     for kwargs, filters in cases:
         got = client.tables[NUC](**kwargs).query(split_positions=True)
@@ -109,7 +111,9 @@ def test_reference_merge_matches_a_pandas_join(client, path, ts):
     want = joined[joined["pt_root_id"] == root].sort_values("id_ref")
     assert list(got["id_ref"]) == list(want["id_ref"])
     assert list(got["id"]) == list(want["id"])
-    assert {"id", "id_ref", "created_ref", "target_id", "cell_type", "volume", "pt_position_x"} <= set(got.columns)
+    assert {"id", "id_ref", "created_ref", "target_id", "cell_type", "volume", "pt_position_x"} <= set(
+        got.columns
+    )
 
 
 def test_empty_membership_is_no_rows_with_all_columns(client):
@@ -140,8 +144,9 @@ def test_query_table_equals_dsl(client, path, ts):
 def test_classic_dicts_combine_on_one_column(client, path, ts):
     syn = oracle(path, ts, SYN)
     lo, hi = syn["size"].quantile([0.3, 0.4])
-    got = client.query_table(SYN, filter_greater_equal_dict={"size": lo}, filter_less_dict={"size": hi},
-                             split_positions=True)
+    got = client.query_table(
+        SYN, filter_greater_equal_dict={"size": lo}, filter_less_dict={"size": hi}, split_positions=True
+    )
     same_rows(got, oracle(path, ts, SYN, ("size", ">=", lo), ("size", "<", hi)))
 
 
@@ -190,9 +195,9 @@ def test_positions_arrays_split_and_resolution(client, path, ts):
     assert list(first) == [sp["pt_position_x"][0], sp["pt_position_y"][0], sp["pt_position_z"][0]]
     np.testing.assert_allclose(nm["pt_position_x"], sp["pt_position_x"] * 4)
     np.testing.assert_allclose(nm["pt_position_z"], sp["pt_position_z"] * 40)
-    assert list(df.columns[-3:]) == ["bb_end_position", "bb_start_position", "pt_position"] or df.columns[-1].endswith(
-        "position"
-    )
+    assert list(df.columns[-3:]) == ["bb_end_position", "bb_start_position", "pt_position"] or df.columns[
+        -1
+    ].endswith("position")
     missing = df["bb_start_position"].isna()
     nucs = oracle(path, ts, NUC).head(50)
     assert missing.tolist() == nucs["bb_start_position_x"].isna().tolist()
@@ -202,8 +207,9 @@ def test_table_with_nm_resolution(client):
     meta = client.get_table_metadata("allen_v1_column_types_slanted")
     assert meta["voxel_resolution"] == [1.0, 1.0, 1.0]
     raw = client.tables.allen_v1_column_types_slanted().query(limit=5, split_positions=True)
-    vox = client.tables.allen_v1_column_types_slanted().query(limit=5, split_positions=True,
-                                                              desired_resolution=[4, 4, 40])
+    vox = client.tables.allen_v1_column_types_slanted().query(
+        limit=5, split_positions=True, desired_resolution=[4, 4, 40]
+    )
     np.testing.assert_allclose(vox["pt_position_z"], raw["pt_position_z"] / 40)
     assert raw.attrs["dataframe_resolution"] == [1.0, 1.0, 1.0]
     assert vox.attrs["dataframe_resolution"] == [4.0, 4.0, 40.0]
@@ -214,7 +220,9 @@ def test_select_columns(client):
     assert list(df.columns) == ["id", "pre_pt_root_id", "ctr_pt_position"]
     with pytest.raises(QueryError, match=r"synapses_pni_2: select_columns names unknown column 'pre_root'"):
         client.tables[SYN]().query(select_columns=["pre_root"])
-    with pytest.raises(QueryError, match="Select the position 'ctr_pt_position'; split_positions=True splits it"):
+    with pytest.raises(
+        QueryError, match="Select the position 'ctr_pt_position'; split_positions=True splits it"
+    ):
         client.tables[SYN]().query(select_columns=["ctr_pt_position_x"])
 
 
@@ -243,7 +251,11 @@ def test_metadata_attrs_are_json_and_complete(client):
     assert a["datastack_name"] == client.datastack and a["materialization_version"] == client.version
     assert a["filters"] == {"volume": {">": 1}}
     assert a["table_metadata"][NUC]["voxel_resolution"] == [4.0, 4.0, 40.0]
-    assert "$2" in a["request"]["sql"] and 1.0 in a["request"]["parameters"] and a["timestamp"].startswith(str(client.timestamp.date()))
+    assert (
+        "$2" in a["request"]["sql"]
+        and 1.0 in a["request"]["parameters"]
+        and a["timestamp"].startswith(str(client.timestamp.date()))
+    )
 
 
 def test_explain_shows_sql_without_running(client):
@@ -294,7 +306,9 @@ def test_client_version_is_settable(path):
 
 
 def test_metadata_api(client, path, ts):
-    assert client.get_tables() == sorted([NUC, SYN, CT, "allen_v1_column_types_slanted", "proofreading_status_and_strategy"])
+    assert client.get_tables() == sorted(
+        [NUC, SYN, CT, "allen_v1_column_types_slanted", "proofreading_status_and_strategy"]
+    )
     m = client.get_table_metadata(CT)
     assert m["reference_table"] == NUC and m["schema_type"] == "cell_type_reference"
     for t in client.get_tables():
@@ -310,7 +324,9 @@ def test_namespace(client):
     assert t[NUC] is t.nucleus_detection_v0
     assert NUC in dir(t) and t._ipython_key_completions_() == sorted(t)
     assert "<table>" in t._repr_html_()
-    with pytest.raises(UnknownTableError, match="no table named 'nucleus_detection_v1'.*Did you mean 'nucleus_detection_v0'"):
+    with pytest.raises(
+        UnknownTableError, match="no table named 'nucleus_detection_v1'.*Did you mean 'nucleus_detection_v0'"
+    ):
         t["nucleus_detection_v1"]
     with pytest.raises(AttributeError):
         t.synapses_pni_3
@@ -328,8 +344,14 @@ _OPS_NUM = ["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
 
 @st.composite
 def synapse_filters(draw, frame):
-    cols = draw(st.lists(st.sampled_from(["size", "pre_pt_root_id", "post_pt_root_id", "id", "post_pt_position"]),
-                         min_size=1, max_size=3, unique=True))
+    cols = draw(
+        st.lists(
+            st.sampled_from(["size", "pre_pt_root_id", "post_pt_root_id", "id", "post_pt_position"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
     kwargs, filters = {}, []
     for c in cols:
         if c == "post_pt_position":
@@ -352,8 +374,11 @@ def synapse_filters(draw, frame):
     return kwargs, filters
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_random_filters_match_oracle(client, path, ts, data):
     frame = oracle(path, ts, SYN)

@@ -36,8 +36,10 @@ class History:
             if self._con is None:
                 con = duckdb.connect()
                 if self._files:
-                    con.execute("CREATE TABLE h AS SELECT * FROM read_parquet(?) ORDER BY supervoxel_id, valid_from",
-                                [self._files])
+                    con.execute(
+                        "CREATE TABLE h AS SELECT * FROM read_parquet(?) ORDER BY supervoxel_id, valid_from",
+                        [self._files],
+                    )
                 else:
                     con.execute(
                         "CREATE TABLE h (supervoxel_id BIGINT, root_id BIGINT, valid_from TIMESTAMPTZ, "
@@ -56,19 +58,21 @@ class History:
         ids = pa.table({"root_id": pa.array(np.asarray(list(root_ids), dtype=np.int64))})
         con = self._connection()
         con.register("q", ids)
-        rows = con.execute("SELECT r.root_id, r.created, r.retired FROM roots r JOIN q USING (root_id)").fetchall()
-        return {int(r): (c, x) for r, c, x in rows}
+        rows = con.execute(
+            "SELECT r.root_id, r.created, r.retired FROM roots r JOIN q USING (root_id)"
+        ).fetchall()
+        return {int(r): (_utc(c), _utc(x)) for r, c, x in rows}
 
     def roots_at(self, supervoxel_ids: Sequence[int] | np.ndarray, ts: _dt.datetime) -> np.ndarray:
         """Root of each supervoxel at ``ts`` (``0`` for supervoxel 0 or one with no root then)."""
         sv = np.asarray(supervoxel_ids, dtype=np.int64)
         con = self._connection()
         con.register("q", pa.table({"i": pa.array(np.arange(len(sv))), "supervoxel_id": pa.array(sv)}))
-        res = con.execute(
+        res = con.sql(
             "SELECT q.i, h.root_id FROM q JOIN h ON h.supervoxel_id = q.supervoxel_id "
-            "AND h.valid_from <= ? AND (h.valid_to IS NULL OR h.valid_to > ?)",
-            [ts, ts],
-        ).fetch_arrow_table()
+            "AND h.valid_from <= $1 AND (h.valid_to IS NULL OR h.valid_to > $1)",
+            params=[ts],
+        ).to_arrow_table()
         out = np.zeros(len(sv), dtype=np.int64)
         out[res.column("i").to_numpy()] = res.column("root_id").to_numpy()
         return out
@@ -76,27 +80,33 @@ class History:
     def supervoxels_of(self, root_id: int) -> np.ndarray:
         """Every supervoxel that belonged to ``root_id`` (a root's supervoxel set never changes)."""
         con = self._connection()
-        t = con.execute("SELECT DISTINCT supervoxel_id FROM h WHERE root_id = ? ORDER BY 1", [int(root_id)])
-        return t.fetch_arrow_table().column(0).to_numpy()
+        t = con.sql(
+            "SELECT DISTINCT supervoxel_id FROM h WHERE root_id = $1 ORDER BY 1", params=[int(root_id)]
+        )
+        return t.to_arrow_table().column(0).to_numpy()
 
     def supervoxels_at(self, root_ids: Sequence[int], ts: _dt.datetime) -> np.ndarray:
         """The supervoxels whose root at ``ts`` is one of ``root_ids``."""
         con = self._connection()
         con.register("q", pa.table({"root_id": pa.array(np.asarray(list(root_ids), dtype=np.int64))}))
-        t = con.execute(
-            "SELECT h.supervoxel_id FROM h JOIN q USING (root_id) WHERE h.valid_from <= ? "
-            "AND (h.valid_to IS NULL OR h.valid_to > ?)",
-            [ts, ts],
-        ).fetch_arrow_table()
+        t = con.sql(
+            "SELECT h.supervoxel_id FROM h JOIN q USING (root_id) WHERE h.valid_from <= $1 "
+            "AND (h.valid_to IS NULL OR h.valid_to > $1)",
+            params=[ts],
+        ).to_arrow_table()
         return t.column(0).to_numpy()
 
     def edges(self) -> list[tuple[int, int, _dt.datetime]]:
         """Every (old root, new root, time) succession caused by an edit."""
         con = self._connection()
         return [
-            (int(a), int(b), t)
+            (int(a), int(b), _utc(t))
             for a, b, t in con.execute(
                 "SELECT DISTINCT a.root_id, b.root_id, b.valid_from FROM h a JOIN h b "
                 "ON a.supervoxel_id = b.supervoxel_id AND a.valid_to = b.valid_from AND a.root_id <> b.root_id"
             ).fetchall()
         ]
+
+
+def _utc(t: _dt.datetime | None) -> _dt.datetime | None:
+    return None if t is None else t.astimezone(_dt.timezone.utc)

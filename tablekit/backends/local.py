@@ -36,6 +36,7 @@ from ..errors import (
 from ..query import Query
 from ..schema import ColumnKind, TableSpec, table_spec, view_spec
 from . import _sql
+from ._history import History
 from .base import QueryResult
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "LocalBackend"]
@@ -343,6 +344,11 @@ class LocalBackend:
             return files
 
         return self._cached("history", make)
+
+    @property
+    def history(self) -> History:
+        """The segmentation history, for the client's root-id API (:mod:`tablekit.roots`)."""
+        return self._cached("history_api", lambda: History(self._history()))
 
     def _check_columns(self, what: str, file: str, needed: Sequence[str]) -> None:
         try:
