@@ -84,7 +84,9 @@ __all__ = [
     "Query",
     "QueryError",
     "SchemaError",
+    "StaleStubsWarning",
     "TableFilter",
+    "TableSource",
     "TablekitError",
     "UnknownColumnError",
     "UnknownTableError",
@@ -92,5 +94,6 @@ __all__ = [
     "VersionError",
     "__version__",
     "build_datastack",
+    "check_stubs",
     "connect",
 ]

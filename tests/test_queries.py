@@ -325,11 +325,11 @@ def test_namespace(client):
     assert NUC in dir(t) and t._ipython_key_completions_() == sorted(t)
     assert "<table>" in t._repr_html_()
     with pytest.raises(
-        UnknownTableError, match="no table named 'nucleus_detection_v1'.*Did you mean 'nucleus_detection_v0'"
+        UnknownTableError, match=r"no table named 'nucleus_detection_v1'.*Did you mean 'nucleus_detection_v0'"
     ):
-        t["nucleus_detection_v1"]
+        _ = t["nucleus_detection_v1"]
     with pytest.raises(AttributeError):
-        t.synapses_pni_3
+        _ = t.synapses_pni_3
 
 
 def test_live_queries_are_refused_or_exact(client):
