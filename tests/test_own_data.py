@@ -1,0 +1,89 @@
+"""Bring your own data: build_datastack from CAVE-layout frames, then query it; name hazards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tablekit
+from tablekit import TableSource, build_datastack
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _points(n, seed):
+    rng = np.random.default_rng(seed)
+    return [np.array(p) for p in rng.integers(1000, 9000, size=(n, 3))]
+
+
+def _tag_frame(n, seed, start_id=1):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "id": np.arange(start_id, start_id + n),
+            "created": [T0] * n,
+            "valid": True,
+            "tag": rng.choice(["a", "b", "c"], n),
+            "pt_position": _points(n, seed),
+            "pt_supervoxel_id": 2**56 + np.arange(n) + seed * 10_000,
+            "pt_root_id": 864691135000000000 + (np.arange(n) % 7) + seed * 100,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def hazard(tmp_path_factory):
+    """Tables whose names are a keyword, a namespace method and private; a notice on one."""
+    p = tmp_path_factory.mktemp("own") / "ds"
+    build_datastack(
+        p,
+        [
+            TableSource("class", "bound_tag", _tag_frame(30, 1), description="a keyword as a table name"),
+            TableSource("find", "bound_tag", _tag_frame(20, 2), notice_text="this table is deprecated"),
+            TableSource("_private", "bound_tag", _tag_frame(10, 3)),
+            TableSource("ordinary", "bound_tag", _tag_frame(40, 4), voxel_resolution=(8, 8, 40)),
+        ],
+        name="hazard",
+        timestamp=T0 + dt.timedelta(days=1),
+    )
+    return str(p), tablekit.connect(path=str(p))
+
+
+def test_round_trip_equals_the_input(hazard):
+    _, c = hazard
+    want = _tag_frame(40, 4)
+    got = c.tables.ordinary().query()
+    assert got["id"].tolist() == want["id"].tolist()
+    assert got["tag"].tolist() == want["tag"].tolist()
+    assert got["pt_root_id"].tolist() == want["pt_root_id"].tolist()
+    assert [p.tolist() for p in got["pt_position"]] == [p.tolist() for p in want["pt_position"]]
+    nm = c.tables.ordinary().query(split_positions=True, desired_resolution=[1, 1, 1])
+    assert nm["pt_position_x"].tolist() == [p[0] * 8 for p in want["pt_position"]]
+
+
+def test_hazardous_table_names_stay_reachable(hazard):
+    _, c = hazard
+    t = c.tables
+    assert {"class", "find", "_private", "ordinary"} <= set(t)
+    assert callable(t.find) and t.find("ORD") == ["ordinary"]  # the method wins as an attribute
+    assert "ordinary" in dir(t) and not {"class", "_private"} & set(dir(t))
+    assert "class" in t._ipython_key_completions_()
+    assert len(t["class"]().query()) == 30
+    assert len(t["_private"](tag="a").query()) == (_tag_frame(10, 3)["tag"] == "a").sum()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        df = t["find"]().query()
+    assert len(df) == 20 and any("this table is deprecated" in str(x.message) for x in w)
+    assert c.query_table("class", filter_equal_dict={"tag": "b"})["tag"].eq("b").all()
+
+
+def test_metadata_of_own_datastack(hazard):
+    _, c = hazard
+    assert c.get_versions() == [1]
+    assert c.get_annotation_count("class") == 30
+    assert c.get_table_metadata("ordinary")["voxel_resolution"] == [8.0, 8.0, 40.0]
