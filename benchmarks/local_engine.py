@@ -102,6 +102,8 @@ def _run_one(path: str, approach: str, name: str, repeat: int) -> dict:
         con = duckdb.connect()
         con.execute("SET parquet_can_have_nan = true")  # the engine's setting: pyarrow files may hold NaN
         sql, params = plan["sql"], plan["parameters"]
+        for alias, file in plan.get("attach", {}).items():  # the engine's native copies, read-only
+            con.execute(f"ATTACH '{file}' AS {alias} (READ_ONLY)")
         for name, values in plan.get("value_lists", {}).items():  # membership lists travel as tables
             con.register(name, pa.table({"v": values}))
 

@@ -197,6 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     from .stubgen import add_stubs_command
 
     add_stubs_command(sub)
+    from .server import add_serve_command
+
+    add_serve_command(sub)
     return p
 
 

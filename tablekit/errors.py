@@ -13,7 +13,14 @@ builtin a Python user would expect, so ``except ValueError`` keeps working::
     ├── QueryError(ValueError)             query options that cannot be honoured (bad limit, column …)
     ├── VersionError(ValueError)           unknown or expired materialization version, bad timestamp
     ├── UnsupportedError(NotImplementedError)   the backend cannot answer this kind of query
-    └── DatastackError(ValueError)         a datastack directory or build input is malformed
+    ├── DatastackError(ValueError)         a datastack directory or build input is malformed
+    └── HTTPError                          a CAVE server could not answer (status, URL, server message)
+        ├── ConnectionFailedError(HTTPError, ConnectionError)   no connection, after retries
+        ├── RequestTimeoutError(HTTPError, TimeoutError)        no answer within the timeout
+        ├── AuthError(HTTPError, PermissionError)               401/403: no/invalid token, permission, terms of service
+        ├── RateLimitError(HTTPError)                           429 still, after the retries
+        ├── ServerError(HTTPError)                              any other error status, with the server's message
+        └── IncompleteResultError(HTTPError)                    a result cut at the server's row limit that cannot be completed
 
 Messages always name the table, the column and the offending value, and end with what to do.
 """
@@ -21,12 +28,19 @@ Messages always name the table, the column and the offending value, and end with
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
+    "ConnectionFailedError",
     "DatastackError",
     "FilterError",
     "FilterValueError",
+    "HTTPError",
+    "IncompleteResultError",
     "OperatorError",
     "QueryError",
+    "RateLimitError",
+    "RequestTimeoutError",
     "SchemaError",
+    "ServerError",
     "TablekitError",
     "UnknownColumnError",
     "UnknownTableError",
@@ -85,3 +99,54 @@ class UnsupportedError(TablekitError, NotImplementedError):
 
 class DatastackError(TablekitError, ValueError):
     """A datastack directory, or the input to build one, is malformed."""
+
+
+class HTTPError(TablekitError):
+    """A CAVE server could not answer a request.
+
+    ``status`` is the HTTP status (``None`` when no response arrived), ``url`` the request URL
+    (never with a token in it), ``method`` the HTTP method, ``message`` the server's own message
+    (the ``message`` field of its JSON error body) and ``code`` its error code (``missing_tos``,
+    ``invalid_token`` …) when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        url: str | None = None,
+        method: str | None = None,
+        server_message: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.url = url
+        self.method = method
+        self.message = server_message
+        self.code = code
+
+
+class ConnectionFailedError(HTTPError, ConnectionError):
+    """The server could not be reached (connection refused, DNS, reset), after the retries."""
+
+
+class RequestTimeoutError(HTTPError, TimeoutError):
+    """The server did not answer within the timeout."""
+
+
+class AuthError(HTTPError, PermissionError):
+    """401/403: no token, an invalid or expired token, a missing permission or unaccepted terms of service."""
+
+
+class RateLimitError(HTTPError):
+    """429: the server's rate limit still refused the request after the retries."""
+
+
+class ServerError(HTTPError):
+    """Any other error status; the message carries the server's own message."""
+
+
+class IncompleteResultError(HTTPError):
+    """A result was cut at the server's row limit and tablekit could not complete it."""

@@ -78,19 +78,35 @@ def _paths(v: Iterable[str]) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _relation(v: tuple[str, str] | None) -> tuple[str, str] | None:
+    return None if v is None else (str(v[0]), str(v[1]))
+
+
 @attrs.frozen
 class Files:
-    """A table stored as Parquet files: ``read_parquet($n)`` with the path list bound."""
+    """A table stored as Parquet files: ``read_parquet($n)`` with the path list bound — or, when
+    ``relation`` (catalog, table) is set, the backend's native DuckDB copy of exactly those files."""
 
     paths: tuple[str, ...] = attrs.field(converter=_paths)
+    relation: tuple[str, str] | None = attrs.field(default=None, converter=_relation)
 
 
 @attrs.frozen
 class Live:
-    """A table at the query timestamp, derived from its annotation history and the segmentation history."""
+    """A table at the query timestamp, derived from its annotation history and the segmentation
+    history (each optionally through a native copy, as for :class:`Files`)."""
 
     annotations: tuple[str, ...] = attrs.field(converter=_paths)
     history: tuple[str, ...] = attrs.field(converter=_paths)
+    annotations_relation: tuple[str, str] | None = attrs.field(default=None, converter=_relation)
+    history_relation: tuple[str, str] | None = attrs.field(default=None, converter=_relation)
+
+
+def _scan(paths: Iterable[str], relation: tuple[str, str] | None, params: _Params) -> str:
+    """What to read a stored table from: its native copy if there is one, else its Parquet files."""
+    if relation is not None:
+        return f"{quote(relation[0])}.{quote(relation[1])}"
+    return f"read_parquet({params(list(paths))})"
 
 
 def _tables(v: Mapping[str, Files | Live]) -> dict[str, Files | Live]:
@@ -422,18 +438,18 @@ def _live_table(spec: TableSpec, src: Live, t: _dt.datetime, params: _Params, pu
         *pushdown,
     ]
     return (
-        f"SELECT {', '.join(cols)} FROM read_parquet({params(list(src.annotations))}) AS a"
+        f"SELECT {', '.join(cols)} FROM {_scan(src.annotations, src.annotations_relation, params)} AS a"
         + "".join(" " + j for j in joins)
         + " WHERE "
         + " AND ".join(where)
     )
 
 
-def _history_cte(history: tuple[str, ...], t: _dt.datetime, params: _Params) -> str:
+def _history_cte(history: Live, t: _dt.datetime, params: _Params) -> str:
     ts = params(t)
     return (
         f"{quote(HISTORY)} AS (SELECT {quote('supervoxel_id')}, {quote('root_id')} "
-        f"FROM read_parquet({params(list(history))}) "
+        f"FROM {_scan(history.history, history.history_relation, params)} "
         f"WHERE {quote('valid_from')} <= {ts} AND ({quote('valid_to')} IS NULL OR {quote('valid_to')} > {ts}))"
     )
 
@@ -448,7 +464,7 @@ def _table_source(
 ) -> str:
     """SQL text usable after ``FROM`` (without alias) for a stored table."""
     if isinstance(src, Files):
-        return f"read_parquet({params(list(src.paths))})"
+        return _scan(src.paths, src.relation, params)
     if isinstance(src, Live):
         if query.timestamp is None or spec is None:
             raise QueryError(f"{name}: a live source needs a timestamp and a table spec")
@@ -456,13 +472,13 @@ def _table_source(
     raise QueryError(f"{name}: unsupported source {src!r}")
 
 
-def _history_of(src: Source | None) -> tuple[str, ...] | None:
+def _history_of(src: Source | None) -> Live | None:
     if isinstance(src, Live):
-        return src.history
+        return src
     if isinstance(src, View):
         for s in src.tables.values():
             if isinstance(s, Live):
-                return s.history
+                return s
     return None
 
 
@@ -477,7 +493,7 @@ def _view_ctes(
     ctes = []
     for name, tsrc in src.tables.items():
         if isinstance(tsrc, Files):
-            body = f"SELECT * FROM read_parquet({params(list(tsrc.paths))})"
+            body = f"SELECT * FROM {_scan(tsrc.paths, tsrc.relation, params)}"
         else:
             if timestamp is None:
                 raise QueryError(f"{name}: a live source needs a timestamp")
@@ -538,7 +554,7 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
                 pd = _root_pushdown(p, specs[p.table], params)
                 if pd is not None:
                     pushdown[p.table].append(pd)
-    history: tuple[str, ...] | None = None
+    history: Live | None = None
     for t in aliases:
         history = history or _history_of(sources.get(t))
     if live and history is not None:

@@ -1,0 +1,638 @@
+"""The CAVE v3 wire format in both directions. Pure: no I/O.
+
+:func:`plan` turns a :class:`~tablekit.query.Query` (with the :class:`~tablekit.schema.TableSpec`
+of every table it involves) into a :class:`Plan`; :func:`build` turns a plan into the exact HTTP
+request a CAVE materialization server answers (optionally restricted to an ``id`` range, with a
+``limit``, or as a ``count``); :func:`decode` turns a response body into an Arrow table with the
+column types tablekit's local engine produces; :func:`finish` assembles pages into the result.
+
+Endpoints (protocol notes §1.4, §1.5):
+
+* a table: ``POST {v3}/datastack/{ds}/version/{v}/table/{t}/query``;
+* a reference table merged with its target (a join): ``POST {v3}/datastack/{ds}/version/{v}/query``
+  with ``tables = [[ref, "target_id"], [target, "id"]]`` and
+  ``suffix_map = {ref: "_ref", target: ""}`` (as CAVEclient's tables interface);
+* a view: ``POST {v3}/datastack/{ds}/version/{v}/views/{view}/query``;
+* a live query (a timestamp instead of a version): ``POST {v3}/datastack/{ds}/query``.
+
+Filter dicts are keyed by table, then column. Predicates map to them as ``==`` →
+``filter_equal_dict``, ``in`` → ``filter_in_dict``, ``!=``/``not in`` → ``filter_notin_dict``,
+ranges → the four inequality dicts, ``regex`` → ``filter_regex_dict``, ``bbox`` →
+``filter_spatial_dict``. Two predicates of one kind on one column are combined exactly
+(intersection of ``in`` lists, the tighter bound, the union of excluded values, the intersection
+of boxes). Some conditions are (also) applied to the decoded rows — :class:`ClientFilter` — because
+the server cannot or does not apply them: ``not in`` (ignored by every server endpoint),
+``!=column`` (no wire form) and ``>``/``>=`` on float columns (PostgreSQL orders NaN above every
+number; tablekit never matches NaN).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import attrs
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import QueryError, ServerError, UnsupportedError
+from ..query import Predicate, Query
+from ..schema import ColumnKind, TableSpec
+from ._http import Response
+from ._sql import output_layout
+
+__all__ = [
+    "ARROW_CONTENT_TYPE",
+    "DEFAULT_ROW_LIMIT",
+    "ClientFilter",
+    "Plan",
+    "WireRequest",
+    "build",
+    "decode",
+    "finish",
+    "parse_resolution",
+    "plan",
+    "truncation",
+]
+
+ARROW_CONTENT_TYPE = "data.arrow"
+#: the server's QUERY_LIMIT_SIZE default (protocol §6.1)
+DEFAULT_ROW_LIMIT = 200_000
+JSON_HEADERS = (("Content-Type", "application/json"), ("Accept-Encoding", "zstd"))
+QUERY_FLAGS = (
+    ("return_pyarrow", "True"),
+    ("arrow_format", "True"),
+    ("split_positions", "True"),
+    ("direct_sql_pandas", "True"),
+)
+LIVE_FLAGS = (
+    ("return_pyarrow", "True"),
+    ("arrow_format", "True"),
+    ("merge_reference", "False"),
+    ("allow_missing_lookups", "False"),
+    ("allow_invalid_root_ids", "False"),
+    ("direct_sql_pandas", "True"),
+)
+_DICTS = {
+    "==": "filter_equal_dict",
+    "in": "filter_in_dict",
+    "not in": "filter_notin_dict",
+    ">": "filter_greater_dict",
+    "<": "filter_less_dict",
+    ">=": "filter_greater_equal_dict",
+    "<=": "filter_less_equal_dict",
+    "regex": "filter_regex_dict",
+    "bbox": "filter_spatial_dict",
+}
+#: body key order CAVEclient uses (bodies compare as dicts; the order only eases reading)
+_DICT_ORDER = (
+    "filter_in_dict",
+    "filter_notin_dict",
+    "filter_equal_dict",
+    "filter_greater_dict",
+    "filter_less_dict",
+    "filter_greater_equal_dict",
+    "filter_less_equal_dict",
+    "filter_spatial_dict",
+    "filter_regex_dict",
+)
+_ARROW_TYPES = {
+    ColumnKind.INT: pa.int64(),
+    ColumnKind.FLOAT: pa.float64(),
+    ColumnKind.STRING: pa.string(),
+    ColumnKind.BOOL: pa.bool_(),
+    ColumnKind.DATETIME: pa.timestamp("us", tz="UTC"),
+}
+_LIMITED = re.compile(r"Limited query to (\d+) rows")
+_MORE = re.compile(r"equal or more than\s+limit of (\d+)")
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@attrs.frozen
+class WireRequest:
+    """One HTTP request to a CAVE server (without auth: the session adds it)."""
+
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...]
+    body: Any = attrs.field(eq=False)
+    headers: tuple[tuple[str, str], ...] = JSON_HEADERS
+
+    @property
+    def query_string(self) -> str:
+        return urlencode(self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable: method, URL, query string, params, body and headers."""
+        return {
+            "method": self.method,
+            "url": self.url,
+            "query_string": self.query_string,
+            "params": dict(self.params),
+            "body": self.body,
+            "headers": dict(self.headers),
+        }
+
+
+@attrs.frozen
+class ClientFilter:
+    """A condition applied to decoded rows: ``column`` is a physical result column.
+
+    ``op`` is ``"not in"`` (keep nulls), ``"!=column"`` (``value`` is the other result column;
+    nulls kept) or ``"not nan"``.
+    """
+
+    column: str
+    op: Literal["not in", "!=column", "not nan"]
+    value: Any = None
+
+
+@attrs.frozen
+class Plan:
+    """Everything needed to ask a query of a CAVE server and to assemble its answer."""
+
+    query: Query
+    endpoint: Literal["table", "join", "view", "live"]
+    url: str
+    #: wire filter dicts without paging: {dict name: {table: {column: value}}}
+    filters: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(eq=False)
+    client_filters: tuple[ClientFilter, ...]
+    #: physical result columns of the answer, in order (after select_columns)
+    columns: tuple[str, ...]
+    #: physical result column → (table, stored column, kind); every column of the full layout
+    sources: Mapping[str, tuple[str, str, ColumnKind]] = attrs.field(eq=False)
+    #: result column that orders and pages the rows (``id``, ``id_ref``); None: a view without id
+    key: str | None
+    key_table: str | None
+    resolution: tuple[float, float, float] | None
+    matches_nothing: bool = False
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """Columns the rows must carry before :func:`finish` (answer, key, client-filter columns)."""
+        extra = [self.key] if self.key else []
+        for f in self.client_filters:
+            extra.append(f.column)
+            if f.op == "!=column":
+                extra.append(f.value)
+        return tuple(dict.fromkeys([*self.columns, *(e for e in extra if e)]))
+
+    def empty(self) -> pa.Table:
+        """The answer with no rows, typed as the local engine types it."""
+        return pa.table({c: pa.array([], type=self.arrow_type(c)) for c in self.columns})
+
+    def arrow_type(self, column: str) -> pa.DataType:
+        t, _, kind = self.sources[column]
+        if kind is ColumnKind.POSITION:
+            return pa.float64() if self.query.desired_resolution is not None else pa.int64()
+        return _ARROW_TYPES[kind]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, _dt.datetime):
+        return v.isoformat()
+    return v
+
+
+def _physical(specs: Mapping[str, TableSpec], query: Query) -> tuple[dict[str, tuple[str, str, ColumnKind]], dict[tuple[str, str], str]]:
+    """``{physical result column: (table, stored column, kind)}`` and ``{(table, column): result name}``."""
+    outs, _ = output_layout(attrs.evolve(query, select_columns=None), specs)
+    sources: dict[str, tuple[str, str, ColumnKind]] = {}
+    names: dict[tuple[str, str], str] = {}
+    for o in outs:
+        names[(o.table, o.column.name)] = o.name
+        for n in o.names:
+            sources[n] = (o.table, o.column.name, o.column.kind)
+    return sources, names
+
+
+def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
+    """Compile ``query``; ``v3`` is ``{local_server}/materialize/api/v3``."""
+    if query.kind == "view" and query.timestamp is not None:
+        raise UnsupportedError(
+            f"{query.table}: the CAVE API has no live endpoint for views; query the view at a "
+            "materialization version (materialization_version=...)"
+        )
+    if (query.version is None) == (query.timestamp is None):
+        raise QueryError(f"{query.table}: a query needs exactly one of version and timestamp")
+    outs, resolution = output_layout(query, specs)
+    sources, names = _physical(specs, query)
+    columns = tuple(n for o in outs for n in o.names)
+    ds = query.datastack
+    if query.timestamp is not None:
+        endpoint: Literal["table", "join", "view", "live"] = "live"
+        url = f"{v3}/datastack/{ds}/query"
+    elif query.kind == "view":
+        endpoint, url = "view", f"{v3}/datastack/{ds}/version/{query.version}/views/{query.table}/query"
+    elif query.join is not None:
+        endpoint, url = "join", f"{v3}/datastack/{ds}/version/{query.version}/query"
+    else:
+        endpoint, url = "table", f"{v3}/datastack/{ds}/version/{query.version}/table/{query.table}/query"
+    key_table = query.join.ref_table if query.join is not None else query.table
+    key = names.get((key_table, "id"))
+
+    filters: dict[str, dict[str, dict[str, Any]]] = {}
+    client: list[ClientFilter] = []
+    nothing = False
+    for p in query.predicates:
+        spec = specs[p.table]
+        kind = spec.column(p.column).kind if spec.has_column(p.column) else None
+        result = names.get((p.table, p.column))
+        op, value = p.op, p.value
+        if op == "!=column":
+            other = names.get((p.table, str(value)))
+            if result is None or other is None:
+                raise QueryError(f"{p.table}: '!=column' names an unknown column ({p.column!r}, {value!r})")
+            client.append(ClientFilter(result, "!=column", other))
+            continue
+        if op in ("!=", "not in"):
+            values = (value,) if op == "!=" else tuple(value)
+            if not values:
+                continue  # excluding nothing
+            _add(filters, "not in", p.table, p.column, values)
+            client.append(ClientFilter(_col(result, p), "not in", values))
+            continue
+        if op == "in" and len(value) == 0:
+            nothing = True
+            continue
+        if op == "==" and endpoint == "live" and p.column.endswith("root_id"):
+            op, value = "in", (value,)  # protocol §5.1: a root-id equality can wipe other equalities
+        if op in (">", ">=") and kind is ColumnKind.FLOAT:
+            client.append(ClientFilter(_col(result, p), "not nan"))
+        if not _add(filters, op, p.table, p.column, value):
+            nothing = True
+    return Plan(
+        query=query,
+        endpoint=endpoint,
+        url=url,
+        filters=filters,
+        client_filters=tuple(dict.fromkeys(client)),
+        columns=columns,
+        sources=sources,
+        key=key,
+        key_table=key_table if key else None,
+        resolution=resolution,
+        matches_nothing=nothing or query.matches_nothing,
+    )
+
+
+def _col(result: str | None, p: Predicate) -> str:
+    if result is None:
+        raise QueryError(f"{p.table}: a filter names column {p.column!r}, which is not a result column")
+    return result
+
+
+def _add(filters: dict[str, dict[str, dict[str, Any]]], op: str, table: str, column: str, value: Any) -> bool:
+    """Put one condition into the wire dicts, combining it with one already there; False if the
+    combination matches nothing."""
+    d = filters.setdefault(_DICTS[op], {}).setdefault(table, {})
+    if column not in d:
+        d[column] = tuple(value) if op in ("in", "not in") else value
+        return True
+    old = d[column]
+    if op == "==":
+        return bool(old == value)
+    if op == "in":
+        keep = set(value)
+        d[column] = tuple(v for v in old if v in keep)
+        return bool(d[column])
+    if op == "not in":
+        d[column] = tuple(dict.fromkeys([*old, *value]))
+        return True
+    if op in (">", ">="):
+        d[column] = max(old, value)
+        return True
+    if op in ("<", "<="):
+        d[column] = min(old, value)
+        return True
+    if op == "bbox":
+        lo = tuple(max(a, b) for a, b in zip(old[0], value[0], strict=True))
+        hi = tuple(min(a, b) for a, b in zip(old[1], value[1], strict=True))
+        if any(a > b for a, b in zip(lo, hi, strict=True)):
+            return False
+        if any(a == b for a, b in zip(lo, hi, strict=True)):
+            raise UnsupportedError(
+                f"{table}.{column}: the two boxes meet in a flat box {[list(lo), list(hi)]}, which a CAVE "
+                "server refuses (it needs min < max on every axis); pass one box"
+            )
+        d[column] = (lo, hi)
+        return True
+    raise UnsupportedError(
+        f"{table}.{column}: two {op!r} conditions on one column cannot be sent to a CAVE server; combine "
+        "them into one regular expression"
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def build(
+    p: Plan,
+    *,
+    id_range: tuple[int | None, int | None] = (None, None),
+    limit: int | None = None,
+    count: bool = False,
+    select: Sequence[str] | None = None,
+) -> WireRequest:
+    """The request for ``p``, restricted to ``lo <= key < hi`` (either end open), with ``limit``,
+    as a count query, or fetching only the result columns ``select`` (plus what the rows need)."""
+    q = p.query
+    filters = {k: {t: dict(c) for t, c in v.items()} for k, v in p.filters.items()}
+    lo, hi = id_range
+    if (lo is not None or hi is not None) and p.key_table is None:
+        raise QueryError(f"{q.table}: has no id column to page by")
+    if lo is not None:
+        _add(filters, ">=", p.key_table, "id", int(lo))  # type: ignore[arg-type]
+    if hi is not None:
+        _add(filters, "<", p.key_table, "id", int(hi))  # type: ignore[arg-type]
+    body: dict[str, Any] = {}
+    if p.endpoint == "live":
+        body["table"] = q.table
+        body["timestamp"] = q.timestamp.astimezone(_dt.timezone.utc).isoformat()  # type: ignore[union-attr]
+        if q.join is not None:
+            j = q.join
+            body["join_tables"] = [[j.ref_table, j.ref_column, j.target_table, j.target_column]]
+    elif p.endpoint == "join":
+        j = q.join
+        body["tables"] = [[j.ref_table, j.ref_column], [j.target_table, j.target_column]]  # type: ignore[union-attr]
+    for name in _DICT_ORDER:
+        if filters.get(name):
+            body[name] = {t: {c: _jsonable(v) for c, v in cols.items()} for t, cols in filters[name].items()}
+    if q.join is not None:
+        suffixes = {q.join.ref_table: q.join.suffix, q.join.target_table: ""}
+        body["suffixes" if p.endpoint == "live" else "suffix_map"] = suffixes
+    if p.endpoint != "live" and not count:
+        wanted = select if select is not None else (None if q.select_columns is None else p.needed)
+        if wanted is not None:
+            _select(p, wanted, body)
+    if limit is not None and not count:
+        body["limit"] = int(limit)
+    if q.desired_resolution is not None:
+        body["desired_resolution"] = [float(x) for x in q.desired_resolution]
+    params = list(LIVE_FLAGS if p.endpoint == "live" else QUERY_FLAGS)
+    if count:
+        params.append(("count", "True"))
+    if q.random_sample is not None:
+        params.append(("random_sample", str(int(q.random_sample))))
+    return WireRequest("POST", p.url, tuple(params), body)
+
+
+def _select(p: Plan, wanted: Sequence[str], body: dict[str, Any]) -> None:
+    """``select_columns`` (a table or view) or ``select_column_map`` (a join) for result columns."""
+    by_table: dict[str, list[str]] = {}
+    for name in wanted:
+        t, col, _ = p.sources[name]
+        by_table.setdefault(t, [])
+        if col not in by_table[t]:
+            by_table[t].append(col)
+    if p.endpoint != "join":
+        body["select_columns"] = [c for cols in by_table.values() for c in cols]
+        return
+    q = p.query
+    ref, target = q.join.ref_table, q.join.target_table  # type: ignore[union-attr]
+    stored = {t: {s[1] for s in p.sources.values() if s[0] == t} for t in (ref, target)}
+    # a column selected on one side is selected on the other side too when both have it, so that
+    # the server suffixes exactly the columns it suffixes without a selection
+    for a, b in ((ref, target), (target, ref)):
+        for col in list(by_table.get(a, [])):
+            if col in stored[b] and col not in by_table.setdefault(b, []):
+                by_table[b].append(col)
+    if not by_table.get(target):
+        by_table[target] = ["id"]
+    body["select_column_map"] = {t: by_table[t] for t in (ref, target) if t in by_table}
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def parse_resolution(values: Sequence[str]) -> tuple[float, float, float] | None:
+    """``dataframe_resolution`` header lines (``4.0, 4.0, 40.0`` or one line per axis) → floats."""
+    parts = [x.strip() for v in values for x in v.split(",") if x.strip()]
+    if len(parts) != 3:
+        return None
+    try:
+        out = tuple(float(x) for x in parts)
+    except ValueError:
+        return None
+    return out  # type: ignore[return-value]
+
+
+def warnings_of(resp: Response) -> list[str]:
+    """The ``Warning`` header lines, stripped (a joined line is kept whole: notices contain commas)."""
+    return [w.strip() for w in resp.header_values("warning") if w.strip()]
+
+
+def truncation(warnings: Sequence[str], rows: int, sent_limit: int | None, known_cap: int | None) -> tuple[bool, int | None]:
+    """``(was the answer cut at a row limit?, that limit if known)`` — protocol §3.6 and §6.2."""
+    cap = None
+    for w in warnings:
+        m = _LIMITED.search(w) or _MORE.search(w)
+        if m:
+            cap = int(m.group(1))
+    if cap is not None:
+        return True, cap
+    limit = sent_limit if sent_limit is not None else (known_cap or DEFAULT_ROW_LIMIT)
+    if rows >= limit:
+        return True, limit
+    return False, None
+
+
+def is_truncation_warning(w: str) -> bool:
+    return bool(_LIMITED.search(w) or _MORE.search(w))
+
+
+def decode(resp: Response, p: Plan) -> pa.Table:
+    """The body of a query response → an Arrow table with tablekit's column types."""
+    ctype = resp.content_type
+    body = resp.content
+    enc = (resp.header("content-encoding") or "").lower()
+    if "zstd" in enc and body[:4] == b"\x28\xb5\x2f\xfd":  # whole-body zstd the HTTP stack left alone
+        body = pa.input_stream(pa.py_buffer(body), compression="zstd").read()
+    if ctype == ARROW_CONTENT_TYPE or ctype.endswith("arrow.stream") or ctype.endswith("vnd.apache.arrow.stream"):
+        try:
+            table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+        except pa.ArrowInvalid as e:
+            raise ServerError(f"{p.url}: the server's Arrow answer cannot be read: {e}", url=p.url) from e
+    elif ctype == "application/json":
+        try:
+            rows = json.loads(body)
+        except ValueError as e:
+            raise ServerError(f"{p.url}: the server's JSON answer cannot be read: {e}", url=p.url) from e
+        table = _from_records(rows, p)
+    elif ctype == "x-application/pyarrow":
+        raise ServerError(
+            f"{p.url}: the server answered in the legacy pyarrow serialization format, which modern "
+            "pyarrow cannot read; the server is too old for tablekit (it needs the v3 API)",
+            url=p.url,
+        )
+    else:
+        raise ServerError(f"{p.url}: unknown response type {ctype!r}", url=p.url)
+    return normalize(table, p)
+
+
+def _from_records(rows: Any, p: Plan) -> pa.Table:
+    if isinstance(rows, dict):  # {"count": n} or columns
+        rows = [rows] if not any(isinstance(v, list) for v in rows.values()) else pa.table(rows).to_pylist()
+    if not isinstance(rows, list):
+        raise ServerError(f"{p.url}: expected a list of rows in the JSON answer, got {type(rows).__name__}")
+    if not rows:
+        return pa.table({})
+    table = pa.Table.from_pylist(rows)
+    cols = []
+    for name in table.column_names:
+        arr = table[name]
+        kind = p.sources.get(name, (None, None, None))[2]
+        if kind is ColumnKind.DATETIME and pa.types.is_integer(arr.type):  # to_json's epoch ms
+            arr = arr.cast(pa.timestamp("ms", tz="UTC"))
+        elif kind is ColumnKind.DATETIME and pa.types.is_string(arr.type):
+            arr = _iso(arr)
+        cols.append(arr)
+    return pa.table(cols, names=table.column_names)
+
+
+def _iso(arr: pa.ChunkedArray) -> pa.Array:
+    vals = []
+    for s in arr.to_pylist():
+        if s is None:
+            vals.append(None)
+            continue
+        t = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        vals.append(t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc))
+    return pa.array(vals, type=pa.timestamp("us", tz="UTC"))
+
+
+def normalize(table: pa.Table, p: Plan) -> pa.Table:
+    """Cast the columns tablekit knows to the local engine's types; drop pandas index columns."""
+    names, cols = [], []
+    for name in table.column_names:
+        if name.startswith("__index_level_"):
+            continue
+        arr = table[name]
+        src = p.sources.get(name)
+        if src is not None:
+            arr = _cast(arr, src[2], name)
+        elif name == "count" and pa.types.is_integer(arr.type):
+            arr = arr.cast(pa.int64())
+        names.append(name)
+        cols.append(arr)
+    return pa.table(cols, names=names)
+
+
+def _cast(arr: pa.ChunkedArray, kind: ColumnKind, name: str) -> pa.ChunkedArray:
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if kind is ColumnKind.POSITION:
+        want = pa.int64() if (pa.types.is_integer(t) or pa.types.is_null(t)) else pa.float64()
+    elif kind is ColumnKind.DATETIME and pa.types.is_timestamp(t) and t.tz is None:
+        arr = arr.cast(pa.timestamp(t.unit, tz="UTC"))  # CAVE stores naive UTC
+        want = _ARROW_TYPES[kind]
+    else:
+        want = _ARROW_TYPES[kind]
+    if arr.type == want:
+        return arr
+    try:
+        return arr.cast(want, safe=not pa.types.is_timestamp(want))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ServerError(f"column {name!r}: the server sent {arr.type}, which is not {kind.value}: {e}") from e
+
+
+def finish(p: Plan, pages: Sequence[pa.Table], *, apply_filters: bool = True) -> tuple[pa.Table, list[str]]:
+    """Pages → the answer: client-side filters, ``id`` order, ``offset``/``limit``, the columns asked.
+
+    Returns the table and notes (columns the server did not send, filled in).
+    """
+    notes: list[str] = []
+    need = p.needed
+    aligned = [_align(t, p, need, notes) for t in pages] or [_align(pa.table({}), p, need, notes)]
+    table = aligned[0] if len(aligned) == 1 else pa.concat_tables(aligned)
+    if apply_filters:
+        table = apply_client_filters(table, p.client_filters)
+    table = sort(table, p)
+    if p.key is not None and table.num_rows:
+        keys = table[p.key].combine_chunks()
+        if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
+            raise ServerError(f"{p.query.table}: the server's pages repeat {p.key} values; the result is not trustworthy")
+    q = p.query
+    if q.offset or q.limit is not None:
+        table = table.slice(q.offset, q.limit if q.limit is not None else None)
+    table = table.select(list(p.columns))
+    return table, list(dict.fromkeys(notes))
+
+
+def _align(t: pa.Table, p: Plan, need: Sequence[str], notes: list[str]) -> pa.Table:
+    cols = []
+    for name in need:
+        if name in t.column_names:
+            cols.append(t[name])
+            continue
+        typ = p.arrow_type(name) if name in p.sources else pa.null()
+        if name == "valid" or name.startswith("valid_"):
+            # the live endpoint leaves out `valid`; it only returns valid rows
+            cols.append(pa.chunked_array([pa.array(np.ones(t.num_rows, dtype=bool))], type=pa.bool_()))
+        else:
+            if t.num_rows:
+                notes.append(f"the server sent no column {name!r}; it is filled with nulls")
+            cols.append(pa.nulls(t.num_rows, type=typ))
+    return pa.table(cols, names=list(need))
+
+
+def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa.Table:
+    """Keep the rows that pass every client-side condition (vectorised)."""
+    if not filters or table.num_rows == 0:
+        return table
+    mask = None
+    for f in filters:
+        col = table[f.column]
+        if f.op == "not in":
+            values = pa.array(list(f.value), type=col.type)
+            m = pc.or_kleene(pc.is_null(col), pc.invert(pc.is_in(col, value_set=values)))
+        elif f.op == "!=column":
+            other = table[f.value]
+            m = pc.or_kleene(pc.or_kleene(pc.is_null(col), pc.is_null(other)), pc.not_equal(col, other))
+        else:  # not nan
+            m = pc.invert(pc.is_nan(col)) if pa.types.is_floating(col.type) else None
+            if m is None:
+                continue
+        m = pc.fill_null(m, True)
+        mask = m if mask is None else pc.and_(mask, m)
+    return table if mask is None else table.filter(mask)
+
+
+def sort(table: pa.Table, p: Plan) -> pa.Table:
+    """Rows in ``id`` order (every column for a view without ``id``), as the local engine orders them."""
+    if table.num_rows < 2:
+        return table
+    if p.key is not None:
+        keys = table[p.key].combine_chunks()
+        if keys.null_count == 0:
+            k = keys.to_numpy()
+            if bool(np.all(k[1:] > k[:-1])):
+                return table
+        return table.take(pc.sort_indices(table, sort_keys=[(p.key, "ascending")]))
+    keys = [(c, "ascending") for c in p.columns]
+    return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end"))
+
+
+def count_table(n: int) -> pa.Table:
+    return pa.table({"count": pa.array([int(n)], type=pa.int64())})
+
+
+def is_count(table: pa.Table) -> int | None:
+    """The number in a count answer (one row, a ``count`` column), or None if it is not one."""
+    if table.num_rows == 1 and "count" in table.column_names:
+        v = table["count"][0].as_py()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            return int(v)
+    return None

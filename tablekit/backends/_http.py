@@ -1,0 +1,495 @@
+"""HTTP for the CAVE backend: the token, one session, timeouts, retries and error mapping.
+
+* :func:`find_token` looks for a token where CAVEclient users already keep one: the ``token``
+  argument, the ``CAVE_TOKEN`` environment variable, then CAVEclient's secret files
+  (``~/.cloudvolume/secrets/{host}-cave-secret.json``, ``cave-secret.json``, the deprecated
+  ``chunkedgraph-secret.json``). A :class:`Token` never shows its value: not in ``repr``, not in
+  logs, not in error messages (every message goes through :func:`redact`).
+* :class:`HTTPSession` sends every request with ``Authorization: Bearer`` and the
+  ``middle_auth_token`` cookie, a timeout, and retries with exponential backoff on connection
+  errors, 502/503/504 and 429 (waiting as ``Retry-After`` says). Error statuses become
+  :class:`tablekit.errors.HTTPError` subclasses carrying the status, the URL and the server's
+  ``message``. Redirects to a login page become :class:`~tablekit.errors.AuthError`; a browser is
+  never opened.
+* The network is behind one method, :meth:`Transport.send`; tests can pass any object that has it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import attrs
+import requests
+import requests.adapters
+
+from ..errors import (
+    AuthError,
+    ConnectionFailedError,
+    HTTPError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+)
+
+__all__ = [
+    "RETRY_STATUSES",
+    "TOKEN_ENV",
+    "HTTPSession",
+    "Request",
+    "RequestsTransport",
+    "Response",
+    "Token",
+    "Transport",
+    "find_token",
+    "redact",
+    "secret_files",
+]
+
+logger = logging.getLogger("tablekit.http")
+
+TOKEN_ENV = "CAVE_TOKEN"
+SECRETS_DIR = Path("~/.cloudvolume/secrets")
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+REDACTED = "<redacted>"
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+# --------------------------------------------------------------------------- token
+
+
+class Token:
+    """A bearer token that never shows its value (``repr``/``str`` name only where it came from)."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str):
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        """The token itself, for the Authorization header and nothing else."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<Token from {self.source}>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # pickling would write the value somewhere
+        raise TypeError("a tablekit Token cannot be pickled")
+
+
+def secret_files(server: str | None) -> list[Path]:
+    """CAVEclient's secret files, in the order it reads them (§1.2 of the protocol notes)."""
+    base = SECRETS_DIR.expanduser()
+    files = []
+    netloc = urlsplit(server).netloc if server else ""
+    if netloc:
+        files.append(base / f"{netloc}-cave-secret.json")
+    files.append(base / "cave-secret.json")
+    files.append(base / "chunkedgraph-secret.json")
+    return files
+
+
+def find_token(token: str | Token | None = None, server: str | None = None) -> Token | None:
+    """The token to use: ``token``, else ``$CAVE_TOKEN``, else CAVEclient's secret files; ``None`` if none."""
+    if isinstance(token, Token):
+        return token
+    if token is not None:
+        if not isinstance(token, str) or not token.strip():
+            raise AuthError("token must be a non-empty string (or None to look in $CAVE_TOKEN and the secret files)")
+        return Token(token.strip(), "the token argument")
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    if env:
+        return Token(env, f"${TOKEN_ENV}")
+    for path in secret_files(server):
+        if not path.is_file():
+            continue
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("token")
+        except (OSError, ValueError, AttributeError) as e:
+            warnings.warn(f"tablekit: cannot read the CAVE secret file {path}: {type(e).__name__}", stacklevel=3)
+            continue
+        if isinstance(value, str) and value.strip():
+            if path.name == "chunkedgraph-secret.json":
+                warnings.warn(
+                    f"tablekit: using the deprecated secret file {path}; move the token to "
+                    f"{path.with_name('cave-secret.json')}",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+            return Token(value.strip(), str(path))
+    return None
+
+
+def redact(text: str, token: Token | None) -> str:
+    """``text`` with the token's value replaced by ``<redacted>``."""
+    if token is None or not text:
+        return text
+    return text.replace(token.reveal(), REDACTED)
+
+
+# --------------------------------------------------------------------------- request / response
+
+
+def _pairs(v: Any) -> tuple[tuple[str, str], ...]:
+    if v is None:
+        return ()
+    items = v.items() if isinstance(v, Mapping) else v
+    return tuple((str(k), str(x)) for k, x in items)
+
+
+@attrs.frozen
+class Request:
+    """One HTTP request: what a transport sends. ``params`` are ordered (name, value) pairs."""
+
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    json: Any = attrs.field(default=None, eq=False)
+    data: bytes | None = attrs.field(default=None, eq=False, repr=False)
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+
+
+@attrs.frozen
+class Response:
+    """One HTTP response. ``headers`` maps a lower-case name to every value sent under it, one
+    per header line (repeated ``Warning`` lines stay apart)."""
+
+    status: int
+    url: str
+    headers: Mapping[str, tuple[str, ...]]
+    content: bytes = attrs.field(repr=False)
+
+    def header(self, name: str) -> str | None:
+        """All values of a header joined with ``", "`` (as ``requests`` does), or ``None``."""
+        v = self.headers.get(name.lower())
+        return None if not v else ", ".join(v)
+
+    def header_values(self, name: str) -> list[str]:
+        """The values of a repeated header, one per header line."""
+        return list(self.headers.get(name.lower(), ()))
+
+    @property
+    def content_type(self) -> str:
+        return (self.header("content-type") or "").split(";", 1)[0].strip().lower()
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Transport(Protocol):
+    """Sends one request; raises :class:`~tablekit.errors.HTTPError` subclasses for network failures."""
+
+    def send(self, request: Request, *, timeout: tuple[float, float]) -> Response: ...
+
+
+class RequestsTransport:
+    """The default transport: one ``requests.Session`` with a connection pool, no redirects followed."""
+
+    def __init__(self, pool_size: int = 16):
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return "<RequestsTransport>"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, request: Request, *, timeout: tuple[float, float]) -> Response:
+        try:
+            r = self.session.request(
+                request.method,
+                request.url,
+                params=list(request.params) or None,
+                json=request.json,
+                data=request.data,
+                headers=dict(request.headers),
+                timeout=timeout,
+                allow_redirects=False,
+            )
+            content = r.content
+        except requests.RequestException as e:
+            raise map_requests_error(e, request) from None
+        raw = getattr(r.raw, "headers", None)
+        headers: dict[str, tuple[str, ...]] = {}
+        if raw is not None and hasattr(raw, "getlist"):
+            for name in {k.lower() for k in raw.keys()}:  # noqa: SIM118 - HTTPHeaderDict
+                headers[name] = tuple(raw.getlist(name))
+        else:  # pragma: no cover - a transport adapter without urllib3 headers
+            headers = {k.lower(): (v,) for k, v in r.headers.items()}
+        return Response(r.status_code, r.url, headers, content)
+
+
+def map_requests_error(e: requests.RequestException, request: Request) -> HTTPError:
+    """A ``requests`` exception → the tablekit error for it (the most specific class wins)."""
+    what = f"{request.method} {request.url}"
+    text = f"{type(e).__name__}: {e}"
+    kw = {"url": request.url, "method": request.method}
+    if isinstance(e, (requests.ConnectTimeout,)):
+        return ConnectionFailedError(f"{what}: could not connect within the timeout ({text})", **kw)
+    if isinstance(e, requests.ReadTimeout):
+        return RequestTimeoutError(
+            f"{what}: the server did not answer within the read timeout ({text}); raise it with "
+            "connect(..., timeout=SECONDS) or narrow the query",
+            **kw,
+        )
+    if isinstance(e, requests.Timeout):
+        return RequestTimeoutError(f"{what}: timed out ({text})", **kw)
+    if isinstance(e, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        return ConnectionFailedError(f"{what}: connection failed ({text})", **kw)
+    if isinstance(e, requests.exceptions.ContentDecodingError):
+        return ConnectionFailedError(f"{what}: the response body could not be decoded ({text})", **kw)
+    if isinstance(e, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                      requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
+                      requests.exceptions.InvalidHeader, requests.exceptions.InvalidJSONError)):
+        return HTTPError(f"{what}: invalid request ({text}); check the server URL", **kw)
+    return HTTPError(f"{what}: request failed ({text})", **kw)
+
+
+# --------------------------------------------------------------------------- session
+
+
+def _timeout(t: float | tuple[float, float] | None) -> tuple[float, float]:
+    if t is None:
+        return (10.0, 300.0)
+    if isinstance(t, (int, float)):
+        if t <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {t!r}")
+        return (float(t), float(t))
+    c, r = t
+    return (float(c), float(r))
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+class HTTPSession:
+    """Auth, timeouts, retries and error mapping around a :class:`Transport`.
+
+    ``timeout`` is seconds (one number, or ``(connect, read)``); ``max_retries`` is the number of
+    retries after the first attempt; the wait before retry ``n`` is ``backoff * 2**n`` seconds
+    (±25 %, at most ``max_wait``), or what ``Retry-After`` asks for when the server sends it (a
+    wait longer than ``max_wait`` is not made: the error is raised with the time to come back).
+    """
+
+    def __init__(
+        self,
+        token: Token | None,
+        *,
+        timeout: float | tuple[float, float] | None = None,
+        max_retries: int = 3,
+        backoff: float = 0.25,
+        max_wait: float = 60.0,
+        transport: Transport | None = None,
+        user_agent: str = "tablekit",
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        self.token = token
+        self.timeout = _timeout(timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.max_wait = float(max_wait)
+        self.transport: Transport = transport if transport is not None else RequestsTransport()
+        self.user_agent = user_agent
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return (
+            f"<HTTPSession token={self.token!r} timeout={self.timeout} max_retries={self.max_retries}>"
+        )
+
+    def close(self) -> None:
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
+
+    def _headers(self, extra: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        h = [("User-Agent", self.user_agent), ("X-Requested-With", "tablekit")]
+        if self.token is not None:
+            t = self.token.reveal()
+            h += [("Authorization", f"Bearer {t}"), ("Cookie", f"middle_auth_token={t}")]
+        names = {k.lower() for k, _ in extra}
+        return tuple((k, v) for k, v in h if k.lower() not in names) + tuple(extra)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.token)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Any = None,
+        timeout: float | tuple[float, float] | None = None,
+        ok: Sequence[int] = (),
+    ) -> Response:
+        """Send a request and return the response of status 2xx (or one listed in ``ok``).
+
+        Raises :class:`~tablekit.errors.HTTPError` subclasses; their messages never hold the token.
+        """
+        base = Request(method, url, params=params, json=json, data=data, headers=_pairs(headers))
+        req = attrs.evolve(base, headers=self._headers(base.headers))
+        tmo = self.timeout if timeout is None else _timeout(timeout)
+        try:
+            return self._send(req, tmo, ok)
+        except HTTPError as e:  # last line of defence: no message may carry the token
+            text = self.redact(str(e))
+            if text != str(e):
+                e.args = (text,)
+            raise
+
+    def _send(self, req: Request, timeout: tuple[float, float], ok: Sequence[int]) -> Response:
+        attempt = 0
+        redirects = 0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                resp = self.transport.send(req, timeout=timeout)
+            except ConnectionFailedError as e:
+                if attempt >= self.max_retries:
+                    raise type(e)(
+                        self.redact(f"{e} (after {attempt + 1} attempts)"),
+                        url=req.url,
+                        method=req.method,
+                    ) from None
+                wait = self._backoff(attempt)
+                logger.warning("tablekit: %s %s failed (%s); retry %d/%d in %.2fs", req.method, req.url,
+                               self.redact(str(e)), attempt + 1, self.max_retries, wait)
+                self._sleep(wait)
+                attempt += 1
+                continue
+            logger.debug("%s %s -> %d (%.3fs, %d bytes)", req.method, req.url, resp.status,
+                         time.perf_counter() - t0, len(resp.content))
+            if resp.status in _REDIRECTS:
+                loc = resp.header("location") or ""
+                if "authorize" in loc or "/auth/" in loc or redirects >= 5 or (
+                    req.method != "GET" and resp.status not in (307, 308)
+                ):
+                    raise AuthError(
+                        f"{req.method} {req.url}: the server redirected to {self.redact(loc)!r} (HTTP "
+                        f"{resp.status}) instead of answering: it wants a login. {self._token_hint()}",
+                        status=resp.status,
+                        url=req.url,
+                        method=req.method,
+                    )
+                req = attrs.evolve(req, url=urljoin(req.url, loc), params=())
+                redirects += 1
+                continue
+            if 200 <= resp.status < 300 or resp.status in ok:
+                return resp
+            if resp.status in RETRY_STATUSES and attempt < self.max_retries:
+                after = _retry_after(resp.header("retry-after"), time.time())
+                if after is not None and after > self.max_wait:
+                    raise self._error(req, resp, f" (the server asks to retry in {after:.0f} s)")
+                wait = after if after is not None else self._backoff(attempt)
+                logger.warning("tablekit: %s %s -> HTTP %d; retry %d/%d in %.2fs", req.method, req.url,
+                               resp.status, attempt + 1, self.max_retries, wait)
+                self._sleep(wait)
+                attempt += 1
+                continue
+            raise self._error(req, resp, f" (after {attempt + 1} attempts)" if attempt else "")
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_wait, self.backoff * (2**attempt) * random.uniform(0.75, 1.25))
+
+    def _token_hint(self) -> str:
+        if self.token is None:
+            return (
+                f"No token was sent: pass token=..., set ${TOKEN_ENV}, or save one in "
+                f"{SECRETS_DIR / 'cave-secret.json'} as {{\"token\": \"...\"}}"
+            )
+        return f"The token from {self.token.source} was sent"
+
+    def _error(self, req: Request, resp: Response, tail: str = "") -> HTTPError:
+        code, server_msg, data = _error_body(resp)
+        where = f"{req.method} {req.url}"
+        kw: dict[str, Any] = {
+            "status": resp.status,
+            "url": req.url,
+            "method": req.method,
+            "server_message": self.redact(server_msg) if server_msg else server_msg,
+            "code": code,
+        }
+        said = f": {server_msg}" if server_msg else ""
+        if resp.status == 403 and code == "missing_tos":
+            form = data.get("tos_form_url") or "(the server gave no form URL)"
+            name = data.get("tos_name") or data.get("tos_id") or "the dataset's terms of service"
+            msg = (
+                f"{where}: HTTP 403 missing_tos: this dataset requires accepting {name}. Open {form} "
+                "in a browser, accept, and retry (tablekit never opens a browser)"
+            )
+            return AuthError(self.redact(msg), **kw)
+        if resp.status == 403 and code == "missing_permission":
+            msg = (
+                f"{where}: HTTP 403 missing_permission: the token from "
+                f"{self.token.source if self.token else '(none)'} lacks permission "
+                f"{data.get('required_permission')!r} on {data.get('auth_dataset')!r}{said}"
+            )
+            return AuthError(self.redact(msg), **kw)
+        if resp.status in (401, 403) or code in ("bad_auth_header", "invalid_token", "no_token"):
+            hint = self._token_hint()
+            if code == "invalid_token" and self.token is not None:
+                hint = f"The token from {self.token.source} is unknown or expired; get a new one and retry"
+            return AuthError(self.redact(f"{where}: HTTP {resp.status} {code or ''}{said}. {hint}".replace("  ", " ")), **kw)
+        if resp.status == 429:
+            return RateLimitError(
+                self.redact(f"{where}: HTTP 429: the server's rate limit refused the request{said}{tail}; "
+                            "wait and retry, or lower connect(..., max_workers=...)"),
+                **kw,
+            )
+        return ServerError(self.redact(f"{where}: HTTP {resp.status}{said}{tail}"), **kw)
+
+
+def _error_body(resp: Response) -> tuple[str | None, str | None, dict[str, Any]]:
+    """``(error code, message, data)`` from an error body: CAVE's ``{error, message, data}`` or
+    ``{code, message, traceback}``, a JSON string, or text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        text = resp.content[:500].decode("utf-8", "replace").strip()
+        return None, (text or None), {}
+    if isinstance(body, dict):
+        code = body.get("error")
+        msg = body.get("message")
+        if msg is None and isinstance(body.get("errors"), (dict, list)):
+            msg = json.dumps(body["errors"])
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        return (str(code) if code else None), (str(msg) if msg is not None else None), data
+    if isinstance(body, str):
+        return None, body, {}
+    return None, json.dumps(body)[:500], {}

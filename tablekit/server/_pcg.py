@@ -1,0 +1,165 @@
+"""The chunkedgraph (``/segmentation``) endpoints that live queries need.
+
+Answered from the datastack's segmentation history through tablekit's roots API
+(:class:`tablekit.roots.RootsMixin` on the client, and the history primitives of
+:class:`~tablekit.backends.local.LocalBackend`). Timestamps arrive as UNIX epoch seconds (floats)
+in the query string; ids as JSON lists or, for ``roots_binary``, as raw little-endian uint64.
+
+| endpoint | answer |
+|---|---|
+| ``POST …/is_latest_roots?timestamp=`` ``{"node_ids"}`` | ``{"is_latest": [bool]}`` |
+| ``POST …/roots_binary?timestamp=`` raw uint64 | raw uint64 roots |
+| ``POST …/root_timestamps?latest=&timestamp=`` ``{"node_ids"}`` | ``{"timestamp": [epoch s]}`` |
+| ``GET  …/past_id_mapping?timestamp_past=&timestamp_future=`` ``{"root_ids"}`` (a GET with a body) | ``{"past_id_map": {"id": [ids]}, "future_id_map": {"id": id}}`` |
+| ``POST …/lineage_graph_multiple?timestamp_past=&timestamp_future=`` ``{"root_ids"}`` | node-link graph |
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import FilterValueError
+from ._wire import WireError, parse_bool
+
+__all__ = ["PCG_API_VERSIONS", "PCG_SERVER_VERSION", "Chunkedgraph"]
+
+PCG_API_VERSIONS = [0, 1]
+#: a PyChunkedGraph version that satisfies every version gate of CAVEclient 8.2.1
+PCG_SERVER_VERSION = "3.0.5"
+
+
+def _epoch(params: Mapping[str, str], name: str, default: float | None) -> _dt.datetime | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            return None
+        value = default
+    else:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise WireError(f"Timestamp parameter {name} is not a valid unix timestamp") from None
+    return _dt.datetime.fromtimestamp(value, _dt.timezone.utc)
+
+
+def _ids(payload: Any, key: str) -> list[int]:
+    if not isinstance(payload, Mapping) or key not in payload:
+        raise WireError(f"the request body must be a JSON object with {key!r}")
+    raw = payload[key]
+    if not isinstance(raw, list):
+        raise WireError(f"{key} must be a list of ids, got {raw!r}")
+    out = []
+    for x in raw:
+        if isinstance(x, bool) or not isinstance(x, (int, str)):
+            raise WireError(f"{key}: {x!r} is not an id")
+        try:
+            out.append(int(x))
+        except ValueError:
+            raise WireError(f"{key}: {x!r} is not an id") from None
+    return out
+
+
+def _load(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        raise WireError("the request body is not valid JSON") from None
+
+
+class Chunkedgraph:
+    """The chunkedgraph answers of one client (its segmentation history)."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    @property
+    def history(self) -> Any:
+        return self.client._history()
+
+    def is_latest_roots(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        ids = _ids(_load(body), "node_ids")
+        ts = _epoch(params, "timestamp", time.time())
+        return {"is_latest": [bool(x) for x in self.client.is_latest_roots(ids, timestamp=ts)]}
+
+    def roots_binary(self, params: Mapping[str, str], body: bytes) -> bytes:
+        if len(body) % 8:
+            raise WireError("roots_binary: the body must be a little-endian uint64 array (a multiple of 8 bytes)")
+        sv = np.frombuffer(body, dtype="<u8").astype(np.int64)
+        ts = _epoch(params, "timestamp", time.time())
+        roots = self.history.roots_at(sv, ts) if len(sv) else np.zeros(0, dtype=np.int64)
+        return np.asarray(roots, dtype=np.int64).astype("<u8").tobytes()
+
+    def root_timestamps(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        ids = _ids(_load(body), "node_ids")
+        latest = parse_bool(params.get("latest"), False, "latest")
+        ts = _epoch(params, "timestamp", time.time())
+        info = self.history.root_info(ids)
+        missing = [r for r in ids if r not in info]
+        if missing:
+            raise FilterValueError(
+                f"root ids {missing} are not in the segmentation history of {self.client.datastack}"
+            )
+        out = []
+        for r in ids:
+            created, retired = info[r]
+            if latest:
+                # the last moment the root was valid: its retirement, or the query time if still valid
+                t = retired if retired is not None and (ts is None or retired <= ts) else ts
+            else:
+                t = created
+            out.append(t.timestamp())
+        return {"timestamp": out}
+
+    def past_id_mapping(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        ids = _ids(_load(body), "root_ids")
+        past = _epoch(params, "timestamp_past", 0.0)
+        future = _epoch(params, "timestamp_future", time.time())
+        h = self.history
+        past_map: dict[str, list[int]] = {}
+        every_past: dict[int, None] = {}
+        for r in dict.fromkeys(ids):
+            olds = sorted({int(x) for x in h.roots_at(h.supervoxels_of(r), past) if x != 0}) if r else []
+            past_map[str(r)] = olds or [r]  # no ancestor then: the id itself (as the chunkedgraph does)
+            every_past.update(dict.fromkeys(past_map[str(r)]))
+        # future_id_map: a past id whose supervoxels all belong to one root at timestamp_future
+        future_map: dict[str, int] = {}
+        for p in every_past:
+            sv = h.supervoxels_of(p) if p else []
+            fut = {int(x) for x in h.roots_at(sv, future) if x != 0} if len(sv) else set()
+            if len(fut) == 1:
+                future_map[str(p)] = fut.pop()
+        return {"past_id_map": past_map, "future_id_map": future_map}
+
+    def lineage_graph(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        ids = _ids(_load(body), "root_ids")
+        past = _epoch(params, "timestamp_past", None)
+        future = _epoch(params, "timestamp_future", None)
+        nodes: dict[int, dict[str, Any]] = {}
+        links: dict[tuple[int, int], dict[str, Any]] = {}
+        for r in dict.fromkeys(ids):
+            g = self.client.get_lineage_graph(r, timestamp_past=past, timestamp_future=future)
+            for n in g["nodes"]:
+                t = n.get("timestamp")
+                nodes[int(n["id"])] = {
+                    "id": int(n["id"]),
+                    "timestamp": None if t is None else _dt.datetime.fromisoformat(t).timestamp(),
+                }
+            for e in g["links"]:
+                links[(int(e["source"]), int(e["target"]))] = {
+                    "source": int(e["source"]),
+                    "target": int(e["target"]),
+                    "timestamp": _dt.datetime.fromisoformat(e["timestamp"]).timestamp(),
+                }
+        return {
+            "directed": True,
+            "multigraph": False,
+            "graph": {},
+            "nodes": [nodes[k] for k in sorted(nodes)],
+            "links": [links[k] for k in sorted(links)],
+        }

@@ -1,0 +1,774 @@
+"""CAVE request bodies ↔ tablekit queries, and tablekit results → CAVE responses.
+
+Nothing here answers a query by itself. A CAVE body (table-keyed filter dicts, ``tables`` /
+``suffix_map`` joins, ``select_columns`` …) is translated into keyword filters of tablekit's
+filter class for the table (or view, or join), validated by it, and compiled by
+:meth:`tablekit.Client._build_query` into a :class:`~tablekit.query.Query`; the backend runs it
+and returns Arrow. This module then renames the columns the way the CAVE server names them (join
+suffixes from the request), drops what the CAVE server drops, and encodes the Arrow IPC stream
+(buffer compression from ``Accept-Encoding``), the JSON records and the headers.
+
+CAVE filters that tablekit's DSL refuses on purpose but the CAVE server accepts (a range on a root
+id, a filter on ``valid``) are validated with the same value checks and added as predicates of the
+same :class:`~tablekit.query.Query`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import json
+import random
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import pyarrow as pa
+
+from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError, VersionError
+from ..filters import Field, ResultColumn, TableFilter, make_filter_class
+from ..query import Join, Predicate, Query
+from ..schema import ColumnKind, TableSpec
+
+__all__ = [
+    "FILTER_KEYS",
+    "Plan",
+    "Translator",
+    "WireError",
+    "arrow_compression",
+    "encode_arrow",
+    "encode_json_records",
+    "parse_bool",
+]
+
+#: body key → tablekit operator
+FILTER_KEYS: dict[str, str] = {
+    "filter_in_dict": "in",
+    "filter_notin_dict": "not in",
+    "filter_equal_dict": "==",
+    "filter_greater_dict": ">",
+    "filter_less_dict": "<",
+    "filter_greater_equal_dict": ">=",
+    "filter_less_equal_dict": "<=",
+    "filter_spatial_dict": "bbox",
+    "filter_regex_dict": "regex",
+}
+_COMMON = frozenset(FILTER_KEYS) | {"offset", "limit", "desired_resolution"}
+#: accepted body keys per endpoint (the server's marshmallow schemas reject unknown keys)
+SIMPLE_KEYS = _COMMON | {"select_columns"}
+JOIN_KEYS = _COMMON | {"tables", "select_columns", "select_column_map", "suffixes", "suffix_map"}
+LIVE_KEYS = _COMMON | {"table", "timestamp", "join_tables", "select_columns", "suffixes"}
+_DEFAULT_SUFFIXES = ("x", "y", "z", "xx", "yy", "zz")
+LIMIT_WARNING = '201 - "Limited query to {limit} rows'
+LIVE_LIMIT_WARNING = (
+    "result has {n} entries, which is equal or more"
+    + " " * 9
+    + "than limit of {limit} there may be more results which are not shown"
+)
+
+
+class WireError(TablekitError, ValueError):
+    """A request the CAVE server would reject (bad body, bad parameter); sent as the 500 JSON."""
+
+
+def parse_bool(value: str | None, default: bool, name: str = "parameter") -> bool:
+    """Query-string booleans as flask-restx reads them (case-insensitive)."""
+    if value is None or value == "":
+        return default
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on", "t", "y"):
+        return True
+    if v in ("false", "0", "no", "off", "f", "n"):
+        return False
+    raise WireError(f"{name}: {value!r} is not a valid boolean")
+
+
+def parse_int(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise WireError(f"{name}: {value!r} is not a valid integer") from None
+
+
+def check_body(body: Any, allowed: frozenset[str] | set[str], required: Sequence[str] = ()) -> dict[str, Any]:
+    """Reject what the server's marshmallow schema rejects: a non-object, unknown or missing keys."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise WireError(f"the request body must be a JSON object, got {type(body).__name__}")
+    errors: dict[str, list[str]] = {}
+    for k in body:
+        if k not in allowed:
+            hint = " (the not-in filter is sent as filter_notin_dict)" if k == "filter_out_dict" else ""
+            errors[k] = [f"Unknown field.{hint}"]
+    for k in required:
+        if body.get(k) is None:
+            errors[k] = ["Missing data for required field."]
+    if errors:
+        raise WireError(f"400 Bad Request: invalid request body: {errors}")
+    return body
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@attrs.define
+class Plan:
+    """A translated request: the tablekit query plus how to shape its result the CAVE way."""
+
+    query: Query
+    layout: tuple[ResultColumn, ...]
+    #: tablekit result name (positions unsplit) → CAVE column name
+    rename: dict[str, str]
+    #: tablekit result names (unsplit) the CAVE server would not return
+    drop: set[str]
+    warnings: list[str]
+    resolution: tuple[float, float, float] | None
+    limit: int | None  # the effective limit (None for counts)
+    offset: int
+    live: bool
+    shuffle: bool = False  # cave_quirks: no ORDER BY
+
+    def column_names(self) -> dict[str, dict[str, str]]:
+        """The ``column_names`` header: ``{table: {db column: result column}}``."""
+        out: dict[str, dict[str, str]] = {}
+        if self.query.count:
+            return out
+        sel = None if self.query.select_columns is None else set(self.query.select_columns)
+        for rc in self.layout:
+            if rc.name in self.drop or (sel is not None and rc.name not in sel):
+                continue
+            out.setdefault(rc.table, {})[rc.column.name] = self.rename.get(rc.name, rc.name)
+        return out
+
+
+class _Runner:
+    """What a filter class built by the server calls back into (the client's own pipeline)."""
+
+    def __init__(self, client: Any, version: int):
+        self.client = client
+        self.version = version
+
+    def _build_query(self, **kw: Any) -> Query:
+        return self.client._build_query(version_for_class=self.version, **kw)
+
+    def _run(self, query: Query, **kw: Any) -> Any:
+        return self.client._run(query, **kw)
+
+    def _explain(self, query: Query) -> str:
+        return self.client._explain(query)
+
+
+class Translator:
+    """Turns CAVE bodies into :class:`Plan` s for one :class:`tablekit.Client`."""
+
+    def __init__(self, client: Any, *, row_limit: int, cave_quirks: bool = False):
+        self.client = client
+        self.row_limit = int(row_limit)
+        self.quirks = bool(cave_quirks)
+        self.lock = threading.RLock()
+        self._classes: dict[Any, type[TableFilter]] = {}
+
+    # ------------------------------------------------------------------ classes
+    def require_version(self, version: int) -> int:
+        """The version if it can be queried; VersionError (unknown or expired) otherwise."""
+        with self.lock:
+            return self.client._check_version(version)
+
+    def table_class(self, table: str, version: int, merge_reference: bool = False) -> type[TableFilter]:
+        with self.lock:
+            return self.client._filter_class(table, version, merge_reference=merge_reference)
+
+    def view_class(self, view: str, version: int) -> type[TableFilter]:
+        with self.lock:
+            return self.client._view_class(view, version)
+
+    def join_class(self, a: str, b: str, version: int) -> type[TableFilter]:
+        """``a`` merged with ``b`` (``b``'s columns keep their names, ``a``'s clashing ones get ``_ref``)."""
+        with self.lock:
+            key = (a, b, version)
+            if key not in self._classes:
+                sa, sb = self.client._spec(a, version), self.client._spec(b, version)
+                if sa.reference_table == b:
+                    self._classes[key] = self.client._filter_class(a, version, merge_reference=True)
+                else:
+                    self._classes[key] = make_filter_class(sa, sb, _Runner(self.client, version))
+            return self._classes[key]
+
+    # ------------------------------------------------------------------ filters
+    def _predicates(self, cls: type[TableFilter], body: Mapping[str, Any], tables: Sequence[str]) -> tuple[Predicate, ...]:
+        """Table-keyed filter dicts → predicates, validated by the filter class of the query."""
+        by_col: dict[tuple[str, str, bool], Field] = {}
+        for f in cls._fields.values():
+            by_col.setdefault((f.table, f.column.name, f.bbox), f)
+        specs = {cls._spec.name: cls._spec}
+        if cls._target is not None:
+            specs[cls._target.name] = cls._target
+        kwargs: dict[str, dict[str, Any]] = {}
+        extra: list[Predicate] = []
+        name = cls.table_name
+        for key, op in FILTER_KEYS.items():
+            d = body.get(key)
+            if d is None:
+                continue
+            if key == "filter_notin_dict" and self.quirks:
+                continue  # the real server reads `filter_out_dict`, so not-in is never applied
+            if not isinstance(d, Mapping):
+                raise WireError(f"{key} must be an object {{table: {{column: value}}}}, got {d!r}")
+            for table, cols in d.items():
+                if table not in tables:
+                    raise QueryError(
+                        f"{key} names table {table!r}, which is not part of this query ({', '.join(tables)})"
+                    )
+                if not isinstance(cols, Mapping):
+                    raise WireError(f"{key}[{table!r}] must be an object {{column: value}}, got {cols!r}")
+                spec = specs[table]
+                for col, value in cols.items():
+                    f = by_col.get((table, col, op == "bbox"))
+                    if f is None:
+                        if not spec.has_column(col):
+                            raise UnknownColumnError(
+                                f"{key}: column {col!r} not found in {table!r}. Columns: "
+                                f"{', '.join(spec.column_names)}",
+                                table=table,
+                                column=col,
+                            )
+                        c = spec.column(col)
+                        f = Field(col, table, c, col, bbox=c.kind is ColumnKind.POSITION and op == "bbox")
+                        if op == "bbox" and not f.bbox:
+                            raise FilterValueError(
+                                f"{key}: column {col!r} of {table!r} is not a position; spatial filters "
+                                "take a position column such as 'pt_position'",
+                                table=table,
+                                column=col,
+                            )
+                    if f.bbox and f.attr in cls._fields:
+                        kwargs.setdefault(f.attr, {})["bbox"] = value
+                    elif f.bbox:
+                        extra.extend(f.predicates(name, value))
+                    elif f.attr in cls._fields and op in f.ops and value is not None:
+                        slot = kwargs.setdefault(f.attr, {})
+                        if op in slot:
+                            raise QueryError(f"{name}: column {col!r} of {table!r} is given twice for {op!r}")
+                        slot[op] = value
+                    else:
+                        # an operator the DSL refuses on purpose (a range on a root id, a filter on
+                        # `valid`) but the CAVE server accepts: same value checks, same Query
+                        extra.append(f._one(name, op, value))
+        kw: dict[str, Any] = {}
+        for attr, ops in kwargs.items():
+            kw[attr] = ops["bbox"] if "bbox" in ops else ops
+        obj = cls(**kw)
+        return (*obj._predicates, *extra)
+
+    # ------------------------------------------------------------------ options
+    def _limit(self, body: Mapping[str, Any], count: bool) -> int | None:
+        limit = body.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise WireError(f"limit: {limit!r} is not a valid integer")
+        if count:
+            return None
+        if limit is None or limit > self.row_limit:
+            return self.row_limit
+        return limit
+
+    @staticmethod
+    def _offset(body: Mapping[str, Any]) -> int:
+        off = body.get("offset")
+        if off is None:
+            return 0
+        if isinstance(off, bool) or not isinstance(off, int):
+            raise WireError(f"offset: {off!r} is not a valid integer")
+        return off
+
+    @staticmethod
+    def _root_partners(spec: TableSpec, cols: list[str]) -> list[str]:
+        """Selecting ``X_root_id`` also selects ``X_supervoxel_id`` (CAVE's rule)."""
+        out = list(cols)
+        for c in cols:
+            if isinstance(c, str) and c.endswith("root_id"):
+                sv = c[: -len("root_id")] + "supervoxel_id"
+                if spec.has_column(sv) and sv not in out:
+                    out.append(sv)
+        return out
+
+    def _select(
+        self,
+        layout: tuple[ResultColumn, ...],
+        per_table: Mapping[str, Sequence[str]] | None,
+        specs: Mapping[str, TableSpec],
+        *,
+        partners: bool,
+        strict_tables: bool = False,
+    ) -> tuple[str, ...] | None:
+        """``{table: [db columns]}`` → tablekit result names (validated)."""
+        if per_table is None:
+            return None
+        if strict_tables:
+            missing = [t for t in specs if t not in per_table]
+            if missing:
+                raise KeyError(missing[0])  # what the real live endpoint does (a 500 with KeyError)
+        names: list[str] = []
+        where = {(rc.table, rc.column.name): rc.name for rc in layout}
+        for table, cols in per_table.items():
+            if table not in specs:
+                raise QueryError(f"select_columns names table {table!r}, which is not part of this query")
+            if isinstance(cols, str) or not isinstance(cols, Sequence):
+                raise WireError(f"select columns of {table!r} must be a list of column names, got {cols!r}")
+            if partners:
+                cols = self._root_partners(specs[table], list(cols))
+            for c in cols:
+                if (table, c) not in where:
+                    raise QueryError(
+                        f"column {c!r} not found in {table!r}. Columns: {', '.join(specs[table].column_names)}"
+                    )
+                names.append(where[(table, c)])
+        if not names:
+            raise QueryError("select_columns selects no column")
+        return tuple(dict.fromkeys(names))
+
+    def _notices(self, specs: Sequence[TableSpec]) -> list[str]:
+        return [f"Table Owner Notice on {s.name}: {s.notice_text}" for s in specs if s.notice_text]
+
+    def _suffixes(self, body: Mapping[str, Any], tables: Sequence[str], warn: list[str], key_map: str) -> dict[str, str]:
+        sm = body.get(key_map)
+        lst = body.get("suffixes") if key_map != "suffixes" else None
+        out: dict[str, str] = {}
+        if isinstance(lst, list):
+            warn.append("suffixes is deprecated, use suffix_map (a dict {table: suffix})")
+            for t, s in zip(tables, lst, strict=False):
+                out[t] = s
+        if sm is not None:
+            if not isinstance(sm, Mapping):
+                raise WireError(f"{key_map} must be an object {{table: suffix}}, got {sm!r}")
+            out.update(sm)
+        for t, s in out.items():
+            if not isinstance(s, str):
+                raise WireError(f"{key_map}: the suffix of {t!r} must be a string, got {s!r}")
+        vals = [out[t] for t in tables if t in out]
+        if len(set(vals)) != len(vals):
+            raise QueryError(f"Duplicate suffixes set in {out}")
+        for i, t in enumerate(tables):
+            if t not in out:
+                out[t] = _DEFAULT_SUFFIXES[i]
+        return out
+
+    @staticmethod
+    def _join_rename(
+        layout: tuple[ResultColumn, ...], a: TableSpec, b: TableSpec, suffixes: Mapping[str, str]
+    ) -> dict[str, str]:
+        """tablekit's join names (``b`` plain, ``a``'s clashes + ``_ref``) → the request's suffixes."""
+        clash = set(a.column_names) & set(b.column_names)
+        out = {}
+        for rc in layout:
+            c = rc.column.name
+            if c in clash:
+                out[rc.name] = c + suffixes[rc.table]
+        return out
+
+    # ------------------------------------------------------------------ endpoints
+    def _finish(
+        self,
+        *,
+        cls: type[TableFilter],
+        predicates: tuple[Predicate, ...],
+        layout: tuple[ResultColumn, ...],
+        join: Join | None,
+        kind: str,
+        body: Mapping[str, Any],
+        params: Mapping[str, str],
+        version: int | None,
+        timestamp: _dt.datetime | None,
+        select: tuple[str, ...] | None,
+        count: bool,
+        rename: dict[str, str],
+        drop: set[str],
+        warn: list[str],
+        default_resolution: tuple[float, float, float] | None,
+        allow_invalid: bool = False,
+        live: bool = False,
+    ) -> Plan:
+        limit = self._limit(body, count)
+        offset = self._offset(body)
+        rs = parse_int(params.get("random_sample"), "random_sample")
+        if rs is not None and rs <= 0:
+            raise WireError(f"random_sample: must be a positive integer, got {rs}")
+        desired = body.get("desired_resolution")
+        shuffle = self.quirks and not count
+        with self.lock, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            q = self.client._build_query(
+                version_for_class=cls._runner.version,
+                table=cls.table_name,
+                kind=kind,
+                join=join,
+                predicates=predicates,
+                layout=layout,
+                select_columns=select,
+                offset=0 if shuffle else offset,
+                limit=None if shuffle else limit,
+                version=None,
+                timestamp=timestamp,
+                desired_resolution=desired,
+                count=count,
+                random_sample=rs,
+                allow_invalid_root_ids=allow_invalid,
+            )
+        warn.extend(str(w.message) for w in caught)
+        res = q.desired_resolution or default_resolution
+        return Plan(
+            query=q,
+            layout=layout,
+            rename=rename,
+            drop=drop,
+            warnings=warn,
+            resolution=None if res is None else tuple(float(x) for x in res),  # type: ignore[arg-type]
+            limit=limit,
+            offset=offset,
+            live=live,
+            shuffle=shuffle,
+        )
+
+    def simple(self, table: str, version: int, body: Any, params: Mapping[str, str]) -> Plan:
+        """``POST …/version/{v}/table/{t}/query``: one table, no reference merge."""
+        body = check_body(body, SIMPLE_KEYS)
+        self.require_version(version)
+        cls = self.table_class(table, version)
+        spec = cls._spec
+        warn = self._notices([spec])
+        preds = self._predicates(cls, body, [table])
+        sel = body.get("select_columns")
+        if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
+            raise WireError(f"select_columns must be a list of column names, got {sel!r}")
+        select = self._select(cls._layout, None if sel is None else {table: sel}, {table: spec}, partners=True)
+        return self._finish(
+            cls=cls,
+            predicates=preds,
+            layout=cls._layout,
+            join=None,
+            kind="table",
+            body=body,
+            params=params,
+            version=version,
+            timestamp=None,
+            select=select,
+            count=parse_bool(params.get("count"), False, "count"),
+            rename={},
+            drop=set(),
+            warn=warn,
+            default_resolution=spec.voxel_resolution,
+        )
+
+    def view(self, view: str, version: int, body: Any, params: Mapping[str, str]) -> Plan:
+        """``POST …/version/{v}/views/{view}/query``."""
+        body = check_body(body, SIMPLE_KEYS)
+        self.require_version(version)
+        cls = self.view_class(view, version)
+        spec = cls._spec
+        warn = self._notices([spec])
+        preds = self._predicates(cls, body, [view])
+        sel = body.get("select_columns")
+        if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
+            raise WireError(f"select_columns must be a list of column names, got {sel!r}")
+        select = self._select(cls._layout, None if sel is None else {view: sel}, {view: spec}, partners=True)
+        return self._finish(
+            cls=cls,
+            predicates=preds,
+            layout=cls._layout,
+            join=None,
+            kind="view",
+            body=body,
+            params=params,
+            version=version,
+            timestamp=None,
+            select=select,
+            count=parse_bool(params.get("count"), False, "count"),
+            rename={},
+            drop=set(),
+            warn=warn,
+            default_resolution=spec.voxel_resolution,
+        )
+
+    def _two_tables(self, pairs: Any, what: str) -> tuple[str, str, str, str]:
+        if not isinstance(pairs, list) or len(pairs) < 2:
+            raise WireError(f"{what} must list two [table, column] pairs, got {pairs!r}")
+        if len(pairs) > 2 and not self.quirks:
+            raise QueryError(f"{what}: only joins of two tables are supported, got {len(pairs)}")
+        (a, ca), (b, cb) = pairs[0], pairs[1]
+        for x in (a, ca, b, cb):
+            if not isinstance(x, str):
+                raise WireError(f"{what} must list [table, column] pairs of strings, got {pairs!r}")
+        if a == b:
+            raise QueryError(f"{what}: a table cannot be joined with itself ({a!r})")
+        return a, ca, b, cb
+
+    def join(self, version: int, body: Any, params: Mapping[str, str]) -> Plan:
+        """``POST …/version/{v}/query``: two tables joined on ``tables``."""
+        body = check_body(body, JOIN_KEYS, required=("tables",))
+        self.require_version(version)
+        pairs = body["tables"]
+        if isinstance(pairs, list) and len(pairs) == 1 and isinstance(pairs[0], list):
+            raise QueryError("tables lists one table; query it with the table endpoint (…/table/{t}/query)")
+        a, ca, b, cb = self._two_tables(pairs, "tables")
+        cls = self.join_class(a, b, version)
+        sa, sb = cls._spec, cls._target
+        assert sb is not None
+        warn = self._notices([sa, sb])
+        preds = self._predicates(cls, body, [a, b])
+        select_map = body.get("select_column_map")
+        sel_list = body.get("select_columns")
+        if sel_list is not None:
+            if not isinstance(sel_list, list):
+                raise WireError(f"select_columns must be a list, got {sel_list!r}")
+            warn.append("select_columns is deprecated for join queries, use select_column_map")
+            per: dict[str, list[str]] = {}
+            for c in sel_list:
+                owner = next((t for t, s in ((a, sa), (b, sb)) if s.has_column(c)), None)
+                if owner is None:
+                    raise QueryError(f"column {c!r} not found in {a!r} or {b!r}")
+                per.setdefault(owner, []).append(c)
+            select_map = {**per, **(select_map or {})}
+        if select_map is not None and not isinstance(select_map, Mapping):
+            raise WireError(f"select_column_map must be an object {{table: [columns]}}, got {select_map!r}")
+        select = self._select(cls._layout, select_map, {a: sa, b: sb}, partners=True)
+        suffixes = self._suffixes(body, [a, b], warn, "suffix_map")
+        return self._finish(
+            cls=cls,
+            predicates=preds,
+            layout=cls._layout,
+            join=Join(a, b, ca, cb),
+            kind="table",
+            body=body,
+            params=params,
+            version=version,
+            timestamp=None,
+            select=select,
+            count=parse_bool(params.get("count"), False, "count"),
+            rename=self._join_rename(cls._layout, sa, sb, suffixes),
+            drop=set(),
+            warn=warn,
+            default_resolution=sb.voxel_resolution or sa.voxel_resolution,
+        )
+
+    def live(self, body: Any, params: Mapping[str, str]) -> Plan:
+        """``POST /materialize/api/v3/datastack/{ds}/query``: a table (and joins) at a timestamp."""
+        body = check_body(body, LIVE_KEYS, required=("table", "timestamp"))
+        table = body["table"]
+        if not isinstance(table, str):
+            raise WireError(f"table must be a string, got {table!r}")
+        ts = _parse_timestamp(body["timestamp"])
+        version = self.client.version  # the class layout: any valid version with the table
+        version = _version_with(self.client, table, version)
+        joins = body.get("join_tables")
+        warn: list[str] = []
+        if joins:
+            if not isinstance(joins, list) or not all(isinstance(j, list) and len(j) == 4 for j in joins):
+                raise WireError(f"join_tables must be a list of [table1, column1, table2, column2], got {joins!r}")
+            if len(joins) > 1:
+                raise QueryError("join_tables: only one join is supported")
+            t1, c1, t2, c2 = joins[0]
+            if t1 != table:
+                t1, c1, t2, c2 = t2, c2, t1, c1
+            if t1 != table:
+                raise QueryError(f"join_tables must join the queried table {table!r}, got {joins[0]!r}")
+            a, ca, b, cb = self._two_tables([[t1, c1], [t2, c2]], "join_tables")
+            cls = self.join_class(a, b, version)
+            sa, sb = cls._spec, cls._target
+            assert sb is not None
+            tables, specs = [a, b], {a: sa, b: sb}
+            join: Join | None = Join(a, b, ca, cb)
+        else:
+            cls = self.table_class(table, version)
+            sa = cls._spec
+            tables, specs, join = [table], {table: sa}, None
+        preds = self._predicates(cls, body, tables)
+        sel = body.get("select_columns")
+        if sel is not None and not isinstance(sel, Mapping):
+            raise WireError(f"select_columns must be an object {{table: [columns]}} for live queries, got {sel!r}")
+        select = self._select(cls._layout, sel, specs, partners=False, strict_tables=self.quirks)
+        suffixes = body.get("suffixes")
+        if suffixes is not None and not isinstance(suffixes, Mapping):
+            raise WireError(f"suffixes must be an object {{table: suffix}}, got {suffixes!r}")
+        rename = (
+            self._join_rename(cls._layout, sa, specs[tables[1]], self._suffixes(body, tables, warn, "suffixes"))
+            if join is not None
+            else {}
+        )
+        drop = {rc.name for rc in cls._layout if rc.column.name in ("valid", "superceded_id")}
+        allow_invalid = parse_bool(params.get("allow_invalid_root_ids"), False, "allow_invalid_root_ids")
+        parse_bool(params.get("allow_missing_lookups"), False, "allow_missing_lookups")
+        return self._finish(
+            cls=cls,
+            predicates=preds,
+            layout=cls._layout,
+            join=join,
+            kind="table",
+            body=body,
+            params=params,
+            version=version,
+            timestamp=ts,
+            select=select,
+            count=False,
+            rename=rename,
+            drop=drop,
+            warn=warn,
+            default_resolution=sa.voxel_resolution,
+            allow_invalid=allow_invalid,
+            live=True,
+        )
+
+    # ------------------------------------------------------------------ results
+    def shape(self, plan: Plan, table: pa.Table) -> pa.Table:
+        """The backend's Arrow table → the columns, names and rows the CAVE server returns."""
+        if plan.query.count:
+            return table
+        if plan.shuffle:  # cave_quirks: no ORDER BY, so offset/limit pages are not stable either
+            idx = list(range(table.num_rows))
+            random.Random().shuffle(idx)
+            idx = idx[plan.offset :]
+            if plan.limit is not None:
+                idx = idx[: plan.limit]
+            table = table.take(pa.array(idx, type=pa.int64()))
+        physical: dict[str, str | None] = {}
+        for rc in plan.layout:
+            new = None if rc.name in plan.drop else plan.rename.get(rc.name, rc.name)
+            if rc.column.kind is ColumnKind.POSITION:
+                for axis in ("_x", "_y", "_z"):
+                    physical[rc.name + axis] = None if new is None else new + axis
+            else:
+                physical[rc.name] = new
+        keep = [n for n in table.column_names if physical.get(n, n) is not None]
+        table = table.select(keep)
+        return table.rename_columns([physical.get(n) or n for n in table.column_names])
+
+    def limit_warnings(self, plan: Plan, rows: int) -> list[str]:
+        if plan.limit is None:
+            return []
+        if plan.live:
+            return [LIVE_LIMIT_WARNING.format(n=rows, limit=plan.limit)] if rows >= plan.limit else []
+        return [LIMIT_WARNING.format(limit=plan.limit)] if rows == plan.limit else []
+
+
+def _version_with(client: Any, table: str, preferred: int) -> int:
+    """A valid version whose tables include ``table`` (newest first), for the filter class layout."""
+    versions = [preferred, *reversed(client.get_versions())]
+    for v in dict.fromkeys(versions):
+        if table in client._table_specs(v):
+            return v
+    raise client._unknown_table(table, preferred)
+
+
+def _parse_timestamp(value: Any) -> _dt.datetime:
+    """The live body's ``timestamp``: ISO-8601 (naive = UTC, as the server's marshmallow field)."""
+    if not isinstance(value, str):
+        raise WireError(f"timestamp: {value!r} is not an ISO-8601 datetime string")
+    try:
+        t = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise WireError(f"timestamp: {value!r} is not an ISO-8601 datetime string") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.astimezone(_dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def arrow_compression(accept_encoding: str | None, ipc_compress: bool = True) -> str | None:
+    """Arrow buffer compression as the CAVE server picks it: ``lz4`` first, then ``zstd``
+    (case-sensitive substring checks of the request's ``Accept-Encoding``)."""
+    if not ipc_compress:
+        return None
+    a = accept_encoding or ""
+    if "lz4" in a:
+        return "lz4"
+    if "zstd" in a:
+        return "zstd"
+    return None
+
+
+def _pandas_metadata(schema: pa.Schema) -> bytes:
+    """The ``pandas`` schema metadata a pandas-built table carries, with the nullable extension
+    dtypes the CAVE server produces (``Int64``, ``boolean``), so readers get the same dtypes."""
+    cols = []
+    for f in schema:
+        t = f.type
+        meta = None
+        if pa.types.is_integer(t):
+            pt, nt = "int64", "Int64"
+        elif pa.types.is_boolean(t):
+            pt, nt = "bool", "boolean"
+        elif pa.types.is_floating(t):
+            pt, nt = "float64", "float64"
+        elif pa.types.is_timestamp(t):
+            pt, nt = ("datetimetz", f"datetime64[{t.unit}]") if t.tz else ("datetime", f"datetime64[{t.unit}]")
+            meta = {"timezone": t.tz} if t.tz else None
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            pt, nt = "unicode", "object"
+        else:
+            pt, nt = "object", "object"
+        cols.append({"name": f.name, "field_name": f.name, "pandas_type": pt, "numpy_type": nt, "metadata": meta})
+    doc = {
+        "index_columns": [],
+        "column_indexes": [],
+        "columns": cols,
+        "attributes": {},
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.3",
+    }
+    return json.dumps(doc).encode()
+
+
+def encode_arrow(table: pa.Table, compression: str | None) -> bytes:
+    """One Arrow IPC stream with one record batch (buffers compressed with ``compression``)."""
+    meta = dict(table.schema.metadata or {})
+    meta[b"pandas"] = _pandas_metadata(table.schema)
+    table = table.replace_schema_metadata(meta).combine_chunks()
+    sink = pa.BufferOutputStream()
+    opts = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=opts) as writer:
+        if table.num_rows:
+            for batch in table.to_batches(max_chunksize=max(table.num_rows, 1)):
+                writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def encode_json_records(table: pa.Table) -> bytes:
+    """``DataFrame.to_json(orient="records")`` of the result, as the server's JSON path sends it."""
+    df = table.to_pandas()
+    return df.to_json(orient="records", date_format="iso").encode()
+
+
+def maybe_gzip(body: bytes, accept_encoding: str | None) -> tuple[bytes, list[tuple[str, str]]]:
+    """Whole-body gzip when the request accepts it (case-insensitive), as the server does."""
+    if "gzip" in (accept_encoding or "").lower():
+        return gzip.compress(body, compresslevel=5), [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+    return body, []
+
+
+def jsonable(v: Any) -> Any:
+    """Metadata values → JSON (datetimes as CAVE's naive-UTC ISO strings with microseconds)."""
+    if isinstance(v, Mapping):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, _dt.datetime):
+        return cave_time(v)
+    return v
+
+
+def cave_time(t: _dt.datetime | None, quirks: bool = False) -> str | None:
+    """Naive UTC ISO text; always with microseconds (the real server drops a zero fraction,
+    which CAVEclient's strict parser then rejects: emulated with ``quirks``)."""
+    if t is None:
+        return None
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return t.isoformat() if quirks else t.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+__all__ += ["LIMIT_WARNING", "LIVE_LIMIT_WARNING", "cave_time", "jsonable", "maybe_gzip"]

@@ -1,0 +1,60 @@
+"""Test helper: a real ``tablekit serve`` (uvicorn) on 127.0.0.1 in a background thread.
+
+>>> with running_server(path) as base_url:        # doctest: +SKIP
+...     requests.get(base_url + "/materialize/api/versions").json()
+[2, 3]
+
+``create_app_kwargs`` go to :func:`tablekit.server.create_app` (``row_limit``, ``token``,
+``cave_quirks``). The socket is bound before uvicorn starts (port 0: the OS picks a free port), so
+there is no race for the port; only loopback is ever used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["running_server"]
+
+
+@contextlib.contextmanager
+def running_server(path: Any, **create_app_kwargs: Any) -> Iterator[str]:
+    """Serve ``path`` (a datastack directory or a ``tablekit.Client``) and yield its base URL."""
+    import uvicorn
+
+    from tablekit.server import create_app
+
+    app = create_app(path, **create_app_kwargs)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as e:  # pragma: no cover - surfaced below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name=f"tablekit-serve-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if errors or not thread.is_alive():
+            raise RuntimeError(f"tablekit serve did not start: {errors[0] if errors else 'thread exited'}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("tablekit serve did not start within 30 s")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
