@@ -9,15 +9,24 @@ See :func:`connect`. Errors are in :mod:`tablekit.errors`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .client import Client
 from .datastack import TableSource, build_datastack
 from .errors import (
+    AuthError,
+    ConnectionFailedError,
     DatastackError,
     FilterError,
     FilterValueError,
+    HTTPError,
+    IncompleteResultError,
     OperatorError,
     QueryError,
+    RateLimitError,
+    RequestTimeoutError,
     SchemaError,
+    ServerError,
     TablekitError,
     UnknownColumnError,
     UnknownTableError,
@@ -39,14 +48,26 @@ def connect(
     token: str | None = None,
     version: int | None = None,
     expired_versions: str = "error",
+    timeout: float | tuple[float, float] | None = None,
+    cache_dir: str | None = None,
+    max_retries: int = 3,
+    **server_options: Any,
 ) -> Client:
     """Connect to a datastack and return a :class:`Client`.
 
     * ``connect()`` or ``connect("demo")``: the embedded synthetic datastack ``demo``, built on
       first use into ``$TABLEKIT_CACHE_DIR`` (default ``~/.cache/tablekit``); works offline.
     * ``connect(path="DIR")``: a local datastack directory (see ``build_datastack``).
-    * ``connect("name", server="https://…")``: a CAVE deployment over HTTP — not available in
-      this release (raises :class:`UnsupportedError`).
+    * ``connect("name", server="https://…")``: a CAVE deployment over HTTP (the global server
+      of the deployment, e.g. ``https://global.daf-apis.com``, or a ``tablekit serve`` URL). The
+      token is ``token``, else ``$CAVE_TOKEN``, else CAVEclient's secret files
+      (``~/.cloudvolume/secrets/{host}-cave-secret.json``, ``cave-secret.json``); it is never
+      printed. ``timeout`` (seconds, or ``(connect, read)``) applies to every request,
+      ``max_retries`` to connection errors and 429/502/503/504 answers; table metadata and
+      schemas are cached in ``cache_dir`` (default ``$TABLEKIT_CACHE_DIR`` or
+      ``~/.cache/tablekit``; ``False`` for none). Further options (``max_workers``,
+      ``page_size``, ``progress``, ``cache_ttl``) go to
+      :class:`tablekit.backends.cave.CaveBackend`.
 
     ``version`` pins the materialization version (default: the latest valid one).
     ``expired_versions="live"`` answers a query of an expired version as a live query at that
@@ -55,10 +76,24 @@ def connect(
     from .backends.local import LocalBackend
 
     if server is not None:
-        raise UnsupportedError(
-            f"the CAVE HTTP backend is not available in tablekit {__version__} yet; "
-            "use a local datastack: connect(path=...) or connect() for the demo"
+        from .backends.cave import CaveBackend
+
+        if path is not None:
+            raise DatastackError("pass either path= (a local datastack) or server= (a CAVE deployment), not both")
+        if not datastack:
+            raise DatastackError("connect(server=...) needs the datastack name: connect('name', server=URL)")
+        cave = CaveBackend(
+            datastack,
+            server,
+            token,
+            timeout=timeout,
+            cache_dir=cache_dir,
+            max_retries=max_retries,
+            **server_options,
         )
+        return Client(cave, version=version, expired_versions=expired_versions)
+    if server_options:
+        raise TypeError(f"connect() got options for a CAVE server without server=: {sorted(server_options)}")
     if path is None:
         if datastack not in (None, "demo"):
             raise DatastackError(
@@ -75,15 +110,22 @@ def connect(
 
 
 __all__ = [
+    "AuthError",
     "Client",
+    "ConnectionFailedError",
     "DatastackError",
     "FilterError",
     "FilterValueError",
+    "HTTPError",
+    "IncompleteResultError",
     "OperatorError",
     "Predicate",
     "Query",
     "QueryError",
+    "RateLimitError",
+    "RequestTimeoutError",
     "SchemaError",
+    "ServerError",
     "StaleStubsWarning",
     "TableFilter",
     "TableSource",
