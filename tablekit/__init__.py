@@ -79,7 +79,9 @@ def connect(
         from .backends.cave import CaveBackend
 
         if path is not None:
-            raise DatastackError("pass either path= (a local datastack) or server= (a CAVE deployment), not both")
+            raise DatastackError(
+                "pass either path= (a local datastack) or server= (a CAVE deployment), not both"
+            )
         if not datastack:
             raise DatastackError("connect(server=...) needs the datastack name: connect('name', server=URL)")
         cave = CaveBackend(

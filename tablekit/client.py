@@ -328,6 +328,7 @@ class Client(RootsMixin):
         metadata: bool = True,
         merge_reference: bool = True,
         output: str = "pandas",
+        complete: bool = True,
     ) -> pd.DataFrame:
         """Query a table with CAVEclient's filter dicts (``{column: value}``).
 
@@ -364,6 +365,7 @@ class Client(RootsMixin):
             get_counts=get_counts,
             random_sample=random_sample,
             output=output,
+            complete=complete,
         )
 
     def live_query(self, table: str, timestamp: Any, **kwargs: Any) -> pd.DataFrame:
@@ -392,6 +394,7 @@ class Client(RootsMixin):
         random_sample: int | None = None,
         metadata: bool = True,
         output: str = "pandas",
+        complete: bool = True,
     ) -> pd.DataFrame:
         """Query a view with filter dicts; same answers as ``client.views.<view>(...).query()``."""
         v = self._version_or_default(materialization_version)
@@ -419,6 +422,7 @@ class Client(RootsMixin):
             get_counts=get_counts,
             random_sample=random_sample,
             output=output,
+            complete=complete,
         )
 
     def synapse_query(
@@ -439,6 +443,7 @@ class Client(RootsMixin):
         select_columns: list[str] | None = None,
         metadata: bool = True,
         output: str = "pandas",
+        complete: bool = True,
     ) -> pd.DataFrame:
         """Synapses by presynaptic / postsynaptic root id(s) and/or a bounding box.
 
@@ -472,6 +477,7 @@ class Client(RootsMixin):
             materialization_version=materialization_version,
             timestamp=timestamp,
             desired_resolution=desired_resolution,
+            complete=complete,
         )
         if remove_autapses:
             q = _with(
@@ -511,6 +517,7 @@ class Client(RootsMixin):
         random_sample: Any,
         live_ok: bool = True,
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> Query:
         if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
             raise QueryError(f"{table}: offset must be an int >= 0, got {offset!r}")
@@ -580,6 +587,7 @@ class Client(RootsMixin):
             count=bool(count),
             random_sample=None if random_sample is None else int(random_sample),
             substituted_version=substituted,
+            complete=bool(complete),
         )
 
     def _resolve_version(self, version: Any) -> tuple[int, _dt.datetime | None]:

@@ -318,6 +318,7 @@ class TableFilter:
         get_counts: bool = False,
         random_sample: int | None = None,
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> Query:
         """The backend-neutral :class:`~tablekit.query.Query` this filter asks."""
         spec, target = self._spec, self._target
@@ -337,6 +338,7 @@ class TableFilter:
             random_sample=random_sample,
             live_ok=not spec.is_view or spec.live_compatible,
             allow_invalid_root_ids=allow_invalid_root_ids,
+            complete=complete,
         )
 
     def query(
@@ -354,6 +356,7 @@ class TableFilter:
         random_sample: int | None = None,
         output: str = "pandas",
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> pd.DataFrame:
         """Run the query and return the matching rows, ordered by ``id``.
 
@@ -374,6 +377,8 @@ class TableFilter:
         output : ``"pandas"`` (default) or ``"arrow"`` for a ``pyarrow.Table``.
         allow_invalid_root_ids : live queries only: drop (with a warning) filter root ids that are
             not valid at ``timestamp`` instead of raising.
+        complete : a CAVE server cuts answers at its row limit; tablekit completes them by paging
+            (default). ``False`` returns the first page only, with a warning.
         """
         q = self.to_query(
             select_columns=select_columns,
@@ -385,6 +390,7 @@ class TableFilter:
             get_counts=get_counts,
             random_sample=random_sample,
             allow_invalid_root_ids=allow_invalid_root_ids,
+            complete=complete,
         )
         return self._runner._run(
             q,
@@ -408,6 +414,7 @@ class TableFilter:
         select_columns: list[str] | None = None,
         output: str = "pandas",
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> pd.DataFrame:
         """The rows present at ``timestamp`` (timezone-aware, or ``"now"``), with root ids as they
         were at that moment. Root-id filters are interpreted at ``timestamp``: ids not valid then
@@ -424,6 +431,7 @@ class TableFilter:
             select_columns=select_columns,
             output=output,
             allow_invalid_root_ids=allow_invalid_root_ids,
+            complete=complete,
         )
 
     def explain(self, **query_options: Any) -> str:

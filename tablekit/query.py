@@ -87,6 +87,9 @@ class Query:
     random_sample: int | None = None
     #: set when an expired version was answered as a live query at its timestamp (provenance only)
     substituted_version: int | None = None
+    #: a result cut at a server's row limit is completed by paging (True) or returned as its first
+    #: page with a warning (False); the local engine never cuts results
+    complete: bool = True
 
     @property
     def live(self) -> bool:
@@ -121,6 +124,7 @@ class Query:
             "count": self.count,
             "random_sample": self.random_sample,
             "substituted_version": self.substituted_version,
+            "complete": self.complete,
         }
 
 

@@ -134,21 +134,22 @@ class RootsMixin:
         self, root_ids: Any, timestamp_past: Any = None, timestamp_future: Any = None
     ) -> dict[str, Any]:
         """Map root ids to the root ids their supervoxels had at ``timestamp_past`` (default: the
-        first version's time). Returns ``{"future_id_map": {id: [past ids]}, "past_id_map": {past id: [ids]}}``."""
+        first version's time). Returns CAVE's shape: ``{"past_id_map": {id: [past ids]},
+        "future_id_map": {past id: [ids]}}``."""
         ids = _ids(root_ids)
         if timestamp_past is None:
             timestamp_past = min(m["time_stamp"] for m in self._backend.versions_metadata(expired=True))
         ts = self._ts(timestamp_past)
         h = self._history()
-        future: dict[int, list[int]] = {}
-        past: dict[int, list[int]] = {}
+        past: dict[int, list[int]] = {}  # id → its ancestors at timestamp_past
+        future: dict[int, list[int]] = {}  # ancestor → the given ids it became
         for r in ids:
             sv = h.supervoxels_of(r)
             olds = sorted({int(x) for x in h.roots_at(sv, ts) if x != 0})
-            future[r] = olds
+            past[r] = olds
             for o in olds:
-                past.setdefault(o, []).append(r)
-        return {"future_id_map": future, "past_id_map": past}
+                future.setdefault(o, []).append(r)
+        return {"past_id_map": past, "future_id_map": future}
 
     def get_lineage_graph(
         self, root_id: int, timestamp_past: Any = None, timestamp_future: Any = None

@@ -116,7 +116,10 @@ def interop_python() -> str:
                 shutil.rmtree(venv)
             _run([sys.executable, "-m", "venv", str(venv)], f"creating {venv}")
             _run([str(py), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], "upgrading pip")
-            _run([str(py), "-m", "pip", "install", "--quiet", *REQUIREMENTS], f"installing {' '.join(REQUIREMENTS)}")
+            _run(
+                [str(py), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
+                f"installing {' '.join(REQUIREMENTS)}",
+            )
             (venv / _TK_STAMP).unlink(missing_ok=True)
             stamp.write_text(json.dumps(want))
             _say(f"venv ready in {time.perf_counter() - t0:.0f} s")
@@ -127,11 +130,13 @@ def interop_python() -> str:
         except (OSError, ValueError):
             old_src = old_pyproject = ""
         if old_src != src_hash:
-            if old_pyproject == pyproject_hash:  # only sources changed: swap the package itself
-                cmd = [str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", str(REPO)]
-            else:  # first install, or the dependencies may have changed
-                cmd = [str(py), "-m", "pip", "install", "--quiet", str(REPO)]
-            _run(cmd, "installing tablekit from the repository")
+            pip = [str(py), "-m", "pip", "install", "--quiet"]
+            if old_pyproject != pyproject_hash:  # first install, or the dependencies may have changed
+                _run([*pip, str(REPO)], "installing tablekit and its dependencies from the repository")
+            # always swap in the current sources (pip may keep an installed copy of the same version)
+            _run(
+                [*pip, "--no-deps", "--force-reinstall", str(REPO)], "installing tablekit from the repository"
+            )
             tk_stamp.write_text(f"{src_hash} {pyproject_hash}")
         return str(py)
 

@@ -260,9 +260,9 @@ def test_roots_api_against_the_history(client, path):
         & (h["valid_to"].isna() | (h["valid_to"] > first))
         & h["supervoxel_id"].isin(cur_svs)
     ]
-    assert client.get_past_ids([cur], timestamp_past=first)["future_id_map"][cur] == sorted(
-        set(then["root_id"])
-    )
+    mapping = client.get_past_ids([cur], timestamp_past=first)
+    assert mapping["past_id_map"][cur] == sorted(set(then["root_id"]))
+    assert all(mapping["future_id_map"][old] == [cur] for old in set(then["root_id"]))
 
     g = client.get_lineage_graph(old)
     ids = {n["id"] for n in g["nodes"]}

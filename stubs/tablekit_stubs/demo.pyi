@@ -66,6 +66,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> ArrowTable: ...
     @overload
     def query(  # pyright: ignore[reportIncompatibleMethodOverride]
@@ -83,6 +84,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> DataFrame:
         """Run the query: a pandas DataFrame, or a pyarrow.Table with output="arrow"."""
 
@@ -100,6 +102,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> ArrowTable: ...
     @overload
     def live_query(  # pyright: ignore[reportIncompatibleMethodOverride]
@@ -115,6 +118,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> DataFrame:
         """The rows present at ``timestamp`` (timezone-aware, or "now"), root ids as of then."""
 
@@ -135,6 +139,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> ArrowTable: ...
     @overload
     @classmethod
@@ -153,6 +158,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> DataFrame:
         """Every row of the table: ``T().query(...)``."""
 
@@ -171,6 +177,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> ArrowTable: ...
     @overload
     @classmethod
@@ -187,6 +194,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        complete: bool = True,
     ) -> DataFrame:
         """Every row present at ``timestamp``: ``T().live_query(timestamp, ...)``."""
 

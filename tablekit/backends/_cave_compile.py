@@ -57,6 +57,7 @@ __all__ = [
     "decode",
     "finish",
     "parse_resolution",
+    "parse_time",
     "plan",
     "truncation",
 ]
@@ -110,7 +111,7 @@ _ARROW_TYPES = {
     ColumnKind.DATETIME: pa.timestamp("us", tz="UTC"),
 }
 _LIMITED = re.compile(r"Limited query to (\d+) rows")
-_MORE = re.compile(r"equal or more than\s+limit of (\d+)")
+_MORE = re.compile(r"equal or more\s+than\s+limit of (\d+)")
 
 
 # --------------------------------------------------------------------------- plan
@@ -176,21 +177,26 @@ class Plan:
     matches_nothing: bool = False
 
     @property
-    def needed(self) -> tuple[str, ...]:
-        """Columns the rows must carry before :func:`finish` (answer, key, client-filter columns)."""
+    def filter_columns(self) -> tuple[str, ...]:
+        """The key and the columns the client-side filters read."""
         extra = [self.key] if self.key else []
         for f in self.client_filters:
             extra.append(f.column)
             if f.op == "!=column":
                 extra.append(f.value)
-        return tuple(dict.fromkeys([*self.columns, *(e for e in extra if e)]))
+        return tuple(dict.fromkeys(e for e in extra if e))
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """Columns the rows must carry before :func:`finish` (answer, key, client-filter columns)."""
+        return tuple(dict.fromkeys([*self.columns, *self.filter_columns]))
 
     def empty(self) -> pa.Table:
         """The answer with no rows, typed as the local engine types it."""
         return pa.table({c: pa.array([], type=self.arrow_type(c)) for c in self.columns})
 
     def arrow_type(self, column: str) -> pa.DataType:
-        t, _, kind = self.sources[column]
+        _t, _, kind = self.sources[column]
         if kind is ColumnKind.POSITION:
             return pa.float64() if self.query.desired_resolution is not None else pa.int64()
         return _ARROW_TYPES[kind]
@@ -204,7 +210,9 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _physical(specs: Mapping[str, TableSpec], query: Query) -> tuple[dict[str, tuple[str, str, ColumnKind]], dict[tuple[str, str], str]]:
+def _physical(
+    specs: Mapping[str, TableSpec], query: Query
+) -> tuple[dict[str, tuple[str, str, ColumnKind]], dict[tuple[str, str], str]]:
     """``{physical result column: (table, stored column, kind)}`` and ``{(table, column): result name}``."""
     outs, _ = output_layout(attrs.evolve(query, select_columns=None), specs)
     sources: dict[str, tuple[str, str, ColumnKind]] = {}
@@ -415,6 +423,25 @@ def _select(p: Plan, wanted: Sequence[str], body: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- responses
 
 
+def parse_time(value: Any) -> _dt.datetime | None:
+    """CAVE's naive-UTC ISO strings (with or without a fraction), epoch seconds, or datetimes → aware UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _dt.datetime.fromtimestamp(float(value), _dt.timezone.utc)
+    if isinstance(value, _dt.datetime):
+        t = value
+    else:
+        s = str(value).strip().replace("Z", "+00:00")
+        try:
+            t = _dt.datetime.fromisoformat(s)
+        except ValueError:
+            import email.utils
+
+            t = email.utils.parsedate_to_datetime(s)
+    return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
+
+
 def parse_resolution(values: Sequence[str]) -> tuple[float, float, float] | None:
     """``dataframe_resolution`` header lines (``4.0, 4.0, 40.0`` or one line per axis) → floats."""
     parts = [x.strip() for v in values for x in v.split(",") if x.strip()]
@@ -432,7 +459,9 @@ def warnings_of(resp: Response) -> list[str]:
     return [w.strip() for w in resp.header_values("warning") if w.strip()]
 
 
-def truncation(warnings: Sequence[str], rows: int, sent_limit: int | None, known_cap: int | None) -> tuple[bool, int | None]:
+def truncation(
+    warnings: Sequence[str], rows: int, sent_limit: int | None, known_cap: int | None
+) -> tuple[bool, int | None]:
     """``(was the answer cut at a row limit?, that limit if known)`` — protocol §3.6 and §6.2."""
     cap = None
     for w in warnings:
@@ -458,7 +487,11 @@ def decode(resp: Response, p: Plan) -> pa.Table:
     enc = (resp.header("content-encoding") or "").lower()
     if "zstd" in enc and body[:4] == b"\x28\xb5\x2f\xfd":  # whole-body zstd the HTTP stack left alone
         body = pa.input_stream(pa.py_buffer(body), compression="zstd").read()
-    if ctype == ARROW_CONTENT_TYPE or ctype.endswith("arrow.stream") or ctype.endswith("vnd.apache.arrow.stream"):
+    if (
+        ctype == ARROW_CONTENT_TYPE
+        or ctype.endswith("arrow.stream")
+        or ctype.endswith("vnd.apache.arrow.stream")
+    ):
         try:
             table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
         except pa.ArrowInvalid as e:
@@ -496,6 +529,15 @@ def _from_records(rows: Any, p: Plan) -> pa.Table:
             arr = arr.cast(pa.timestamp("ms", tz="UTC"))
         elif kind is ColumnKind.DATETIME and pa.types.is_string(arr.type):
             arr = _iso(arr)
+        elif (
+            kind is ColumnKind.POSITION
+            and pa.types.is_floating(arr.type)
+            and p.query.desired_resolution is None
+        ):
+            # JSON has no integers with nulls: unscaled coordinates are whole numbers
+            vals = arr.drop_null().to_numpy()
+            if bool(np.all(np.mod(vals, 1) == 0)):
+                arr = arr.cast(pa.int64())
         cols.append(arr)
     return pa.table(cols, names=table.column_names)
 
@@ -507,7 +549,9 @@ def _iso(arr: pa.ChunkedArray) -> pa.Array:
             vals.append(None)
             continue
         t = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-        vals.append(t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc))
+        vals.append(
+            t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
+        )
     return pa.array(vals, type=pa.timestamp("us", tz="UTC"))
 
 
@@ -545,7 +589,9 @@ def _cast(arr: pa.ChunkedArray, kind: ColumnKind, name: str) -> pa.ChunkedArray:
     try:
         return arr.cast(want, safe=not pa.types.is_timestamp(want))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise ServerError(f"column {name!r}: the server sent {arr.type}, which is not {kind.value}: {e}") from e
+        raise ServerError(
+            f"column {name!r}: the server sent {arr.type}, which is not {kind.value}: {e}"
+        ) from e
 
 
 def finish(p: Plan, pages: Sequence[pa.Table], *, apply_filters: bool = True) -> tuple[pa.Table, list[str]]:
@@ -563,7 +609,9 @@ def finish(p: Plan, pages: Sequence[pa.Table], *, apply_filters: bool = True) ->
     if p.key is not None and table.num_rows:
         keys = table[p.key].combine_chunks()
         if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
-            raise ServerError(f"{p.query.table}: the server's pages repeat {p.key} values; the result is not trustworthy")
+            raise ServerError(
+                f"{p.query.table}: the server's pages repeat {p.key} values; the result is not trustworthy"
+            )
     q = p.query
     if q.offset or q.limit is not None:
         table = table.slice(q.offset, q.limit if q.limit is not None else None)

@@ -108,7 +108,9 @@ def find_token(token: str | Token | None = None, server: str | None = None) -> T
         return token
     if token is not None:
         if not isinstance(token, str) or not token.strip():
-            raise AuthError("token must be a non-empty string (or None to look in $CAVE_TOKEN and the secret files)")
+            raise AuthError(
+                "token must be a non-empty string (or None to look in $CAVE_TOKEN and the secret files)"
+            )
         return Token(token.strip(), "the token argument")
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
@@ -119,7 +121,9 @@ def find_token(token: str | Token | None = None, server: str | None = None) -> T
         try:
             value = json.loads(path.read_text(encoding="utf-8")).get("token")
         except (OSError, ValueError, AttributeError) as e:
-            warnings.warn(f"tablekit: cannot read the CAVE secret file {path}: {type(e).__name__}", stacklevel=3)
+            warnings.warn(
+                f"tablekit: cannot read the CAVE secret file {path}: {type(e).__name__}", stacklevel=3
+            )
             continue
         if isinstance(value, str) and value.strip():
             if path.name == "chunkedgraph-secret.json":
@@ -134,8 +138,9 @@ def find_token(token: str | Token | None = None, server: str | None = None) -> T
 
 
 def redact(text: str, token: Token | None) -> str:
-    """``text`` with the token's value replaced by ``<redacted>``."""
-    if token is None or not text:
+    """``text`` with the token's value replaced by ``<redacted>`` (tokens shorter than 8
+    characters are not secrets worth mangling every message for)."""
+    if token is None or not text or len(token.reveal()) < 8:
         return text
     return text.replace(token.reveal(), REDACTED)
 
@@ -228,7 +233,7 @@ class RequestsTransport:
         raw = getattr(r.raw, "headers", None)
         headers: dict[str, tuple[str, ...]] = {}
         if raw is not None and hasattr(raw, "getlist"):
-            for name in {k.lower() for k in raw.keys()}:  # noqa: SIM118 - HTTPHeaderDict
+            for name in {k.lower() for k in raw.keys()}:
                 headers[name] = tuple(raw.getlist(name))
         else:  # pragma: no cover - a transport adapter without urllib3 headers
             headers = {k.lower(): (v,) for k, v in r.headers.items()}
@@ -254,9 +259,17 @@ def map_requests_error(e: requests.RequestException, request: Request) -> HTTPEr
         return ConnectionFailedError(f"{what}: connection failed ({text})", **kw)
     if isinstance(e, requests.exceptions.ContentDecodingError):
         return ConnectionFailedError(f"{what}: the response body could not be decoded ({text})", **kw)
-    if isinstance(e, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                      requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
-                      requests.exceptions.InvalidHeader, requests.exceptions.InvalidJSONError)):
+    if isinstance(
+        e,
+        (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.URLRequired,
+            requests.exceptions.InvalidHeader,
+            requests.exceptions.InvalidJSONError,
+        ),
+    ):
         return HTTPError(f"{what}: invalid request ({text}); check the server URL", **kw)
     return HTTPError(f"{what}: request failed ({text})", **kw)
 
@@ -326,9 +339,7 @@ class HTTPSession:
         self._sleep = sleep
 
     def __repr__(self) -> str:
-        return (
-            f"<HTTPSession token={self.token!r} timeout={self.timeout} max_retries={self.max_retries}>"
-        )
+        return f"<HTTPSession token={self.token!r} timeout={self.timeout} max_retries={self.max_retries}>"
 
     def close(self) -> None:
         close = getattr(self.transport, "close", None)
@@ -388,17 +399,33 @@ class HTTPSession:
                         method=req.method,
                     ) from None
                 wait = self._backoff(attempt)
-                logger.warning("tablekit: %s %s failed (%s); retry %d/%d in %.2fs", req.method, req.url,
-                               self.redact(str(e)), attempt + 1, self.max_retries, wait)
+                logger.warning(
+                    "tablekit: %s %s failed (%s); retry %d/%d in %.2fs",
+                    req.method,
+                    req.url,
+                    self.redact(str(e)),
+                    attempt + 1,
+                    self.max_retries,
+                    wait,
+                )
                 self._sleep(wait)
                 attempt += 1
                 continue
-            logger.debug("%s %s -> %d (%.3fs, %d bytes)", req.method, req.url, resp.status,
-                         time.perf_counter() - t0, len(resp.content))
+            logger.debug(
+                "%s %s -> %d (%.3fs, %d bytes)",
+                req.method,
+                req.url,
+                resp.status,
+                time.perf_counter() - t0,
+                len(resp.content),
+            )
             if resp.status in _REDIRECTS:
                 loc = resp.header("location") or ""
-                if "authorize" in loc or "/auth/" in loc or redirects >= 5 or (
-                    req.method != "GET" and resp.status not in (307, 308)
+                if (
+                    "authorize" in loc
+                    or "/auth/" in loc
+                    or redirects >= 5
+                    or (req.method != "GET" and resp.status not in (307, 308))
                 ):
                     raise AuthError(
                         f"{req.method} {req.url}: the server redirected to {self.redact(loc)!r} (HTTP "
@@ -417,8 +444,15 @@ class HTTPSession:
                 if after is not None and after > self.max_wait:
                     raise self._error(req, resp, f" (the server asks to retry in {after:.0f} s)")
                 wait = after if after is not None else self._backoff(attempt)
-                logger.warning("tablekit: %s %s -> HTTP %d; retry %d/%d in %.2fs", req.method, req.url,
-                               resp.status, attempt + 1, self.max_retries, wait)
+                logger.warning(
+                    "tablekit: %s %s -> HTTP %d; retry %d/%d in %.2fs",
+                    req.method,
+                    req.url,
+                    resp.status,
+                    attempt + 1,
+                    self.max_retries,
+                    wait,
+                )
                 self._sleep(wait)
                 attempt += 1
                 continue
@@ -431,7 +465,7 @@ class HTTPSession:
         if self.token is None:
             return (
                 f"No token was sent: pass token=..., set ${TOKEN_ENV}, or save one in "
-                f"{SECRETS_DIR / 'cave-secret.json'} as {{\"token\": \"...\"}}"
+                f'{SECRETS_DIR / "cave-secret.json"} as {{"token": "..."}}'
             )
         return f"The token from {self.token.source} was sent"
 
@@ -465,11 +499,16 @@ class HTTPSession:
             hint = self._token_hint()
             if code == "invalid_token" and self.token is not None:
                 hint = f"The token from {self.token.source} is unknown or expired; get a new one and retry"
-            return AuthError(self.redact(f"{where}: HTTP {resp.status} {code or ''}{said}. {hint}".replace("  ", " ")), **kw)
+            return AuthError(
+                self.redact(f"{where}: HTTP {resp.status} {code or ''}{said}. {hint}".replace("  ", " ")),
+                **kw,
+            )
         if resp.status == 429:
             return RateLimitError(
-                self.redact(f"{where}: HTTP 429: the server's rate limit refused the request{said}{tail}; "
-                            "wait and retry, or lower connect(..., max_workers=...)"),
+                self.redact(
+                    f"{where}: HTTP 429: the server's rate limit refused the request{said}{tail}; "
+                    "wait and retry, or lower connect(..., max_workers=...)"
+                ),
                 **kw,
             )
         return ServerError(self.redact(f"{where}: HTTP {resp.status}{said}{tail}"), **kw)

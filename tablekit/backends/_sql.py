@@ -30,10 +30,21 @@ Semantics (the local engine's contract):
   rows, then ordered and paged like any result.
 * ``count=True`` returns one row ``count`` (BIGINT): the number of rows the query returns
   without ``offset``/``limit``.
-* Live queries read the annotation history: rows with ``created <= T``, ``deleted`` null or
+* Live queries return the table at ``T``: rows with ``created <= T``, ``deleted`` null or
   ``> T`` and ``valid``; each bound point's root id is the root of its supervoxel at ``T``
-  (supervoxel ``0`` → root ``0``, null → null). A root-id ``==``/``in`` filter is first turned into
-  the supervoxel set of those roots at ``T`` and applied to the annotation scan.
+  (supervoxel ``0`` → root ``0``, null → null). Two sources give exactly that:
+
+  - :class:`Live` rebuilds it from the whole annotation history. A root-id ``==``/``in`` filter is
+    first turned into the supervoxel set of those roots at ``T`` and applied to the annotation scan.
+  - :class:`LiveFromSnapshot` starts from the snapshot of a version ``V <= T`` and applies what
+    changed in ``(V, T]`` (a CAVE server's live query, but exact): the snapshot's rows minus the
+    ids deleted in ``(V, T]``, plus the annotations created in ``(V, T]`` and present at ``T``. A
+    supervoxel's root at ``T`` differs from its root at ``V`` only if its history row valid at
+    ``T`` started after ``V`` (the *changed* supervoxels, as many as the edits touched): snapshot
+    rows keep their root ids except there; new rows look theirs up in the history at ``T``. A
+    root-id ``==``/``in`` filter selects the snapshot rows whose root at ``V`` is one of the ids,
+    or the root at ``V`` of a changed supervoxel that now belongs to one of them; the filter on
+    the mapped root ids stays as the exact check.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ __all__ = [
     "CompiledSQL",
     "Files",
     "Live",
+    "LiveFromSnapshot",
     "OutputColumn",
     "Source",
     "ValueList",
@@ -102,6 +114,26 @@ class Live:
     history_relation: tuple[str, str] | None = attrs.field(default=None, converter=_relation)
 
 
+@attrs.frozen
+class LiveFromSnapshot:
+    """A table at the query timestamp ``T`` from the snapshot of a version ``V <= T`` (taken at
+    ``version_time``) plus what changed in ``(V, T]``, read from the annotation history and the
+    segmentation history.
+
+    ``deletions`` and ``changes`` hold the same rows as ``annotations`` and ``history`` (the SQL
+    reads only ``id, deleted`` and ``supervoxel_id, root_id, valid_from, valid_to`` from them),
+    optionally as native copies ordered by ``deleted`` and ``valid_from``, so that the ``(V, T]``
+    ranges read little more than their own rows; None reads ``annotations`` / ``history``.
+    """
+
+    snapshot: Files
+    version_time: _dt.datetime
+    annotations: Files
+    history: Files
+    deletions: Files | None = None
+    changes: Files | None = None
+
+
 def _scan(paths: Iterable[str], relation: tuple[str, str] | None, params: _Params) -> str:
     """What to read a stored table from: its native copy if there is one, else its Parquet files."""
     if relation is not None:
@@ -109,19 +141,27 @@ def _scan(paths: Iterable[str], relation: tuple[str, str] | None, params: _Param
     return f"read_parquet({params(list(paths))})"
 
 
-def _tables(v: Mapping[str, Files | Live]) -> dict[str, Files | Live]:
+def _files_scan(f: Files, params: _Params) -> str:
+    return _scan(f.paths, f.relation, params)
+
+
+Stored = Files | Live | LiveFromSnapshot
+
+
+def _tables(v: Mapping[str, Stored]) -> dict[str, Stored]:
     return dict(v)
 
 
 @attrs.frozen
 class View:
-    """A view: its ``SELECT`` over the tables it names, each given as a :class:`Files` or :class:`Live`."""
+    """A view: its ``SELECT`` over the tables it names, each a :class:`Files`, :class:`Live` or
+    :class:`LiveFromSnapshot`."""
 
     sql: str
-    tables: dict[str, Files | Live] = attrs.field(converter=_tables, hash=False)
+    tables: dict[str, Stored] = attrs.field(converter=_tables, hash=False)
 
 
-Source = Files | Live | View
+Source = Files | Live | LiveFromSnapshot | View
 
 
 @attrs.frozen
@@ -176,6 +216,12 @@ class _Params:
     def __init__(self) -> None:
         self.values: list[Any] = []
         self.lists: list[ValueList] = []
+        self.names = 0
+
+    def name(self, what: str) -> str:
+        """A fresh CTE name for this statement."""
+        self.names += 1
+        return f"__tk_{what}_{self.names}"
 
     def __call__(self, value: Any) -> str:
         for i, v in enumerate(self.values):
@@ -390,8 +436,8 @@ def _predicate(p: Predicate, spec: TableSpec, alias: str, params: _Params) -> st
     raise OperatorError(f"{where}: unknown operator {p.op!r}", table=spec.name, column=p.column)
 
 
-def _root_pushdown(p: Predicate, spec: TableSpec, params: _Params) -> str | None:
-    """Live queries: ``P_root_id ==/in S`` → ``P_supervoxel_id`` in the supervoxels of S at T (alias ``a``)."""
+def _root_filter(p: Predicate, spec: TableSpec) -> tuple[str, str, tuple[Any, ...]] | None:
+    """``(root column, its supervoxel column, ids)`` of a live-pushable ``P_root_id ==/in ids``."""
     if p.op not in ("==", "in") or not spec.has_column(p.column):
         return None
     col = spec.column(p.column)
@@ -403,10 +449,23 @@ def _root_pushdown(p: Predicate, spec: TableSpec, params: _Params) -> str | None
     values = (p.value,) if p.op == "==" else tuple(p.value)
     if not values:
         return None
+    return col.name, sv, values
+
+
+def _ids_cond(expr: str, values: tuple[Any, ...], params: _Params) -> str:
+    """``expr`` is one of ``values`` (a root-id list: one parameter, or a registered value list)."""
     if len(values) == 1:
-        cond = f"{quote('root_id')} = {params(values[0])}"
-    else:
-        cond = f"{quote('root_id')} IN {params.value_list(ColumnKind.INT, values)}"
+        return f"{expr} = {params(values[0])}"
+    return f"{expr} IN {params.value_list(ColumnKind.INT, values)}"
+
+
+def _root_pushdown(p: Predicate, spec: TableSpec, params: _Params) -> str | None:
+    """Live queries: ``P_root_id ==/in S`` → ``P_supervoxel_id`` in the supervoxels of S at T (alias ``a``)."""
+    f = _root_filter(p, spec)
+    if f is None:
+        return None
+    _, sv, values = f
+    cond = _ids_cond(quote("root_id"), values, params)
     sql = f"a.{quote(sv)} IN (SELECT {quote('supervoxel_id')} FROM {quote(HISTORY)} WHERE {cond})"
     if 0 in values:
         sql = f"({sql} OR a.{quote(sv)} = 0)"
@@ -445,41 +504,197 @@ def _live_table(spec: TableSpec, src: Live, t: _dt.datetime, params: _Params, pu
     )
 
 
-def _history_cte(history: Live, t: _dt.datetime, params: _Params) -> str:
+def _history_cte(history: Files, t: _dt.datetime, params: _Params, inline: bool = False) -> str:
+    """The supervoxel → root map at ``t``. ``inline``: never materialize it (the snapshot-based
+    plan reads it only through filters that select few of its rows)."""
     ts = params(t)
+    mode = " NOT MATERIALIZED" if inline else ""
     return (
-        f"{quote(HISTORY)} AS (SELECT {quote('supervoxel_id')}, {quote('root_id')} "
-        f"FROM {_scan(history.history, history.history_relation, params)} "
+        f"{quote(HISTORY)} AS{mode} (SELECT {quote('supervoxel_id')}, {quote('root_id')} "
+        f"FROM {_files_scan(history, params)} "
         f"WHERE {quote('valid_from')} <= {ts} AND ({quote('valid_to')} IS NULL OR {quote('valid_to')} > {ts}))"
     )
+
+
+def _snapshot_names(spec: TableSpec) -> list[str]:
+    """The snapshot layout: every stored column, positions split."""
+    out: list[str] = []
+    for c in spec.columns:
+        out.extend(c.split_names if c.kind is ColumnKind.POSITION else (c.name,))
+    return out
+
+
+def _sv_list(cte: str, svs: Sequence[str]) -> str:
+    """The supervoxels of the rows of ``cte`` (all its bound points) as one aggregated list, unnested.
+
+    Aggregating first makes DuckDB see one small side (cardinality estimate 1) and build its hash
+    table there, probing the large history with it, instead of the other way round.
+    """
+    lists = ", ".join(f"list({quote(sv)})" for sv in svs)
+    return f"SELECT unnest(flatten([{lists}])) FROM {quote(cte)}"
+
+
+def _snapshot_live(
+    spec: TableSpec,
+    src: LiveFromSnapshot,
+    t: _dt.datetime,
+    params: _Params,
+    root_preds: Sequence[Predicate],
+) -> tuple[list[str], str]:
+    """Helper CTEs and a ``SELECT`` giving the snapshot layout of ``spec`` at ``t`` from the
+    snapshot at ``src.version_time`` plus the changes since (see the module docstring).
+
+    ``root_preds`` are the query's pushable root-id filters on this table; with one, the
+    snapshot is read for candidate rows only (and both parts are materialized: they are small);
+    without, the snapshot is read whole and its root ids mapped through the changed supervoxels.
+    """
+    if t < src.version_time:
+        raise QueryError(f"{spec.name}: the snapshot is newer than the query timestamp")
+    q = quote
+    ts, vs = params(t), params(src.version_time)
+    sv_c, root_c, id_c = q("supervoxel_id"), q("root_id"), q("id")
+    names = _snapshot_names(spec)
+    # root column → its supervoxel column
+    root_names = {
+        c.name: _point_column(c, "supervoxel_id") for c in spec.columns if c.role is ColumnRole.ROOT_ID
+    }
+    roots = bool(root_names)
+    svs = list(root_names.values())
+    snap = _files_scan(src.snapshot, params)
+    changed = (
+        f"SELECT {sv_c}, {root_c} FROM {_files_scan(src.changes or src.history, params)} "
+        f"WHERE {q('valid_from')} > {vs} AND {q('valid_from')} <= {ts} "
+        f"AND ({q('valid_to')} IS NULL OR {q('valid_to')} > {ts})"
+    )
+    deleted = (
+        f"SELECT {id_c} FROM {_files_scan(src.deletions or src.annotations, params)} "
+        f"WHERE {q('deleted')} > {vs} AND {q('deleted')} <= {ts}"
+    )
+    ctes: list[str] = []
+    pushdown = [pd for p in root_preds if (pd := _root_pushdown(p, spec, params)) is not None]
+    selective = bool(pushdown)
+
+    # ---- annotations created in (V, T] and present at T; their roots from the history at T
+    new = params.name("new")
+    where = [
+        f"a.{q('created')} > {vs}",
+        f"a.{q('created')} <= {ts}",
+        f"(a.{q('deleted')} IS NULL OR a.{q('deleted')} > {ts})",
+        f"a.{q('valid')}",
+        *pushdown,
+    ]
+    ann_cols = ", ".join(f"a.{q(n)}" for n in names if n not in root_names)
+    mode = "MATERIALIZED" if selective else "NOT MATERIALIZED"
+    ctes.append(
+        f"{q(new)} AS {mode} (SELECT {ann_cols} FROM {_files_scan(src.annotations, params)} AS a "
+        f"WHERE {' AND '.join(where)})"
+    )
+    new_roots = params.name("new_roots")
+    if roots:
+        ctes.append(
+            f"{q(new_roots)} AS MATERIALIZED (SELECT {sv_c}, {root_c} FROM {q(HISTORY)} "
+            f"WHERE {sv_c} IN ({_sv_list(new, svs)}))"
+        )
+    new_cols: list[str] = []
+    new_joins: list[str] = []
+    for n in names:
+        if n in root_names:
+            sv = q(root_names[n])
+            h = f"h{len(new_joins)}"
+            new_joins.append(f"LEFT JOIN {q(new_roots)} AS {h} ON {h}.{sv_c} = n.{sv}")
+            new_cols.append(f"CASE WHEN n.{sv} = 0 THEN 0 ELSE {h}.{root_c} END AS {q(n)}")
+        else:
+            new_cols.append(f"n.{q(n)}")
+    new_sql = f"SELECT {', '.join(new_cols)} FROM {q(new)} AS n" + "".join(" " + j for j in new_joins)
+
+    # ---- the snapshot's rows minus those deleted in (V, T]; roots remapped where they changed
+    remap = params.name("changed")
+    snap_from = f"{snap} AS s"
+    if selective:
+        col, _, values = next(
+            f for p in sorted(root_preds, key=lambda p: p.op != "==") if (f := _root_filter(p, spec))
+        )
+        # the roots at V of the changed supervoxels that belong to one of the ids at T, as a list
+        old = (
+            f"SELECT list(h.{root_c}) FROM {_files_scan(src.history, params)} AS h "
+            f"WHERE h.{sv_c} IN (SELECT c.{sv_c} FROM ({changed}) AS c "
+            f"WHERE {_ids_cond(f'c.{root_c}', values, params)}) "
+            f"AND h.{q('valid_from')} <= {vs} AND h.{q('valid_to')} > {vs} "
+            f"AND NOT ({_ids_cond(f'h.{root_c}', values, params)})"
+        )
+        base = params.name("snapshot")
+        cols = ", ".join(f"s.{q(n)}" for n in names)
+        ctes.append(
+            f"{q(base)} AS MATERIALIZED (SELECT {cols} FROM {snap} AS s "
+            f"WHERE {_ids_cond(f's.{q(col)}', values, params)} "
+            f"UNION ALL SELECT {cols} FROM {snap} AS s WHERE s.{q(col)} IN (SELECT unnest(({old}))))"
+        )
+        ctes.append(
+            f"{q(remap)} AS MATERIALIZED (SELECT c.{sv_c}, c.{root_c} FROM ({changed}) AS c "
+            f"WHERE c.{sv_c} IN ({_sv_list(base, svs)}))"
+        )
+        snap_from = f"{q(base)} AS s"
+    elif roots:
+        ctes.append(f"{q(remap)} AS ({changed})")
+    snap_cols: list[str] = []
+    snap_joins: list[str] = []
+    for n in names:
+        if n in root_names:
+            c = f"c{len(snap_joins)}"
+            snap_joins.append(f"LEFT JOIN {q(remap)} AS {c} ON {c}.{sv_c} = s.{q(root_names[n])}")
+            snap_cols.append(f"CASE WHEN {c}.{sv_c} IS NULL THEN s.{q(n)} ELSE {c}.{root_c} END AS {q(n)}")
+        else:
+            snap_cols.append(f"s.{q(n)}")
+    snap_sql = (
+        f"SELECT {', '.join(snap_cols)} FROM {snap_from}"
+        + "".join(" " + j for j in snap_joins)
+        + f" WHERE s.{id_c} NOT IN ({deleted})"
+    )
+    return ctes, f"{snap_sql} UNION ALL {new_sql}"
 
 
 def _table_source(
     name: str,
     spec: TableSpec | None,
-    src: Files | Live,
+    src: Stored,
     query: Query,
     params: _Params,
-    pushdown: Sequence[str] = (),
+    root_preds: Sequence[Predicate],
+    ctes: list[str],
 ) -> str:
-    """SQL text usable after ``FROM`` (without alias) for a stored table."""
+    """SQL text usable after ``FROM`` (without alias) for a stored table; helper CTEs go to ``ctes``."""
     if isinstance(src, Files):
-        return _scan(src.paths, src.relation, params)
-    if isinstance(src, Live):
+        return _files_scan(src, params)
+    if isinstance(src, (Live, LiveFromSnapshot)):
         if query.timestamp is None or spec is None:
             raise QueryError(f"{name}: a live source needs a timestamp and a table spec")
-        return f"({_live_table(spec, src, query.timestamp, params, pushdown)})"
+        if isinstance(src, Live):
+            pushdown = [pd for p in root_preds if (pd := _root_pushdown(p, spec, params)) is not None]
+            return f"({_live_table(spec, src, query.timestamp, params, pushdown)})"
+        helpers, body = _snapshot_live(spec, src, query.timestamp, params, root_preds)
+        ctes.extend(helpers)
+        return f"({body})"
     raise QueryError(f"{name}: unsupported source {src!r}")
 
 
-def _history_of(src: Source | None) -> Live | None:
-    if isinstance(src, Live):
-        return src
+def _stored(src: Source | None) -> list[Stored]:
     if isinstance(src, View):
-        for s in src.tables.values():
+        return list(src.tables.values())
+    return [] if src is None else [src]
+
+
+def _history_of(srcs: Iterable[Source | None]) -> tuple[Files | None, bool]:
+    """The segmentation history the live sources read, and whether every one is snapshot-based."""
+    history: Files | None = None
+    inline = True
+    for src in srcs:
+        for s in _stored(src):
             if isinstance(s, Live):
-                return s
-    return None
+                history = history or Files(s.history, s.history_relation)
+                inline = False
+            elif isinstance(s, LiveFromSnapshot):
+                history = history or s.history
+    return history, inline
 
 
 def _view_sql(src: View) -> str:
@@ -489,15 +704,20 @@ def _view_sql(src: View) -> str:
 def _view_ctes(
     src: View, specs: Mapping[str, TableSpec], timestamp: _dt.datetime | None, params: _Params
 ) -> list[str]:
-    """One CTE per table the view reads, named after the table (shadowing nothing else)."""
+    """One CTE per table the view reads, named after the table (shadowing nothing else), after
+    the helper CTEs of the snapshot-based ones."""
     ctes = []
     for name, tsrc in src.tables.items():
         if isinstance(tsrc, Files):
-            body = f"SELECT * FROM {_scan(tsrc.paths, tsrc.relation, params)}"
+            body = f"SELECT * FROM {_files_scan(tsrc, params)}"
         else:
             if timestamp is None:
                 raise QueryError(f"{name}: a live source needs a timestamp")
-            body = _live_table(_spec(specs, name), tsrc, timestamp, params, ())
+            if isinstance(tsrc, Live):
+                body = _live_table(_spec(specs, name), tsrc, timestamp, params, ())
+            else:
+                helpers, body = _snapshot_live(_spec(specs, name), tsrc, timestamp, params, ())
+                ctes.extend(helpers)
         ctes.append(f"{quote(name)} AS NOT MATERIALIZED ({body})")
     return ctes
 
@@ -508,11 +728,11 @@ def describe_view(
     """``DESCRIBE`` of a view's ``SELECT`` over its tables (snapshots, or live at ``timestamp``)."""
     params = _Params()
     ctes = []
-    history = _history_of(src)
+    history, inline = _history_of([src])
     if history is not None:
         if timestamp is None:
             raise QueryError("a live view needs a timestamp")
-        ctes.append(_history_cte(history, timestamp, params))
+        ctes.append(_history_cte(history, timestamp, params, inline))
     ctes.extend(_view_ctes(src, specs, timestamp, params))
     with_sql = f"WITH {', '.join(ctes)} " if ctes else ""
     return f"DESCRIBE {with_sql}SELECT * FROM ({_view_sql(src)}) AS t0", params.values
@@ -527,7 +747,8 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
     ``specs`` holds the TableSpec of every table of the query (and of the view for a view query,
     and of every table a live view reads); ``sources`` says where each table's rows come from:
     :class:`Files` (a snapshot), :class:`Live` (annotation + segmentation history, needs
-    ``query.timestamp``) or, for a view, :class:`View`.
+    ``query.timestamp``), :class:`LiveFromSnapshot` (a snapshot at or before ``query.timestamp``
+    plus both histories) or, for a view, :class:`View`.
     """
     params = _Params()
     outs, resolution = output_layout(query, specs)
@@ -547,18 +768,15 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
     live = query.timestamp is not None and query.version is None
 
     # ---- where the rows come from
-    pushdown: dict[str, list[str]] = {t: [] for t in aliases}
+    root_preds: dict[str, list[Predicate]] = {t: [] for t in aliases}
     if live:
         for p in query.predicates:
-            if p.table in specs and p.table in pushdown and not specs[p.table].is_view:
-                pd = _root_pushdown(p, specs[p.table], params)
-                if pd is not None:
-                    pushdown[p.table].append(pd)
-    history: Live | None = None
-    for t in aliases:
-        history = history or _history_of(sources.get(t))
+            if p.table in specs and p.table in root_preds and not specs[p.table].is_view:
+                if _root_filter(p, specs[p.table]) is not None:
+                    root_preds[p.table].append(p)
+    history, inline = _history_of(sources.get(t) for t in aliases)
     if live and history is not None:
-        ctes.append(_history_cte(history, query.timestamp, params))  # type: ignore[arg-type]
+        ctes.append(_history_cte(history, query.timestamp, params, inline))  # type: ignore[arg-type]
 
     from_items: dict[str, str] = {}
     for t in aliases:
@@ -569,7 +787,7 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
             ctes.extend(_view_ctes(src, specs, query.timestamp if live else None, params))
             from_items[t] = f"({_view_sql(src)})"
         else:
-            from_items[t] = _table_source(t, specs.get(t), src, query, params, pushdown[t])
+            from_items[t] = _table_source(t, specs.get(t), src, query, params, root_preds[t], ctes)
 
     if query.join is None:
         from_sql = f"{from_items[query.table]} AS t0"

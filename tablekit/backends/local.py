@@ -66,6 +66,17 @@ _INT_TYPES = {
 }
 _FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
 
+#: native copies of a Parquet file set: all of it (None), or a derived layout for live queries —
+#: ``deletions`` (an annotation history's deletion times) and ``changes`` (the segmentation
+#: history) ordered by time, so that DuckDB's zone maps confine "what changed in (V, T]" to the
+#: row groups that hold it
+_LAYOUTS: dict[str | None, str] = {
+    None: "SELECT * FROM read_parquet(?)",
+    "deletions": 'SELECT "id", "deleted" FROM read_parquet(?) WHERE "deleted" IS NOT NULL ORDER BY "deleted", "id"',
+    "changes": 'SELECT "supervoxel_id", "root_id", "valid_from", "valid_to" FROM read_parquet(?) '
+    'ORDER BY "valid_from", "supervoxel_id"',
+}
+
 
 def _parse_time(value: Any, what: str) -> _dt.datetime | None:
     """CAVE's naive-UTC ISO strings (or aware ones) → aware UTC datetime."""
@@ -534,16 +545,26 @@ class LocalBackend:
         sources: dict[str, _sql.Source] = {}
         files: dict[str, tuple[str, ...]] = {}
 
-        def table_source(t: str) -> _sql.Files | _sql.Live:
+        def table_source(t: str) -> _sql.Stored:
+            src: _sql.Stored
             if live:
-                files[t] = self._annotations(t)
-                files["segmentation/history"] = self._history()
-                src: _sql.Files | _sql.Live = _sql.Live(
-                    files[t],
-                    files["segmentation/history"],
-                    self._mirror(files[t]),
-                    self._mirror(files["segmentation/history"]),
-                )
+                annotations, history = self._annotations(t), self._history()
+                files["segmentation/history"] = history
+                base = self._base_version(t, query.timestamp)  # type: ignore[arg-type]
+                if base is None:  # before every valid version: rebuild from the whole history
+                    files[t] = annotations
+                    src = _sql.Live(annotations, history, self._mirror(annotations), self._mirror(history))
+                else:
+                    snapshot = self._snapshot(t, base["version"])
+                    files[t] = (*snapshot, *annotations)
+                    src = _sql.LiveFromSnapshot(
+                        snapshot=_sql.Files(snapshot, self._mirror(snapshot)),
+                        version_time=base["time_stamp"],
+                        annotations=_sql.Files(annotations, self._mirror(annotations)),
+                        history=_sql.Files(history, self._mirror(history)),
+                        deletions=_sql.Files(annotations, self._mirror(annotations, "deletions")),
+                        changes=_sql.Files(history, self._mirror(history, "changes")),
+                    )
             else:
                 files[t] = self._snapshot(t, query.version)  # type: ignore[arg-type]
                 src = _sql.Files(files[t], self._mirror(files[t]))
@@ -595,14 +616,34 @@ class LocalBackend:
         )
         return compiled, files, notices  # type: ignore[return-value]
 
-    def _mirror(self, files: Sequence[str]) -> tuple[str, str] | None:
-        """The native DuckDB copy of these Parquet files as ``(catalog, table)``, built on first use."""
+    def _base_version(self, table: str, t: _dt.datetime) -> dict[str, Any] | None:
+        """The newest valid version at or before ``t`` that has a snapshot of ``table`` (None: none).
+
+        A live query at ``t`` starts from its snapshot and applies only what changed since.
+        """
+        best: dict[str, Any] | None = None
+        for m in self._versions():
+            if not m.get("valid") or m.get("status") == "EXPIRED" or m["time_stamp"] > t:
+                continue
+            if best is not None and (m["time_stamp"], m["version"]) < (best["time_stamp"], best["version"]):
+                continue
+            if table in self._tables_in_version(m["version"]):
+                best = m
+        return best
+
+    def _mirror(self, files: Sequence[str], layout: str | None = None) -> tuple[str, str] | None:
+        """The native DuckDB copy of these Parquet files as ``(catalog, table)``, built on first use.
+
+        ``layout`` names a derived copy (:data:`_LAYOUTS`): some of the columns, in another order.
+        """
         if self._native_dir is None or not files:
             return None
         stamp = [duckdb.__version__]
         for f in files:
             st = os.stat(f)
             stamp.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        if layout is not None:
+            stamp.append(f"layout:{layout}")
         key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:24]
         with self._lock:
             if key in self._attached:
@@ -615,7 +656,7 @@ class LocalBackend:
                     con = duckdb.connect(str(tmp))
                     try:
                         con.execute("SET parquet_can_have_nan = true")
-                        con.execute("CREATE TABLE t AS SELECT * FROM read_parquet(?)", [list(files)])
+                        con.execute(f"CREATE TABLE t AS {_LAYOUTS[layout]}", [list(files)])
                     finally:
                         con.close()
                     os.replace(tmp, db)

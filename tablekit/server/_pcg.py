@@ -89,7 +89,9 @@ class Chunkedgraph:
 
     def roots_binary(self, params: Mapping[str, str], body: bytes) -> bytes:
         if len(body) % 8:
-            raise WireError("roots_binary: the body must be a little-endian uint64 array (a multiple of 8 bytes)")
+            raise WireError(
+                "roots_binary: the body must be a little-endian uint64 array (a multiple of 8 bytes)"
+            )
         sv = np.frombuffer(body, dtype="<u8").astype(np.int64)
         ts = _epoch(params, "timestamp", time.time())
         roots = self.history.roots_at(sv, ts) if len(sv) else np.zeros(0, dtype=np.int64)
@@ -99,6 +101,7 @@ class Chunkedgraph:
         ids = _ids(_load(body), "node_ids")
         latest = parse_bool(params.get("latest"), False, "latest")
         ts = _epoch(params, "timestamp", time.time())
+        assert ts is not None
         info = self.history.root_info(ids)
         missing = [r for r in ids if r not in info]
         if missing:
@@ -110,7 +113,7 @@ class Chunkedgraph:
             created, retired = info[r]
             if latest:
                 # the last moment the root was valid: its retirement, or the query time if still valid
-                t = retired if retired is not None and (ts is None or retired <= ts) else ts
+                t = retired if retired is not None and retired <= ts else ts
             else:
                 t = created
             out.append(t.timestamp())

@@ -22,15 +22,16 @@ import random
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError, VersionError
+from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError
 from ..filters import Field, ResultColumn, TableFilter, make_filter_class
 from ..query import Join, Predicate, Query
-from ..schema import ColumnKind, TableSpec
+from ..schema import ColumnKind, ColumnRole, TableSpec
 
 __all__ = [
     "FILTER_KEYS",
@@ -132,6 +133,8 @@ class Plan:
     offset: int
     live: bool
     shuffle: bool = False  # cave_quirks: no ORDER BY
+    #: live queries with allow_missing_lookups: drop rows whose supervoxel lookup is pending (null)
+    drop_missing_lookups: bool = False
 
     def column_names(self) -> dict[str, dict[str, str]]:
         """The ``column_names`` header: ``{table: {db column: result column}}``."""
@@ -200,11 +203,13 @@ class Translator:
             return self._classes[key]
 
     # ------------------------------------------------------------------ filters
-    def _predicates(self, cls: type[TableFilter], body: Mapping[str, Any], tables: Sequence[str]) -> tuple[Predicate, ...]:
+    def _predicates(
+        self, cls: type[TableFilter], body: Mapping[str, Any], tables: Sequence[str]
+    ) -> tuple[Predicate, ...]:
         """Table-keyed filter dicts → predicates, validated by the filter class of the query."""
         by_col: dict[tuple[str, str, bool], Field] = {}
-        for f in cls._fields.values():
-            by_col.setdefault((f.table, f.column.name, f.bbox), f)
+        for fl in cls._fields.values():
+            by_col.setdefault((fl.table, fl.column.name, fl.bbox), fl)
         specs = {cls._spec.name: cls._spec}
         if cls._target is not None:
             specs[cls._target.name] = cls._target
@@ -334,7 +339,9 @@ class Translator:
     def _notices(self, specs: Sequence[TableSpec]) -> list[str]:
         return [f"Table Owner Notice on {s.name}: {s.notice_text}" for s in specs if s.notice_text]
 
-    def _suffixes(self, body: Mapping[str, Any], tables: Sequence[str], warn: list[str], key_map: str) -> dict[str, str]:
+    def _suffixes(
+        self, body: Mapping[str, Any], tables: Sequence[str], warn: list[str], key_map: str
+    ) -> dict[str, str]:
         sm = body.get(key_map)
         lst = body.get("suffixes") if key_map != "suffixes" else None
         out: dict[str, str] = {}
@@ -420,6 +427,10 @@ class Translator:
             )
         warn.extend(str(w.message) for w in caught)
         res = q.desired_resolution or default_resolution
+        if count and q.desired_resolution is not None:
+            # a count does not depend on the resolution (and the local engine's SQL compiler binds
+            # unused scale parameters for count queries): validated above, then left out
+            q = attrs.evolve(q, desired_resolution=None)
         return Plan(
             query=q,
             layout=layout,
@@ -444,7 +455,9 @@ class Translator:
         sel = body.get("select_columns")
         if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
             raise WireError(f"select_columns must be a list of column names, got {sel!r}")
-        select = self._select(cls._layout, None if sel is None else {table: sel}, {table: spec}, partners=True)
+        select = self._select(
+            cls._layout, None if sel is None else {table: sel}, {table: spec}, partners=True
+        )
         return self._finish(
             cls=cls,
             predicates=preds,
@@ -567,7 +580,9 @@ class Translator:
         warn: list[str] = []
         if joins:
             if not isinstance(joins, list) or not all(isinstance(j, list) and len(j) == 4 for j in joins):
-                raise WireError(f"join_tables must be a list of [table1, column1, table2, column2], got {joins!r}")
+                raise WireError(
+                    f"join_tables must be a list of [table1, column1, table2, column2], got {joins!r}"
+                )
             if len(joins) > 1:
                 raise QueryError("join_tables: only one join is supported")
             t1, c1, t2, c2 = joins[0]
@@ -588,20 +603,24 @@ class Translator:
         preds = self._predicates(cls, body, tables)
         sel = body.get("select_columns")
         if sel is not None and not isinstance(sel, Mapping):
-            raise WireError(f"select_columns must be an object {{table: [columns]}} for live queries, got {sel!r}")
+            raise WireError(
+                f"select_columns must be an object {{table: [columns]}} for live queries, got {sel!r}"
+            )
         select = self._select(cls._layout, sel, specs, partners=False, strict_tables=self.quirks)
         suffixes = body.get("suffixes")
         if suffixes is not None and not isinstance(suffixes, Mapping):
             raise WireError(f"suffixes must be an object {{table: suffix}}, got {suffixes!r}")
         rename = (
-            self._join_rename(cls._layout, sa, specs[tables[1]], self._suffixes(body, tables, warn, "suffixes"))
+            self._join_rename(
+                cls._layout, sa, specs[tables[1]], self._suffixes(body, tables, warn, "suffixes")
+            )
             if join is not None
             else {}
         )
         drop = {rc.name for rc in cls._layout if rc.column.name in ("valid", "superceded_id")}
         allow_invalid = parse_bool(params.get("allow_invalid_root_ids"), False, "allow_invalid_root_ids")
-        parse_bool(params.get("allow_missing_lookups"), False, "allow_missing_lookups")
-        return self._finish(
+        allow_missing = parse_bool(params.get("allow_missing_lookups"), False, "allow_missing_lookups")
+        plan = self._finish(
             cls=cls,
             predicates=preds,
             layout=cls._layout,
@@ -620,6 +639,10 @@ class Translator:
             allow_invalid=allow_invalid,
             live=True,
         )
+        # without allow_missing_lookups rows whose lookup is pending come back with null root ids
+        # (the real server refuses the whole query with 406, reported as 500)
+        plan.drop_missing_lookups = allow_missing
+        return plan
 
     # ------------------------------------------------------------------ results
     def shape(self, plan: Plan, table: pa.Table) -> pa.Table:
@@ -633,6 +656,22 @@ class Translator:
             if plan.limit is not None:
                 idx = idx[: plan.limit]
             table = table.take(pa.array(idx, type=pa.int64()))
+        if plan.drop_missing_lookups:
+            svs = [
+                rc.name
+                for rc in plan.layout
+                if rc.column.role is ColumnRole.SUPERVOXEL_ID and rc.name in table.column_names
+            ]
+            if svs:
+                pending = pc.is_null(table.column(svs[0]))
+                for c in svs[1:]:
+                    pending = pc.or_(pending, pc.is_null(table.column(c)))
+                n = pc.sum(pending.cast(pa.int64())).as_py() or 0
+                if n:
+                    table = table.filter(pc.invert(pending))
+                    plan.warnings.append(
+                        f"{n} annotations are missing supervoxel lookups and were dropped (allow_missing_lookups=True)"
+                    )
         physical: dict[str, str | None] = {}
         for rc in plan.layout:
             new = None if rc.name in plan.drop else plan.rename.get(rc.name, rc.name)
@@ -678,7 +717,9 @@ def _parse_timestamp(value: Any) -> _dt.datetime:
 # --------------------------------------------------------------------------- encoding
 
 
-def arrow_compression(accept_encoding: str | None, ipc_compress: bool = True) -> str | None:
+def arrow_compression(
+    accept_encoding: str | None, ipc_compress: bool = True
+) -> Literal["lz4", "zstd"] | None:
     """Arrow buffer compression as the CAVE server picks it: ``lz4`` first, then ``zstd``
     (case-sensitive substring checks of the request's ``Accept-Encoding``)."""
     if not ipc_compress:
@@ -705,13 +746,17 @@ def _pandas_metadata(schema: pa.Schema) -> bytes:
         elif pa.types.is_floating(t):
             pt, nt = "float64", "float64"
         elif pa.types.is_timestamp(t):
-            pt, nt = ("datetimetz", f"datetime64[{t.unit}]") if t.tz else ("datetime", f"datetime64[{t.unit}]")
+            pt, nt = (
+                ("datetimetz", f"datetime64[{t.unit}]") if t.tz else ("datetime", f"datetime64[{t.unit}]")
+            )
             meta = {"timezone": t.tz} if t.tz else None
         elif pa.types.is_string(t) or pa.types.is_large_string(t):
             pt, nt = "unicode", "object"
         else:
             pt, nt = "object", "object"
-        cols.append({"name": f.name, "field_name": f.name, "pandas_type": pt, "numpy_type": nt, "metadata": meta})
+        cols.append(
+            {"name": f.name, "field_name": f.name, "pandas_type": pt, "numpy_type": nt, "metadata": meta}
+        )
     doc = {
         "index_columns": [],
         "column_indexes": [],
@@ -723,7 +768,7 @@ def _pandas_metadata(schema: pa.Schema) -> bytes:
     return json.dumps(doc).encode()
 
 
-def encode_arrow(table: pa.Table, compression: str | None) -> bytes:
+def encode_arrow(table: pa.Table, compression: Literal["lz4", "zstd"] | None) -> bytes:
     """One Arrow IPC stream with one record batch (buffers compressed with ``compression``)."""
     meta = dict(table.schema.metadata or {})
     meta[b"pandas"] = _pandas_metadata(table.schema)
@@ -746,7 +791,10 @@ def encode_json_records(table: pa.Table) -> bytes:
 def maybe_gzip(body: bytes, accept_encoding: str | None) -> tuple[bytes, list[tuple[str, str]]]:
     """Whole-body gzip when the request accepts it (case-insensitive), as the server does."""
     if "gzip" in (accept_encoding or "").lower():
-        return gzip.compress(body, compresslevel=5), [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+        return gzip.compress(body, compresslevel=5), [
+            ("Content-Encoding", "gzip"),
+            ("Vary", "Accept-Encoding"),
+        ]
     return body, []
 
 

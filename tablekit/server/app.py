@@ -27,6 +27,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import UnknownTableError
 from . import _wire
@@ -87,7 +88,9 @@ class ServerState:
         info = client.info
         self.datastack: str = client.datastack
         seg = str(info.get("segmentation_source") or "")
-        self.pcg_table: str = str(info.get("pcg_table_name") or seg.rstrip("/").split("/")[-1] or self.datastack)
+        self.pcg_table: str = str(
+            info.get("pcg_table_name") or seg.rstrip("/").split("/")[-1] or self.datastack
+        )
 
     # ------------------------------------------------------------------ helpers
     def check_datastack(self, ds: str) -> None:
@@ -117,7 +120,9 @@ class ServerState:
         self.translator.require_version(version)
         ts = self.client.get_timestamp(version)
         out = []
-        for i, m in enumerate(sorted(self.client.backend.tables_metadata(version), key=lambda m: m["table_name"])):
+        for i, m in enumerate(
+            sorted(self.client.backend.tables_metadata(version), key=lambda m: m["table_name"])
+        ):
             m = dict(m)
             vr = m.pop("voxel_resolution", None)
             if vr is not None and "voxel_resolution_x" not in m:
@@ -395,7 +400,9 @@ def build_app(state: ServerState) -> Starlette:
             table = client.backend.execute(q).table
             import pyarrow.compute as pc
 
-            return {c: sorted(x for x in pc.unique(table.column(c)).to_pylist() if x is not None) for c in cols}
+            return {
+                c: sorted(x for x in pc.unique(table.column(c)).to_pylist() if x is not None) for c in cols
+            }
 
         return JSONResponse(await run_in_threadpool(work))
 
@@ -520,7 +527,11 @@ def build_app(state: ServerState) -> Starlette:
             (base + "/version/{version}/tables", tables, ["GET"]),
             (base + "/version/{version}/table/{table}/metadata", table_meta, ["GET"]),
             (base + "/version/{version}/table/{table}/count", table_count, ["GET"]),
-            (base + "/version/{version}/table/{table}/query", query_route(simple_plan, v2=base == m2), ["POST"]),
+            (
+                base + "/version/{version}/table/{table}/query",
+                query_route(simple_plan, v2=base == m2),
+                ["POST"],
+            ),
             (base + "/version/{version}/query", query_route(join_plan, v2=base == m2), ["POST"]),
         ]
     routes += [
@@ -562,14 +573,14 @@ class _AuthAndLog:
         self.app = app
         self.token = token
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
         status = {"code": 0}
 
-        async def send_logged(message: dict[str, Any]) -> None:
+        async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)
@@ -590,7 +601,7 @@ class _AuthAndLog:
                 (time.perf_counter() - t0) * 1000,
             )
 
-    def _check(self, scope: dict[str, Any]) -> Response | None:
+    def _check(self, scope: Scope) -> Response | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         token = None
         cookie = headers.get("cookie")
@@ -626,7 +637,11 @@ class _AuthAndLog:
         assert self.token is not None
         if not hmac.compare_digest(token.encode("utf-8"), self.token.encode("utf-8")):
             return JSONResponse(
-                {"error": "invalid_token", "message": "Unauthorized - Token is Invalid or Expired", "data": {}},
+                {
+                    "error": "invalid_token",
+                    "message": "Unauthorized - Token is Invalid or Expired",
+                    "data": {},
+                },
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="tablekit", error="invalid_token"'},
             )

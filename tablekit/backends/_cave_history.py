@@ -1,0 +1,120 @@
+"""The roots API over a CAVE chunkedgraph (protocol notes §1.8), for :class:`~tablekit.backends.cave.CaveBackend`.
+
+:class:`CaveHistory` has the shape :mod:`tablekit.roots` needs from a backend's ``history``:
+``root_info`` and ``roots_at`` come from the chunkedgraph endpoints ``root_timestamps``,
+``is_latest_roots`` and ``roots_binary``. The protocol has no endpoint for the supervoxels of a
+root, so ``supervoxels_of`` (and what the client builds on it) raises
+:class:`~tablekit.errors.UnsupportedError` with what to do instead.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as _dt
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ServerError, UnsupportedError
+from ._cave_compile import parse_time
+from ._http import HTTPSession
+
+__all__ = ["CaveHistory"]
+
+
+class CaveHistory:
+    """Root-id history from a chunkedgraph (protocol §1.8), in the shape the roots API needs.
+
+    ``root_info`` uses ``root_timestamps`` (first and last moment of each root) and
+    ``is_latest_roots``; ``roots_at`` uses ``roots_binary`` (supervoxel 0 is never sent). There is
+    no endpoint for the supervoxels of a root, so :meth:`supervoxels_of` (and what the client
+    builds on it: ``get_latest_roots``, ``get_past_ids``, ``suggest_latest_roots``,
+    ``get_lineage_graph``) raises :class:`~tablekit.errors.UnsupportedError`.
+    """
+
+    def __init__(self, http: HTTPSession, url: str, pool: cf.ThreadPoolExecutor, chunk: int = 100_000):
+        self._http = http
+        self.url = url
+        self._pool = pool
+        self._chunk = chunk
+
+    def __repr__(self) -> str:
+        return f"<CaveHistory {self.url}>"
+
+    def _post_json(self, path: str, params: Any, body: Any) -> Any:
+        resp = self._http.request("POST", f"{self.url}/{path}", params=params, json=body)
+        return resp.json()
+
+    def root_info(self, root_ids: Sequence[int]) -> dict[int, tuple[_dt.datetime, _dt.datetime | None]]:
+        """``{root: (created, retired or None)}`` (0 is never sent): ``root_timestamps`` gives the first
+        and (``latest=True``) the last moment of each root, ``is_latest_roots`` whether it is current.
+        The three requests go out together."""
+        ids = sorted({int(r) for r in root_ids if int(r) != 0})
+        if not ids:
+            return {}
+        now = str(time.time())
+        body = {"node_ids": ids}
+        first_f = self._pool.submit(
+            self._post_json, "root_timestamps", {"latest": "False", "timestamp": now}, body
+        )
+        last_f = self._pool.submit(
+            self._post_json, "root_timestamps", {"latest": "True", "timestamp": now}, body
+        )
+        current = self._post_json("is_latest_roots", {"timestamp": now}, body).get("is_latest", [])
+        created = [parse_time(t) for t in first_f.result().get("timestamp", [])]
+        last = [parse_time(t) for t in last_f.result().get("timestamp", [])]
+        if not len(created) == len(last) == len(current) == len(ids):
+            raise ServerError(
+                f"{self.url}: the chunkedgraph answered {len(created)} timestamps for {len(ids)} roots"
+            )
+        return {
+            r: (c, None if cur else t)  # type: ignore[misc]
+            for r, c, t, cur in zip(ids, created, last, current, strict=True)
+            if c is not None
+        }
+
+    def roots_at(self, supervoxel_ids: Sequence[int] | np.ndarray, ts: _dt.datetime) -> np.ndarray:
+        """The root of each supervoxel at ``ts`` (``0`` for supervoxel 0, which is never sent)."""
+        sv = np.asarray(supervoxel_ids, dtype=np.int64)
+        out = np.zeros(len(sv), dtype=np.int64)
+        uniq = np.unique(sv[sv != 0])
+        if len(uniq) == 0:
+            return out
+        params = {"timestamp": str(ts.timestamp())}
+
+        def one(chunk: np.ndarray) -> np.ndarray:
+            resp = self._http.request(
+                "POST",
+                f"{self.url}/roots_binary",
+                params=params,
+                data=chunk.astype("<u8").tobytes(),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            roots = np.frombuffer(resp.content, dtype="<u8").astype(np.int64)
+            if len(roots) != len(chunk):
+                raise ServerError(f"{self.url}/roots_binary: {len(roots)} roots for {len(chunk)} supervoxels")
+            return roots
+
+        chunks = [uniq[i : i + self._chunk] for i in range(0, len(uniq), self._chunk)]
+        roots = np.concatenate(list(self._pool.map(one, chunks)) if len(chunks) > 1 else [one(chunks[0])])
+        nz = sv != 0
+        out[nz] = roots[np.searchsorted(uniq, sv[nz])]
+        return out
+
+    def _unsupported(self, what: str) -> UnsupportedError:
+        return UnsupportedError(
+            f"{what} needs the supervoxels of a root id, and the CAVE chunkedgraph API tablekit speaks has no "
+            "endpoint for that; use a local datastack (connect(path=...)) for get_latest_roots, get_past_ids, "
+            "suggest_latest_roots and get_lineage_graph"
+        )
+
+    def supervoxels_of(self, root_id: int) -> np.ndarray:
+        raise self._unsupported(f"supervoxels_of({root_id})")
+
+    def supervoxels_at(self, root_ids: Sequence[int], ts: _dt.datetime) -> np.ndarray:
+        raise self._unsupported("supervoxels_at")
+
+    def edges(self) -> list[tuple[int, int, _dt.datetime]]:
+        raise self._unsupported("the lineage of every root")

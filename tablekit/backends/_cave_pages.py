@@ -1,0 +1,195 @@
+"""Completing an answer cut at a CAVE server's row limit: ``id`` ranges, planned and fetched.
+
+The server has no ORDER BY and no paging token, so ``offset``/``limit`` pages are neither stable
+nor complete. An ``id`` range is: ``lo <= id < hi`` is a filter every endpoint honours, and a
+range whose answer holds fewer rows than the limit is complete. So:
+
+1. the first answer (cut) gives a sample of ids; counts of all rows, of the rows below the sample
+   and above it (one round, in parallel) tell how many rows lie where — :func:`plan` turns that
+   into ranges of about ``0.7 × limit`` rows each (none at all below or above the sample when the
+   counts say there is nothing there; the first answer itself is kept when the counts show it
+   holds every row of its range, as when the server returns the lowest ids first);
+2. :func:`run` fetches the ranges, at most ``workers`` at a time, lowest ids first; a range that
+   comes back full is split (:func:`split`) and fetched again; with a ``need`` (the user's
+   ``offset + limit``) it stops once the completed lowest ranges hold that many rows.
+
+Without counts (the live endpoint ignores ``count``), ranges come from the sample alone and the
+open ends reach further each time they come back full.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["FILL", "Answer", "Page", "cuts", "plan", "prefix_rows", "progress_bar", "run", "split"]
+
+#: planned rows per range, as a share of the row limit (a full range costs a split and a refetch)
+FILL = 0.7
+
+
+@attrs.define
+class Page:
+    """One ``id`` range: ``lo <= id < hi`` (``None``: open), and its answer once fetched."""
+
+    lo: int | None
+    hi: int | None
+    width: int  # how far an open range reaches when it is split
+    table: pa.Table | None = None
+    rows: int = 0  # rows after the client-side filters
+
+
+@attrs.frozen
+class Answer:
+    """One decoded server answer."""
+
+    table: pa.Table
+    warnings: tuple[str, ...]
+    truncated: bool
+    cap: int | None  # the row limit it was cut at
+    resolution: tuple[float, float, float] | None
+
+
+def _start(g: Page) -> float:
+    return -math.inf if g.lo is None else g.lo
+
+
+def cuts(ids: np.ndarray, k: int) -> list[int]:
+    """``k - 1`` ids that cut the range of the sorted sample ``ids`` into ``k`` pieces of about
+    equal row counts, interpolating between sample ids when there are more pieces than ids."""
+    if k <= 1 or len(ids) < 2:
+        return []
+    q = np.quantile(ids.astype(np.float64), np.linspace(0.0, 1.0, k + 1)[1:-1])
+    lo, hi = int(ids[0]), int(ids[-1])
+    return list(dict.fromkeys(int(c) for c in np.ceil(q) if lo < c <= hi))
+
+
+def plan(
+    ids: np.ndarray, counts: Sequence[int] | None, first_rows: int, limit: int
+) -> tuple[list[Page], bool]:
+    """Initial ranges around the first answer's sorted unique ``ids``: ``(pages, keep the first answer)``.
+
+    ``counts`` is ``(all rows, rows below ids[0], rows above ids[-1])`` or ``None``.
+    """
+    target = max(1, int(limit * FILL))
+    lo_s, hi_s = int(ids[0]), int(ids[-1])
+    span = hi_s - lo_s + 1
+    pages: list[Page] = []
+    if counts is None:
+        width = max(1, math.ceil(target * span / len(ids)))
+        bounds = [lo_s, *cuts(ids, math.ceil(len(ids) / target)), hi_s + 1]
+        pages.append(Page(None, lo_s, width))
+        pages += [Page(a, b, width) for a, b in itertools.pairwise(bounds) if a < b]
+        pages.append(Page(hi_s + 1, None, width))
+        return pages, False
+    n_all, n_low, n_high = counts
+    inside = n_all - n_low - n_high
+    keep_first = inside == first_rows
+    width = max(1, math.ceil(target * span / max(inside, len(ids))))
+    if not keep_first:
+        bounds = [lo_s, *cuts(ids, math.ceil(inside / target)), hi_s + 1]
+        pages += [Page(a, b, width) for a, b in itertools.pairwise(bounds) if a < b]
+    if n_high:
+        edges = [hi_s + 1 + i * width for i in range(math.ceil(n_high / target))]
+        pages += [Page(a, b, width) for a, b in itertools.pairwise(edges)]
+        pages.append(Page(edges[-1], None, width))
+    if n_low:
+        edges = [lo_s - i * width for i in range(math.ceil(n_low / target))][::-1]
+        pages.append(Page(None, edges[0], width))
+        pages += [Page(a, b, width) for a, b in itertools.pairwise(edges)]
+    return sorted(pages, key=_start), keep_first
+
+
+def split(g: Page, workers: int, single: Callable[[int], Exception]) -> list[Page]:
+    """A range that came back full, in smaller pieces: a closed range in two halves, an open end in
+    ``workers`` ranges of its width plus an open rest that reaches twice as far next time.
+    ``single(id)`` is the error for a one-id range that is still full."""
+    w = max(1, g.width)
+    if g.lo is not None and g.hi is not None:
+        if g.hi - g.lo <= 1:
+            raise single(g.lo)
+        mid = g.lo + (g.hi - g.lo) // 2
+        return [Page(g.lo, mid, w), Page(mid, g.hi, w)]
+    k = max(2, workers)
+    if g.hi is None:
+        edges = [int(g.lo) + i * w for i in range(k + 1)]  # type: ignore[arg-type]
+        return [Page(a, b, w) for a, b in itertools.pairwise(edges)] + [Page(edges[-1], None, 2 * w)]
+    edges = [int(g.hi) - i * w for i in range(k + 1)][::-1]
+    return [Page(None, edges[0], 2 * w)] + [Page(a, b, w) for a, b in itertools.pairwise(edges)]
+
+
+def prefix_rows(done: Iterable[Page], waiting: Iterable[Page]) -> int:
+    """Rows of the completed ranges that lie below every range still waiting (the id-ordered prefix)."""
+    starts = [g.lo for g in waiting]
+    if any(lo is None for lo in starts):
+        return 0
+    bound = min(starts, default=math.inf)  # type: ignore[type-var]
+    return sum(g.rows for g in done if (math.inf if g.hi is None else g.hi) <= bound)
+
+
+def run(
+    pending: list[Page],
+    done: list[Page],
+    submit: Callable[[Page], cf.Future[Answer]],
+    *,
+    workers: int,
+    split_full: Callable[[Page], list[Page]],
+    rows: Callable[[pa.Table], int],
+    need: int | None = None,
+    on_answer: Callable[[Answer], None] = lambda a: None,
+) -> int:
+    """Fetch ``pending`` into ``done`` (lowest ids first, ``workers`` at a time); return the number
+    of requests made. A full answer is replaced by ``split_full(page)``; with ``need``, stop once the
+    prefix holds that many rows (requests still running are cancelled or ignored)."""
+    requests = 0
+    running: dict[cf.Future[Answer], Page] = {}
+    pending.sort(key=_start)
+    try:
+        while pending or running:
+            if need is not None and prefix_rows(done, [*pending, *running.values()]) >= need:
+                break
+            while pending and len(running) < workers:
+                g = pending.pop(0)
+                running[submit(g)] = g
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in sorted(finished, key=lambda f: _start(running[f])):
+                g = running.pop(fut)
+                ans = fut.result()
+                requests += 1
+                if ans.truncated:
+                    pending.extend(split_full(g))
+                    pending.sort(key=_start)
+                    continue
+                g.table, g.rows = ans.table, rows(ans.table)
+                done.append(g)
+                on_answer(ans)
+    finally:
+        for fut in running:
+            fut.cancel()
+    done.sort(key=_start)
+    return requests
+
+
+def progress_bar(progress: bool | None, total: int | None, what: str) -> Any:
+    """A tqdm bar on stderr (``None``: only on a terminal; ``False``: never)."""
+    if progress is False:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        unit="rows",
+        unit_scale=True,
+        desc=f"{what} (pages)",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        leave=False,
+    )

@@ -1,0 +1,761 @@
+"""The CAVE HTTP backend: transport, decoding, paging, server-defect compensation, explain().
+
+Everything runs on 127.0.0.1: a scripted ASGI app (:class:`Canned`) for the transport (retries,
+timeouts, errors, headers), and ``tablekit serve`` — alone, behind a recording/fault-injecting
+wrapper (:class:`Recorder`), with a small row limit, and in ``cave_quirks`` mode (the real
+server's ignored not-in filter and missing ORDER BY) — for the backend end to end. Answers are
+compared with the local engine on the same datastack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+import attrs
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import requests
+from _server import running_server
+
+import tablekit
+from tablekit.backends import _cave_compile as wire
+from tablekit.backends._cave_pages import Answer
+from tablekit.backends._http import HTTPSession, Response, Token, find_token, map_requests_error
+from tablekit.backends.cave import CaveBackend
+from tablekit.errors import (
+    AuthError,
+    ConnectionFailedError,
+    DatastackError,
+    HTTPError,
+    IncompleteResultError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    TablekitError,
+    UnsupportedError,
+)
+from tablekit.server import create_app
+
+SYN = "synapses_pni_2"
+NUC = "nucleus_detection_v0"
+CT = "aibs_metamodel_celltypes_v661"
+VIEW = "single_neurons"
+SECRET = "s3cr3t-T0KEN-d0-not-print"
+
+
+# ============================================================================ loopback helpers
+
+
+@contextlib.contextmanager
+def serve_asgi(app: Any) -> Iterator[str]:
+    """Run any ASGI app with uvicorn on 127.0.0.1 (an OS-chosen port) and yield its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+async def _body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        m = await receive()
+        chunks.append(m.get("body", b""))
+        if not m.get("more_body"):
+            return b"".join(chunks)
+
+
+def _record(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
+    return {
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": parse_qsl(scope["query_string"].decode(), keep_blank_values=True),
+        "headers": {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]},
+        "body": body,
+    }
+
+
+async def _send(send: Any, status: int, headers: list[tuple[str, str]], content: bytes) -> None:
+    raw = [(k.lower().encode(), v.encode("latin-1")) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})
+
+
+class Recorder:
+    """ASGI wrapper: records every request (method, path, query pairs, headers, body), answers
+    ``GET /__case__/<name>`` markers itself, can delay every request, and lets ``faults``
+    (``record -> (status, headers, body) | None``) answer instead of the wrapped app."""
+
+    def __init__(self, app: Any, delay: float = 0.0):
+        self.app = app
+        self.log: list[dict[str, Any]] = []
+        self.faults: list[Any] = []
+        self.delay = delay
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = await _body(receive)
+        rec = _record(scope, body)
+        self.log.append(rec)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if scope["path"].startswith("/__case__/"):
+            await _send(send, 200, [("content-type", "text/plain")], b"ok")
+            return
+        for fault in self.faults:
+            answer = fault(rec)
+            if answer is not None:
+                await _send(send, *answer)
+                return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def paths(self, method: str | None = None) -> list[str]:
+        return [r["path"] for r in self.log if method is None or r["method"] == method]
+
+
+class Canned:
+    """A scripted server: each request takes the next ``(status, headers, body[, delay])`` of
+    ``script`` (the last one repeats) and is recorded in ``log``."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[Any, ...]] = [(200, [], b"{}")]
+        self.log: list[dict[str, Any]] = []
+
+    def reset(self, *script: tuple[Any, ...]) -> None:
+        self.script = list(script)
+        self.log = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.log.append(_record(scope, await _body(receive)))
+        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        status, headers, content, *rest = step
+        if rest and rest[0]:
+            await asyncio.sleep(rest[0])
+        if isinstance(content, (dict, list, str)) and not isinstance(content, bytes):
+            content = json.dumps(content).encode()
+            headers = [("content-type", "application/json"), *headers]
+        await _send(send, status, headers, content)
+
+
+def _json(status: int, body: Any, *headers: tuple[str, str]) -> tuple[Any, ...]:
+    return (status, list(headers), body)
+
+
+# ============================================================================ fixtures
+
+
+@pytest.fixture(scope="module")
+def canned() -> Iterator[tuple[Canned, str]]:
+    app = Canned()
+    with serve_asgi(app) as url:
+        yield app, url
+
+
+@pytest.fixture(scope="module")
+def served(path) -> Iterator[tuple[str, Recorder]]:
+    rec = Recorder(create_app(path))
+    with serve_asgi(rec) as url:
+        yield url, rec
+
+
+@pytest.fixture(scope="module")
+def limited(path) -> Iterator[str]:
+    with running_server(path, row_limit=300) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def quirky(path) -> Iterator[str]:
+    with running_server(path, row_limit=300, cave_quirks=True) as url:
+        yield url
+
+
+def connect(client, url: str, **kw: Any) -> tablekit.Client:
+    kw.setdefault("cache_dir", False)
+    kw.setdefault("progress", False)
+    return tablekit.connect(client.datastack, server=url, **kw)
+
+
+@pytest.fixture(scope="module")
+def values(client) -> dict[str, Any]:
+    syn = client.query_table(SYN, split_positions=True)
+    ids = np.sort(syn["id"].to_numpy())
+    cut = int(ids[2000])  # the first 2000 synapses by id
+    roots = syn["pre_pt_root_id"][syn["pre_pt_root_id"] != 0].value_counts()
+    return {"cut": cut, "busy_root": int(roots.index[0]), "syn": syn}
+
+
+def session(**kw: Any) -> HTTPSession:
+    kw.setdefault("sleep", lambda s: None)
+    return HTTPSession(kw.pop("token", None), **kw)
+
+
+# ============================================================================ transport
+
+
+def test_auth_header_and_cookie_are_sent(canned):
+    """Every request carries ``Authorization: Bearer <token>`` and the ``middle_auth_token`` cookie."""
+    app, url = canned
+    app.reset(_json(200, {"ok": True}))
+    session(token=Token(SECRET, "test")).request("GET", f"{url}/x")
+    h = app.log[0]["headers"]
+    assert h["authorization"] == f"Bearer {SECRET}"
+    assert f"middle_auth_token={SECRET}" in h["cookie"]
+    app.reset(_json(200, {"ok": True}))
+    session().request("GET", f"{url}/x")
+    assert "authorization" not in app.log[0]["headers"] and "cookie" not in app.log[0]["headers"]
+
+
+def test_token_sources_in_caveclient_order(tmp_path, monkeypatch):
+    """argument > $CAVE_TOKEN > {host}-cave-secret.json > cave-secret.json > chunkedgraph-secret.json."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CAVE_TOKEN", raising=False)
+    secrets = tmp_path / ".cloudvolume" / "secrets"
+    secrets.mkdir(parents=True)
+    server = "https://global.example.org"
+    assert find_token(None, server) is None
+    (secrets / "chunkedgraph-secret.json").write_text(json.dumps({"token": "t-old"}))
+    with pytest.warns(DeprecationWarning, match="deprecated secret file"):
+        assert find_token(None, server).reveal() == "t-old"
+    (secrets / "cave-secret.json").write_text(json.dumps({"token": "t-cave"}))
+    assert find_token(None, server).reveal() == "t-cave"
+    (secrets / "global.example.org-cave-secret.json").write_text(json.dumps({"token": "t-host"}))
+    assert find_token(None, server).reveal() == "t-host"
+    assert find_token(None, "https://other.example.org").reveal() == "t-cave"
+    monkeypatch.setenv("CAVE_TOKEN", "t-env")
+    tok = find_token(None, server)
+    assert tok.reveal() == "t-env" and tok.source == "$CAVE_TOKEN"
+    assert find_token("t-arg", server).reveal() == "t-arg"
+    assert "t-" not in repr(tok) and "t-" not in str(tok)
+    with pytest.raises(AuthError):
+        find_token("   ", server)
+
+
+def test_token_never_appears_in_reprs_logs_or_errors(canned, caplog, path, client):
+    """A server that echoes the token, retries, auth failures: no message, log line or repr holds it."""
+    app, url = canned
+    tok = Token(SECRET, "test")
+    s = session(token=tok)
+    texts = [repr(tok), str(tok), repr(s)]
+    caplog.set_level(logging.DEBUG, logger="tablekit.http")
+    app.reset(
+        _json(503, {"message": f"overloaded for Bearer {SECRET}"}, ("retry-after", "0")),
+        _json(500, {"code": 500, "message": f"bad token {SECRET}", "traceback": [SECRET]}),
+    )
+    with pytest.raises(ServerError) as e:
+        s.request("POST", f"{url}/q", json={"a": 1})
+    texts += [str(e.value), repr(e.value), str(e.value.message), *map(str, e.value.args)]
+    app.reset(_json(401, {"error": "invalid_token", "message": f"token {SECRET} unknown"}))
+    with pytest.raises(AuthError) as e:
+        s.request("GET", f"{url}/q")
+    texts += [str(e.value), str(e.value.message)]
+    with running_server(path, token=SECRET) as base:
+        tk = tablekit.connect(client.datastack, server=base, token=SECRET, cache_dir=False)
+        assert len(tk.query_table(NUC, limit=3)) == 3
+        texts += [repr(tk), repr(tk.backend), json.dumps(tk.tables[NUC]().explain())]
+        with pytest.raises(AuthError) as e:
+            tablekit.connect(client.datastack, server=base, token="wrong-token", cache_dir=False)
+        assert e.value.status == 401
+        texts.append(str(e.value))
+    texts += [r.getMessage() for r in caplog.records]
+    assert any("retry" in t for t in texts)
+    for t in texts:
+        assert SECRET not in t, t
+
+
+def test_retries_502_503_504_then_succeeds(canned):
+    app, url = canned
+    waits: list[float] = []
+    app.reset(
+        _json(503, {"message": "busy"}, ("retry-after", "0")),
+        _json(502, {"message": "bad gateway"}),
+        _json(504, {"message": "timeout"}),
+        _json(200, [1, 2, 3]),
+    )
+    s = HTTPSession(None, max_retries=3, backoff=0.01, sleep=waits.append)
+    assert s.request("GET", f"{url}/x").json() == [1, 2, 3]
+    assert len(app.log) == 4
+    assert waits[0] == 0 and all(0 < w < 0.1 for w in waits[1:])
+
+
+def test_429_waits_as_retry_after_says(canned):
+    app, url = canned
+    app.reset(_json(429, {"message": "slow down"}, ("retry-after", "1")), _json(200, {"ok": 1}))
+    t0 = time.perf_counter()
+    assert HTTPSession(None).request("GET", f"{url}/x").json() == {"ok": 1}
+    assert 0.9 <= time.perf_counter() - t0 < 5
+    assert len(app.log) == 2
+    when = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    waits: list[float] = []
+    app.reset(_json(429, {}, ("retry-after", when)), _json(200, {"ok": 2}))
+    assert HTTPSession(None, sleep=waits.append).request("GET", f"{url}/x").json() == {"ok": 2}
+    assert 1 < waits[0] <= 3.5
+
+
+def test_retry_after_beyond_the_limit_and_exhausted_retries_raise(canned):
+    app, url = canned
+    app.reset(_json(429, {"message": "quota"}, ("retry-after", "3600")))
+    with pytest.raises(RateLimitError, match="retry in 3600 s") as e:
+        session(max_wait=60).request("GET", f"{url}/x")
+    assert e.value.status == 429 and len(app.log) == 1
+    app.reset(_json(503, {"message": "down for maintenance"}))
+    with pytest.raises(ServerError, match=r"down for maintenance.*after 3 attempts") as e:
+        session(max_retries=2).request("GET", f"{url}/x")
+    assert e.value.status == 503 and len(app.log) == 3
+
+
+def test_connection_errors_are_retried_then_mapped():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    waits: list[float] = []
+    s = HTTPSession(None, max_retries=2, backoff=0.01, sleep=waits.append)
+    with pytest.raises(ConnectionFailedError, match="after 3 attempts") as e:
+        s.request("GET", f"http://127.0.0.1:{port}/x")
+    assert isinstance(e.value, ConnectionError) and len(waits) == 2
+    assert e.value.url == f"http://127.0.0.1:{port}/x"
+
+
+def test_read_timeout_is_an_error_not_a_hang(canned):
+    app, url = canned
+    app.reset((200, [], b"{}", 3.0))
+    t0 = time.perf_counter()
+    with pytest.raises(RequestTimeoutError, match="timeout") as e:
+        session(timeout=(2, 0.3)).request("GET", f"{url}/slow")
+    assert isinstance(e.value, TimeoutError)
+    assert time.perf_counter() - t0 < 2.5 and len(app.log) == 1  # a read timeout is not retried
+
+
+def test_error_statuses_carry_status_url_and_server_message(canned, monkeypatch):
+    """500 with CAVE's {code, message, traceback}, a 404 string, auth errors, missing_tos (no browser)."""
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "open", lambda *a, **k: pytest.fail("a browser was opened"))
+    app, url = canned
+    app.reset(
+        _json(500, {"code": 500, "message": "404 Not Found: Cannot find table nope", "traceback": ["x"]})
+    )
+    with pytest.raises(ServerError) as e:
+        session().request("POST", f"{url}/q", json={})
+    assert e.value.status == 500 and e.value.url == f"{url}/q" and e.value.method == "POST"
+    assert e.value.message == "404 Not Found: Cannot find table nope"
+    assert str(e.value) == f"POST {url}/q: HTTP 500: 404 Not Found: Cannot find table nope"
+    app.reset(_json(404, "No version found"))
+    with pytest.raises(ServerError, match="HTTP 404: No version found"):
+        session().request("GET", f"{url}/v")
+    app.reset((502, [("content-type", "text/html")], b"<html>Bad Gateway</html>"))
+    with pytest.raises(ServerError, match="Bad Gateway"):
+        session(max_retries=0).request("GET", f"{url}/v")
+    app.reset(_json(401, {"error": "no_token", "message": "Unauthorized - No Token Provided", "data": {}}))
+    with pytest.raises(AuthError, match=r"No token was sent: pass token=\.\.\., set \$CAVE_TOKEN") as e:
+        session().request("GET", f"{url}/v")
+    assert isinstance(e.value, PermissionError) and e.value.code == "no_token"
+    form = "https://global.example.org/sticky_auth/api/v1/tos/2/accept"
+    app.reset(
+        _json(
+            403,
+            {
+                "error": "missing_tos",
+                "message": "tos",
+                "data": {"tos_id": 2, "tos_name": "MICrONS ToS", "tos_form_url": form},
+            },
+        )
+    )
+    with pytest.raises(AuthError) as e:
+        session(token=Token("tok-12345678", "test")).request("GET", f"{url}/v")
+    assert f"Open {form} in a browser" in str(e.value) and "MICrONS ToS" in str(e.value)
+    app.reset(
+        _json(
+            403,
+            {
+                "error": "missing_permission",
+                "message": "no",
+                "data": {"required_permission": "view", "auth_dataset": "minnie"},
+            },
+        )
+    )
+    with pytest.raises(AuthError, match="lacks permission 'view' on 'minnie'"):
+        session(token=Token("tok-12345678", "test")).request("GET", f"{url}/v")
+
+
+def test_redirect_to_a_login_page_is_an_auth_error(canned):
+    app, url = canned
+    app.reset((302, [("location", "https://global.example.org/auth/api/v1/authorize?redirect=x")], b""))
+    with pytest.raises(AuthError, match=r"wants a login\. No token was sent"):
+        session().request("GET", f"{url}/v")
+
+
+def test_every_requests_exception_is_mapped():
+    """Each ``requests`` exception class maps to an HTTPError subclass (never escapes unmapped)."""
+    from tablekit.backends._http import Request
+
+    req = Request("GET", "http://127.0.0.1:1/x")
+    classes = {
+        c
+        for c in vars(requests.exceptions).values()
+        if isinstance(c, type) and issubclass(c, requests.RequestException)
+    }
+    assert len(classes) > 15
+    for cls in classes:
+        exc = cls("boom", "doc", 0) if issubclass(cls, json.JSONDecodeError) else cls("boom")
+        err = map_requests_error(exc, req)
+        assert isinstance(err, HTTPError) and isinstance(err, TablekitError), cls
+        assert err.url == req.url
+    assert isinstance(map_requests_error(requests.ConnectTimeout("x"), req), ConnectionFailedError)
+    assert isinstance(map_requests_error(requests.ReadTimeout("x"), req), RequestTimeoutError)
+
+
+# ============================================================================ decoding
+
+
+def _plan(client, table: str = NUC, **kw: Any) -> wire.Plan:
+    q = client.tables[table]().to_query(**kw)
+    return wire.plan(q, client.table_specs(), v3="http://cave.test/materialize/api/v3")
+
+
+def _arrow(table: pa.Table, compression: str | None) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _response(content: bytes, ctype: str, **headers: Any) -> Response:
+    h = {"content-type": (ctype,), **{k.replace("_", "-"): tuple(v) for k, v in headers.items()}}
+    return Response(200, "http://cave.test/q", h, content)
+
+
+@pytest.mark.parametrize("compression", [None, "zstd", "lz4"])
+def test_decode_arrow_streams_to_local_engine_types(client, compression):
+    """The real server's pandas-made Arrow (Int32 positions, naive UTC times, an index column) →
+    the local engine's types; buffer compression is transparent."""
+    p = _plan(client)
+    local = client.backend.execute(p.query).table
+    df = local.to_pandas()
+    df["created"] = df["created"].dt.tz_localize(None)
+    for c in [c for c in df.columns if "_position_" in c]:
+        df[c] = df[c].astype("Int32")  # the server's nullable 32-bit positions
+    df.index = pd.Index(np.arange(len(df)) * 2)  # written as the column __index_level_0__
+    served = pa.Table.from_pandas(df)
+    assert "__index_level_0__" in served.column_names
+    got = wire.decode(_response(_arrow(served, compression), "data.arrow"), p)
+    assert got.select(local.column_names).equals(local)
+    assert "__index_level_0__" not in got.column_names
+
+
+@pytest.mark.filterwarnings("ignore:.*'epoch' date format")
+def test_decode_json_records_and_bad_bodies(client):
+    p = _plan(client)
+    local = client.backend.execute(p.query).table
+    records = local.to_pandas().to_json(orient="records", date_format="epoch").encode()
+    got = wire.decode(_response(records, "application/json"), p)
+    assert got.select(local.column_names).equals(local)
+    rows = json.loads(records)
+    for r in rows:
+        r["created"] = dt.datetime.fromtimestamp(r["created"] / 1000, dt.timezone.utc).isoformat()
+    got = wire.decode(_response(json.dumps(rows).encode(), "application/json"), p)
+    assert got["created"].equals(local["created"])
+    with pytest.raises(ServerError, match="legacy pyarrow serialization"):
+        wire.decode(_response(b"xx", "x-application/pyarrow"), p)
+    with pytest.raises(ServerError, match="unknown response type 'text/csv'"):
+        wire.decode(_response(b"a,b", "text/csv"), p)
+    with pytest.raises(ServerError, match="Arrow answer cannot be read"):
+        wire.decode(_response(b"not arrow", "data.arrow"), p)
+
+
+def test_warning_and_resolution_headers_over_several_lines(canned):
+    """Repeated ``Warning`` lines stay apart (notices contain commas); ``dataframe_resolution``
+    parses from one line per axis or one joined line."""
+    app, url = canned
+    notice = "Table Owner Notice on syn: sizes are preliminary, do not publish"
+    app.reset(
+        (
+            200,
+            [
+                ("warning", notice),
+                ("warning", '201 - "Limited query to 300 rows'),
+                ("dataframe_resolution", "4.0"),
+                ("dataframe_resolution", "4.0"),
+                ("dataframe_resolution", "40.0"),
+            ],
+            b"",
+        )
+    )
+    resp = session().request("POST", f"{url}/q")
+    assert wire.warnings_of(resp) == [notice, '201 - "Limited query to 300 rows']
+    assert wire.parse_resolution(resp.header_values("dataframe_resolution")) == (4.0, 4.0, 40.0)
+    assert wire.parse_resolution(["1, 1,1"]) == (1.0, 1.0, 1.0)
+    assert wire.parse_resolution(["4.0, 4.0"]) is None
+    assert wire.truncation(wire.warnings_of(resp), 300, None, None) == (True, 300)
+    live = "result has 200000 entries, which is equal or more         than limit of 200000 there may be more results which are not shown"
+    assert wire.truncation([live], 12, None, None) == (True, 200000)
+    assert wire.truncation([notice], 299, None, 300) == (False, None)
+    assert wire.truncation([], 500, 500, None) == (True, 500)
+
+
+# ============================================================================ the backend on tablekit serve
+
+
+def test_connect_is_two_requests_and_metadata_is_lazy_and_cached(served, client, tmp_path):
+    url, rec = served
+    rec.log.clear()
+    tk = connect(client, url, cache_dir=tmp_path)
+    assert tk.get_versions() == client.get_versions()  # the versions were asked for in the same round
+    assert sorted(rec.paths()) == sorted(
+        [
+            "/info/api/v2/datastack/full/" + client.datastack,
+            "/materialize/api/versions",
+            f"/materialize/api/v3/datastack/{client.datastack}/metadata",
+        ]
+    )
+    assert not any("tables" in p or "schema" in p for p in rec.paths())
+    rec.log.clear()
+    got = tk.tables[NUC](volume={">": 100}).query()
+    pd.testing.assert_frame_equal(got, client.tables[NUC](volume={">": 100}).query())
+    m3 = f"/materialize/api/v3/datastack/{client.datastack}/version/{client.version}"
+    assert sorted(rec.paths()) == sorted(
+        [f"{m3}/tables/metadata", "/schema/api/v2/types_all", f"{m3}/table/{NUC}/query"]
+    )
+    rec.log.clear()  # a second process: everything but the query comes from the disk cache
+    tk2 = connect(client, url, cache_dir=tmp_path)
+    assert rec.log == []
+    pd.testing.assert_frame_equal(tk2.tables[NUC](volume={">": 100}).query(), got)
+    assert rec.paths() == [
+        f"/materialize/api/v3/datastack/{client.datastack}/version/{client.version}/table/{NUC}/query"
+    ]
+    tk2.backend.refresh()
+    rec.log.clear()
+    tk2.backend.tables_metadata(client.version)
+    assert any(p.endswith("/tables/metadata") for p in rec.paths())
+
+
+def test_failing_views_endpoints_never_break_tables(served, client):
+    url, rec = served
+    rec.faults.append(
+        lambda r: (
+            (500, [("content-type", "application/json")], b'{"code": 500, "message": "views are broken"}')
+            if "/views" in r["path"]
+            else None
+        )
+    )
+    try:
+        tk = connect(client, url)
+        assert tk.get_tables() == client.get_tables()
+        with pytest.warns(UserWarning, match="views unavailable"):
+            assert tk.get_views() == []
+        assert len(tk.query_table(NUC, limit=5)) == 5
+    finally:
+        rec.faults.clear()
+
+
+def test_unknown_datastack_is_a_clear_error(served):
+    url, _ = served
+    with pytest.raises(DatastackError, match="knows no datastack 'nope'"):
+        tablekit.connect("nope", server=url, cache_dir=False)
+
+
+def test_explain_and_empty_membership_send_nothing(served, client):
+    url, rec = served
+    tk = connect(client, url)
+    tk.tables[SYN]  # metadata fetched
+    tk.get_tables()
+    rec.log.clear()
+    text = tk.tables[SYN](pre_pt_root_id={"not in": [0]}, size={">": 10}).explain(limit=5)
+    e = json.loads(text)
+    assert e["method"] == "POST" and e["endpoint"] == "table"
+    assert (
+        e["url"]
+        == f"{url}/materialize/api/v3/datastack/{client.datastack}/version/{client.version}/table/{SYN}/query"
+    )
+    assert (
+        e["query_string"]
+        == "return_pyarrow=True&arrow_format=True&split_positions=True&direct_sql_pandas=True"
+    )
+    assert e["body"] == {
+        "filter_notin_dict": {SYN: {"pre_pt_root_id": [0]}},
+        "filter_greater_dict": {SYN: {"size": 10.0}},
+    }
+    assert e["headers"]["Accept-Encoding"] == "zstd"
+    assert {"column": "pre_pt_root_id", "op": "not in", "value": [0]} in e["client_side"]
+    empty = tk.tables[SYN](pre_pt_root_id=[]).query()
+    pd.testing.assert_frame_equal(empty, client.tables[SYN](pre_pt_root_id=[]).query())
+    assert tk.tables[SYN](pre_pt_root_id=[]).query(get_counts=True)["count"].tolist() == [0]
+    assert rec.log == []
+
+
+@pytest.mark.parametrize("server", ["limited", "quirky"])
+def test_paging_through_a_300_row_limit_is_complete_and_exact(request, server, client, values):
+    """2,000 rows through a 300-row limit: equal to the local engine row for row (no duplicates,
+    no gaps, id order), whether the server orders rows (tablekit serve) or not (cave_quirks)."""
+    tk = connect(client, request.getfixturevalue(server))
+    q = {"id": {"<=": values["cut"]}}
+    got = tk.tables[SYN](**q).query(split_positions=True)
+    want = client.tables[SYN](**q).query(split_positions=True)
+    assert len(want) == 2001
+    pd.testing.assert_frame_equal(got, want)
+    assert got["id"].is_unique and got["id"].is_monotonic_increasing
+    assert got.attrs["request"]["paged"] and got.attrs["pages"] > 7
+    assert got.attrs["request"]["expected_rows"] == 2001 and got.attrs["request"]["row_limit"] == 300
+    # offset/limit apply to the complete, id-ordered result
+    for kw in ({"offset": 1500, "limit": 100}, {"limit": 10}, {"offset": 1990}):
+        pd.testing.assert_frame_equal(tk.tables[SYN](**q).query(**kw), client.tables[SYN](**q).query(**kw))
+    sel = tk.tables[SYN](**q).query(select_columns=["size", "post_pt_position"], offset=5, limit=700)
+    pd.testing.assert_frame_equal(
+        sel, client.tables[SYN](**q).query(select_columns=["size", "post_pt_position"], offset=5, limit=700)
+    )
+    assert tk.tables[SYN](**q).query(get_counts=True)["count"].tolist() == [2001]
+    ref = tk.tables[CT]().query()  # a join, paged over the reference table's id
+    pd.testing.assert_frame_equal(ref, client.tables[CT]().query())
+
+
+def test_complete_false_returns_the_first_page_with_a_warning(limited, client, values):
+    tk = connect(client, limited)
+    with pytest.warns(
+        UserWarning, match=r"cut the answer at its row limit \(300 rows\); this is the first page"
+    ):
+        got = tk.tables[SYN](id={"<=": values["cut"]}).query(complete=False)
+    assert len(got) == 300 and got["id"].is_monotonic_increasing and got.attrs["request"]["truncated"]
+    tk.query_table(SYN, filter_less_equal_dict={"id": values["cut"]}, limit=5, complete=False)
+
+
+def test_a_view_without_id_cannot_be_paged_and_says_so(client):
+    """A cut answer that has no id to page by raises IncompleteResultError (never silent)."""
+    p = wire.plan(client.views[VIEW]().to_query(), client.view_specs(), v3="http://x")
+    p = attrs.evolve(p, key=None, key_table=None)
+    fake = CaveBackend.__new__(CaveBackend)
+    fake.page_size, fake._cap = None, None
+    table = pa.table({"id": pa.array(np.arange(300), pa.int64())})
+    fake._ask = lambda *a, **k: Answer(table, (), True, 300, None)
+    with pytest.raises(IncompleteResultError, match="has no id column to page by"):
+        CaveBackend._collect(fake, p, need=None, complete=True)
+
+
+def test_not_in_is_applied_although_the_server_ignores_it(quirky, client, values):
+    """cave_quirks: the server ignores filter_notin_dict (like every real CAVE server); tablekit's
+    answers still exclude the values."""
+    root = values["busy_root"]
+    url = (
+        f"{quirky}/materialize/api/v3/datastack/{client.datastack}/version/{client.version}/table/{SYN}/query"
+    )
+    raw = requests.post(
+        url,
+        json={
+            "filter_notin_dict": {SYN: {"pre_pt_root_id": [root]}},
+            "filter_less_equal_dict": {SYN: {"id": values["cut"]}},
+        },
+        params=dict(wire.QUERY_FLAGS),
+        timeout=60,
+    )
+    served = pa.ipc.open_stream(raw.content).read_all()
+    assert root in served["pre_pt_root_id"].to_pylist()  # the server did not exclude it
+    tk = connect(client, quirky)
+    for kw in ({"pre_pt_root_id": {"not in": [root, 0]}}, {"pre_pt_root_id": {"!=": root}}):
+        kw["id"] = {"<=": values["cut"]}
+        got = tk.tables[SYN](**kw).query()
+        pd.testing.assert_frame_equal(got, client.tables[SYN](**kw).query())
+        assert root not in set(got["pre_pt_root_id"])
+        assert (
+            tk.tables[SYN](**kw)
+            .query(get_counts=True)
+            .equals(client.tables[SYN](**kw).query(get_counts=True))
+        )
+        pd.testing.assert_frame_equal(
+            tk.tables[SYN](**kw).query(limit=20, offset=3), client.tables[SYN](**kw).query(limit=20, offset=3)
+        )
+    got = tk.synapse_query(pre_ids=root, include_zeros=False, remove_autapses=True)
+    pd.testing.assert_frame_equal(
+        got, client.synapse_query(pre_ids=root, include_zeros=False, remove_autapses=True)
+    )
+    got = tk.query_table(
+        SYN, filter_out_dict={"pre_pt_root_id": [root]}, filter_less_equal_dict={"id": values["cut"]}
+    )
+    assert len(got) and root not in set(got["pre_pt_root_id"])
+
+
+def test_progress_bar_only_for_several_pages_and_only_on_stderr(limited, client, values, capfd):
+    tk = connect(client, limited, progress=True)
+    tk.tables[SYN](id={"<=": values["cut"]}).query()
+    out, err = capfd.readouterr()
+    assert out == "" and "rows" in err
+    tk.tables[NUC]().query(limit=3, select_columns=["id"])
+    tk.tables[SYN](id={"<=": values["cut"] // 20}).query()  # fewer rows than the limit
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_live_queries_and_roots_over_http(served, client, values):
+    url, _ = served
+    tk = connect(client, url)
+    ts = client.get_timestamp() + dt.timedelta(days=2)
+    root = values["busy_root"]
+    a = tk.tables[SYN](pre_pt_root_id=root).live_query(ts, split_positions=True)
+    b = client.tables[SYN](pre_pt_root_id=root).live_query(ts, split_positions=True)
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(tk.tables[CT]().live_query(ts), client.tables[CT]().live_query(ts))
+    roots = [root, int(values["syn"]["post_pt_root_id"].iloc[0])]
+    assert tk.get_root_timestamps(roots) == client.get_root_timestamps(roots)
+    for t in (ts, client.get_timestamp(343)):
+        assert (
+            tk.is_latest_roots(roots, timestamp=t).tolist()
+            == client.is_latest_roots(roots, timestamp=t).tolist()
+        )
+    sv = values["syn"]["pre_pt_supervoxel_id"].to_numpy()[:50]
+    assert tk.backend.history.roots_at(sv, ts).tolist() == client.backend.history.roots_at(sv, ts).tolist()
+    with pytest.raises(UnsupportedError, match="supervoxels of a root id"):
+        tk.get_latest_roots(root)
+    live_view = attrs.evolve(client.views[VIEW]().to_query(), version=None, timestamp=ts)
+    with pytest.raises(UnsupportedError, match="no live endpoint for views"):
+        tk.backend.explain(live_view)
+
+
+def test_desired_resolution_counts_and_regex_and_boxes(limited, client):
+    tk = connect(client, limited)
+    cases = [
+        lambda c: c.tables[CT](cell_type={"regex": "^5P"}).query(desired_resolution=[1, 1, 1]),
+        lambda c: c.tables[NUC](pt_position_bbox=[[0, 0, 0], [200_000, 200_000, 30_000]]).query(),
+        lambda c: c.tables[NUC](volume={">=": 200.5, "<": 600}).query(get_counts=True),
+        lambda c: c.views[VIEW]().query(desired_resolution=[8, 8, 40], split_positions=True),
+    ]
+    for case in cases:
+        pd.testing.assert_frame_equal(case(tk), case(client))
