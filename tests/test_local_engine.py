@@ -909,5 +909,9 @@ def test_native_copy_and_parquet_give_identical_results(ds, tmp_path, monkeypatc
             checked += 1
     assert checked > 0
     q = native.tables[native.get_tables()[0]]().explain()
-    assert "read_parquet" not in q and '"native_' in q and list((tmp_path / "cache" / "native").rglob("*.duckdb"))
+    assert (
+        "read_parquet" not in q
+        and '"native_' in q
+        and list((tmp_path / "cache" / "native").rglob("*.duckdb"))
+    )
     assert "read_parquet" in plain.tables[plain.get_tables()[0]]().explain()

@@ -385,3 +385,12 @@ def test_random_filters_match_oracle(client, path, ts, data):
     kwargs, filters = data.draw(synapse_filters(frame))
     got = client.tables[SYN](**kwargs).query(split_positions=True)
     same_rows(got, oracle(path, ts, SYN, *filters))
+
+
+def test_counts_ignore_desired_resolution(client):
+    # regression: the unused position-scale parameters used to be bound into the count statement
+    n = len(client.views.single_neurons().query(select_columns=["id"]))
+    got = client.query_view("single_neurons", desired_resolution=[8, 8, 40], get_counts=True)
+    assert int(got["count"].iloc[0]) == n
+    t = client.tables[NUC]().query(desired_resolution=[1, 1, 1], get_counts=True)
+    assert int(t["count"].iloc[0]) == client.get_annotation_count(NUC)

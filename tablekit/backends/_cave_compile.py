@@ -175,6 +175,8 @@ class Plan:
     key_table: str | None
     resolution: tuple[float, float, float] | None
     matches_nothing: bool = False
+    #: position columns converted to ``desired_resolution`` (floats); the others are whole numbers
+    scaled: frozenset[str] = frozenset()
 
     @property
     def filter_columns(self) -> tuple[str, ...]:
@@ -198,7 +200,7 @@ class Plan:
     def arrow_type(self, column: str) -> pa.DataType:
         _t, _, kind = self.sources[column]
         if kind is ColumnKind.POSITION:
-            return pa.float64() if self.query.desired_resolution is not None else pa.int64()
+            return pa.float64() if column in self.scaled else pa.int64()
         return _ARROW_TYPES[kind]
 
 
@@ -212,16 +214,20 @@ def _jsonable(v: Any) -> Any:
 
 def _physical(
     specs: Mapping[str, TableSpec], query: Query
-) -> tuple[dict[str, tuple[str, str, ColumnKind]], dict[tuple[str, str], str]]:
-    """``{physical result column: (table, stored column, kind)}`` and ``{(table, column): result name}``."""
+) -> tuple[dict[str, tuple[str, str, ColumnKind]], dict[tuple[str, str], str], frozenset[str]]:
+    """``{physical result column: (table, stored column, kind)}``, ``{(table, column): result name}``
+    and the scaled position columns, for every column of the full layout."""
     outs, _ = output_layout(attrs.evolve(query, select_columns=None), specs)
     sources: dict[str, tuple[str, str, ColumnKind]] = {}
     names: dict[tuple[str, str], str] = {}
+    scaled: set[str] = set()
     for o in outs:
         names[(o.table, o.column.name)] = o.name
         for n in o.names:
             sources[n] = (o.table, o.column.name, o.column.kind)
-    return sources, names
+            if o.scale is not None:
+                scaled.add(n)
+    return sources, names, frozenset(scaled)
 
 
 def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
@@ -234,7 +240,7 @@ def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
     if (query.version is None) == (query.timestamp is None):
         raise QueryError(f"{query.table}: a query needs exactly one of version and timestamp")
     outs, resolution = output_layout(query, specs)
-    sources, names = _physical(specs, query)
+    sources, names, scaled = _physical(specs, query)
     columns = tuple(n for o in outs for n in o.names)
     ds = query.datastack
     if query.timestamp is not None:
@@ -291,6 +297,7 @@ def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
         key_table=key_table if key else None,
         resolution=resolution,
         matches_nothing=nothing or query.matches_nothing,
+        scaled=scaled,
     )
 
 
@@ -470,10 +477,11 @@ def truncation(
             cap = int(m.group(1))
     if cap is not None:
         return True, cap
-    limit = sent_limit if sent_limit is not None else (known_cap or DEFAULT_ROW_LIMIT)
-    if rows >= limit:
-        return True, limit
-    return False, None
+    if sent_limit is not None:
+        return (True, sent_limit) if rows >= sent_limit else (False, None)
+    # no limit sent: the server applied its own; exactly that many rows (and no warning) is suspect
+    cap = known_cap or DEFAULT_ROW_LIMIT
+    return (True, cap) if rows == cap else (False, None)
 
 
 def is_truncation_warning(w: str) -> bool:
@@ -529,11 +537,7 @@ def _from_records(rows: Any, p: Plan) -> pa.Table:
             arr = arr.cast(pa.timestamp("ms", tz="UTC"))
         elif kind is ColumnKind.DATETIME and pa.types.is_string(arr.type):
             arr = _iso(arr)
-        elif (
-            kind is ColumnKind.POSITION
-            and pa.types.is_floating(arr.type)
-            and p.query.desired_resolution is None
-        ):
+        elif kind is ColumnKind.POSITION and pa.types.is_floating(arr.type) and name not in p.scaled:
             # JSON has no integers with nulls: unscaled coordinates are whole numbers
             vals = arr.drop_null().to_numpy()
             if bool(np.all(np.mod(vals, 1) == 0)):
@@ -606,12 +610,6 @@ def finish(p: Plan, pages: Sequence[pa.Table], *, apply_filters: bool = True) ->
     if apply_filters:
         table = apply_client_filters(table, p.client_filters)
     table = sort(table, p)
-    if p.key is not None and table.num_rows:
-        keys = table[p.key].combine_chunks()
-        if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
-            raise ServerError(
-                f"{p.query.table}: the server's pages repeat {p.key} values; the result is not trustworthy"
-            )
     q = p.query
     if q.offset or q.limit is not None:
         table = table.slice(q.offset, q.limit if q.limit is not None else None)
@@ -659,18 +657,31 @@ def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa
 
 
 def sort(table: pa.Table, p: Plan) -> pa.Table:
-    """Rows in ``id`` order (every column for a view without ``id``), as the local engine orders them."""
-    if table.num_rows < 2:
-        return table
-    if p.key is not None:
-        keys = table[p.key].combine_chunks()
-        if keys.null_count == 0:
-            k = keys.to_numpy()
-            if bool(np.all(k[1:] > k[:-1])):
-                return table
-        return table.take(pc.sort_indices(table, sort_keys=[(p.key, "ascending")]))
-    keys = [(c, "ascending") for c in p.columns]
-    return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end"))
+    """Rows in ``id`` order (every column for a view without ``id``), as the local engine orders them.
+
+    The key must come out unique and non-null: a repeated ``id`` means the pages overlap, and the
+    result is refused rather than returned with duplicates.
+    """
+    if p.key is None:
+        if table.num_rows < 2:
+            return table
+        keys = [(c, "ascending") for c in p.columns]
+        return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end"))
+    col = table[p.key]
+    if col.null_count:
+        raise ServerError(
+            f"{p.query.table}: the server sent rows without {p.key}; the result is not trustworthy"
+        )
+    k = col.to_numpy()
+    if not bool(np.all(k[1:] > k[:-1])):
+        order = np.argsort(k, kind="stable")
+        k = k[order]
+        if bool(np.any(k[1:] == k[:-1])):
+            raise ServerError(
+                f"{p.query.table}: the server's pages repeat {p.key} values; the result is not trustworthy"
+            )
+        table = table.take(pa.array(order))
+    return table
 
 
 def count_table(n: int) -> pa.Table:

@@ -37,6 +37,7 @@ from ..errors import (
     AuthError,
     ConnectionFailedError,
     HTTPError,
+    QueryError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
@@ -280,12 +281,14 @@ def map_requests_error(e: requests.RequestException, request: Request) -> HTTPEr
 def _timeout(t: float | tuple[float, float] | None) -> tuple[float, float]:
     if t is None:
         return (10.0, 300.0)
-    if isinstance(t, (int, float)):
-        if t <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {t!r}")
-        return (float(t), float(t))
-    c, r = t
-    return (float(c), float(r))
+    try:
+        c, r = (float(t), float(t)) if isinstance(t, (int, float)) else (float(t[0]), float(t[1]))
+        ok = len(t) == 2 if not isinstance(t, (int, float)) else True
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if isinstance(t, (bool, str)) or not ok or not (c > 0 and r > 0):
+        raise QueryError(f"timeout must be seconds > 0, or a (connect, read) pair of them; got {t!r}")
+    return (c, r)
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -328,7 +331,7 @@ class HTTPSession:
         sleep: Callable[[float], None] = time.sleep,
     ):
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+            raise QueryError(f"max_retries must be an int >= 0, got {max_retries!r}")
         self.token = token
         self.timeout = _timeout(timeout)
         self.max_retries = max_retries

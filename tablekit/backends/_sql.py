@@ -816,6 +816,16 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
             conds.append(c)
     where_sql = f" WHERE {' AND '.join(conds)}" if conds else ""
 
+    with_sql = f"WITH {', '.join(ctes)} " if ctes else ""
+    n = query.random_sample
+
+    if query.count:  # before the projection: its scale parameters must not be bound here
+        if n is None:
+            sql = f'{with_sql}SELECT count(*) AS "count" FROM {from_sql}{where_sql}'
+        else:
+            sql = f'{with_sql}SELECT CAST(least(count(*), {params(int(n))}) AS BIGINT) AS "count" FROM {from_sql}{where_sql}'
+        return CompiledSQL(sql, params.values, tuple(params.lists), ("count",), None)
+
     # ---- projection and order
     proj: list[str] = []
     for o in outs:
@@ -833,16 +843,6 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
             proj.append(f"{e} AS {quote(o.name)}")
     base = _spec(specs, query.table)
     key = f"t0.{quote('id')}" if base.has_column("id") else None
-
-    with_sql = f"WITH {', '.join(ctes)} " if ctes else ""
-    n = query.random_sample
-
-    if query.count:
-        if n is None:
-            sql = f'{with_sql}SELECT count(*) AS "count" FROM {from_sql}{where_sql}'
-        else:
-            sql = f'{with_sql}SELECT CAST(least(count(*), {params(int(n))}) AS BIGINT) AS "count" FROM {from_sql}{where_sql}'
-        return CompiledSQL(sql, params.values, tuple(params.lists), ("count",), None)
 
     page = sample_n = ""
     if n is not None:

@@ -2,9 +2,11 @@
 
 ``LocalBackend(path)`` answers the :class:`~tablekit.backends.base.Backend` protocol from the
 files of a datastack directory: metadata from its JSON files, materialized queries from the
-Parquet snapshots under ``versions/<v>/<table>/``, live queries (a timestamp instead of a
-version) from the annotation history and the segmentation history. The SQL comes from the pure
-compiler :mod:`tablekit.backends._sql`; this module does the I/O around it.
+Parquet snapshots under ``versions/<v>/<table>/``, live queries (a timestamp ``T`` instead of a
+version) from the snapshot of the newest valid version at or before ``T`` plus what the
+annotation and segmentation histories say changed since (before every valid version: from the
+histories alone). The SQL comes from the pure compiler :mod:`tablekit.backends._sql`; this
+module does the I/O around it.
 
 One DuckDB connection lives as long as the backend; each call runs on its own cursor, so a
 backend can be shared between threads. Results are fetched as Arrow tables, never row by row.
@@ -124,7 +126,10 @@ class LocalBackend:
         — DuckDB's own storage skips and decodes far less than Parquet (10–30× on 10M-row
         scans). The copy is keyed by the files' paths, sizes and modification times and by the
         DuckDB version, so it can never be stale; the Parquet files stay the source of truth.
-        When the cache directory is not writable the engine reads the Parquet files directly.
+        Live queries also use two time-ordered copies (an annotation history's deletion times,
+        the segmentation history by ``valid_from``) so that "what changed since the version"
+        reads only the row groups holding it. When the cache directory is not writable the
+        engine reads the Parquet files directly.
         """
         self.path = Path(path).expanduser().resolve()
         self.location = str(self.path)

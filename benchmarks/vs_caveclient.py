@@ -1,0 +1,395 @@
+"""tablekit's CAVE HTTP backend vs CAVEclient 8.2.1, side by side against the same ``tablekit serve``.
+
+    python benchmarks/vs_caveclient.py [--synapses 2000000] [--data DIR] [--reps 3] [--keep-data]
+
+Every measurement runs in a fresh subprocess: tablekit with this Python, CAVEclient with the
+interop venv's (tests/_interop_env.py builds it: caveclient==8.2.1, pandas 2). Each server runs
+in its own process on 127.0.0.1 (``tablekit serve`` plus, for a remote deployment, an ASGI
+wrapper that delays every request by 50 ms); one with no row limit and one with CAVE's default
+limit of 200,000 rows.
+
+(a) connect → first query result (a synapse query by root id through the content-aware table
+    interface), cold (empty caches) and warm (the same process connects again; tablekit also
+    from a new process with its disk cache). Targets: ≥ 2.5× faster cold, ≥ 8× warm.
+(b) a 1M-row synapse download with positions, by default (3-element arrays per point) and with
+    ``split_positions=True``: wall time and peak memory (RSS growth during the call). Targets:
+    ≥ 3× faster by default, ≥ 1.2× split, no more memory.
+(c) all 2M synapses through the 200,000-row limit: what each client gets, and tablekit's
+    throughput through the limit against one unlimited request. Target: every row, ≥ 0.7×.
+
+Results are printed as a table with ratios (CAVEclient time / tablekit time). The generated data
+lives in ``benchmarks/_data`` (git-ignored) and is deleted afterwards unless ``--keep-data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SYN = "synapses_pni_2"
+LATENCY = 0.05
+LIMIT = 200_000
+
+# --------------------------------------------------------------------------- servers
+
+
+def _serve(path: str, port: int, row_limit: int, latency: float) -> None:
+    """Run ``tablekit serve`` (optionally delaying every request) until killed."""
+    import asyncio
+
+    import uvicorn
+
+    from tablekit.server import create_app
+
+    app = create_app(path, row_limit=row_limit)
+
+    async def delayed(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and latency:
+            await asyncio.sleep(latency)
+        await app(scope, receive, send)
+
+    uvicorn.run(delayed, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self, path: str, row_limit: int, latency: float):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", path, str(self.port), str(row_limit), str(latency)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        import requests
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{self.url}/info/api/v2/datastacks", timeout=2)
+                break
+            except requests.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"server did not start: {self.proc.stderr.read().decode()[-2000:]}"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+# --------------------------------------------------------------------------- measured code
+
+COMMON = r"""
+import json, os, resource, sys, time, tempfile, warnings, logging
+warnings.simplefilter("ignore"); logging.disable(logging.WARNING)
+def rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+def peak():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+A = json.loads(sys.argv[1])
+out = {}
+"""
+
+TABLEKIT = r"""
+import tablekit
+url, ds = A["url"], A["datastack"]
+if A["case"] == "startup":
+    cache = A["cache"]
+    t = time.perf_counter()
+    c = tablekit.connect(ds, server=url, cache_dir=cache, progress=False)
+    df = c.tables.synapses_pni_2(pre_pt_root_id=A["root"]).query()
+    out["first"] = time.perf_counter() - t
+    t = time.perf_counter()
+    c = tablekit.connect(ds, server=url, cache_dir=cache, progress=False)
+    df = c.tables.synapses_pni_2(pre_pt_root_id=A["root"]).query()
+    out["second"] = time.perf_counter() - t
+    out["rows"] = len(df)
+else:
+    c = tablekit.connect(ds, server=url, cache_dir=False, progress=False, page_size=A.get("page_size"))
+    c.version
+    c.tables.synapses_pni_2
+    kw = dict(split_positions=A["split"])
+    if A.get("below") is not None:
+        kw["filter_less_dict"] = {"id": A["below"]}
+    reset_peak(); base = rss()
+    t = time.perf_counter()
+    df = c.query_table("synapses_pni_2", **kw)
+    out["time"] = time.perf_counter() - t
+    out["mem"] = peak() - base
+    out["rows"] = len(df)
+    out["requests"] = df.attrs.get("request", {}).get("requests", 1)
+print("RESULT" + json.dumps(out))
+"""
+
+CAVECLIENT = r"""
+from caveclient import CAVEclient
+url, ds = A["url"], A["datastack"]
+if A["case"] == "startup":
+    t = time.perf_counter()
+    c = CAVEclient(datastack_name=ds, server_address=url, write_server_cache=False)
+    df = c.materialize.tables.synapses_pni_2(pre_pt_root_id=A["root"]).query()
+    out["first"] = time.perf_counter() - t
+    t = time.perf_counter()
+    c = CAVEclient(datastack_name=ds, server_address=url, write_server_cache=False)
+    df = c.materialize.tables.synapses_pni_2(pre_pt_root_id=A["root"]).query()
+    out["second"] = time.perf_counter() - t
+    out["rows"] = len(df)
+else:
+    c = CAVEclient(datastack_name=ds, server_address=url, write_server_cache=False)
+    c.materialize.version
+    c.materialize.get_table_metadata("synapses_pni_2")
+    kw = dict(split_positions=A["split"])
+    if A.get("below") is not None:
+        kw["filter_less_dict"] = {"id": A["below"]}
+    reset_peak(); base = rss()
+    t = time.perf_counter()
+    df = c.materialize.query_table("synapses_pni_2", **kw)
+    out["time"] = time.perf_counter() - t
+    out["mem"] = peak() - base
+    out["rows"] = len(df)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _run(python: str, code: str, args: dict[str, Any], home: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "CAVE_TOKEN")}
+    env["HOME"] = home
+    env["TABLEKIT_NATIVE_CACHE"] = "0"
+    proc = subprocess.run(
+        [python, "-c", COMMON + code, json.dumps(args)], capture_output=True, text=True, env=env, timeout=1800
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[len("RESULT") :])
+    raise RuntimeError(
+        f"measurement failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--synapses", type=int, default=2_000_000)
+    ap.add_argument("--data", default=str(HERE / "_data" / "vs_caveclient"))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--keep-data", action="store_true")
+    ap.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.serve:
+        _serve(a.serve[0], int(a.serve[1]), int(a.serve[2]), float(a.serve[3]))
+        return
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from _interop_env import interop_python
+
+    import tablekit
+
+    cave_py = interop_python()
+    data = Path(a.data)
+    if not (data / "datastack.json").exists():
+        print(f"writing a {a.synapses:,}-synapse datastack to {data} …", file=sys.stderr)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tablekit",
+                "sample",
+                "--out",
+                str(data),
+                "--synapses",
+                str(a.synapses),
+                "--overwrite",
+            ],
+            check=True,
+        )
+    local = tablekit.connect(path=str(data))
+    ds = local.datastack
+    ids = local.query_table(SYN, select_columns=["id"])["id"].to_numpy()
+    below = int(sorted(ids)[1_000_000]) if len(ids) > 1_000_000 else None
+    syn = local.query_table(SYN, select_columns=["pre_pt_root_id"], limit=50_000)
+    root = int(syn["pre_pt_root_id"][syn["pre_pt_root_id"] != 0].value_counts().index[0])
+    total = len(ids)
+    home = tempfile.mkdtemp(prefix="tk-bench-home-")
+    servers: dict[tuple[int, float], Server] = {}
+    results: list[tuple[str, str, float, float, str]] = []
+    try:
+        for latency in (0.0, LATENCY):
+            for limit in (10 * total, LIMIT):
+                servers[(limit, latency)] = Server(str(data), limit, latency)
+        for s in servers.values():  # warm each server's engine (file caches, DuckDB)
+            _run(
+                sys.executable,
+                TABLEKIT,
+                {
+                    "case": "download",
+                    "url": s.url,
+                    "datastack": ds,
+                    "split": True,
+                    "below": int(sorted(ids)[1000]),
+                },
+                home,
+            )
+
+        for latency in (0.0, LATENCY):
+            tag = f"{int(latency * 1000)} ms"
+            url = servers[(10 * total, latency)].url
+            # (a) start-up
+            tk_rows, cc_rows = [], []
+            for _ in range(a.reps):
+                cache = tempfile.mkdtemp(prefix="tk-bench-cache-")
+                tk_rows.append(
+                    _run(
+                        sys.executable,
+                        TABLEKIT,
+                        {"case": "startup", "url": url, "datastack": ds, "root": root, "cache": cache},
+                        home,
+                    )
+                )
+                tk_rows[-1]["new_process"] = _run(
+                    sys.executable,
+                    TABLEKIT,
+                    {"case": "startup", "url": url, "datastack": ds, "root": root, "cache": cache},
+                    home,
+                )["first"]
+                shutil.rmtree(cache, ignore_errors=True)
+                cc_rows.append(
+                    _run(
+                        cave_py,
+                        CAVECLIENT,
+                        {"case": "startup", "url": url, "datastack": ds, "root": root},
+                        home,
+                    )
+                )
+            cold_tk, cold_cc = _median(tk_rows, "first"), _median(cc_rows, "first")
+            warm_tk, warm_cc = _median(tk_rows, "second"), _median(cc_rows, "second")
+            disk_tk = _median(tk_rows, "new_process")
+            results.append((f"(a) connect → first query, cold [{tag}]", "s", cold_cc, cold_tk, "≥ 2.5×"))
+            results.append(
+                (f"(a) connect → first query, warm, same process [{tag}]", "s", warm_cc, warm_tk, "≥ 8×")
+            )
+            results.append(
+                (f"(a) … warm, new process (tablekit disk cache) [{tag}]", "s", cold_cc, disk_tk, "≥ 8×")
+            )
+            # (b) 1M rows
+            for split in (False, True):
+                what = "split_positions=True" if split else "default (position arrays)"
+                args = {"case": "download", "url": url, "datastack": ds, "split": split, "below": below}
+                tk = [_run(sys.executable, TABLEKIT, args, home) for _ in range(a.reps)]
+                cc = [_run(cave_py, CAVECLIENT, args, home) for _ in range(a.reps)]
+                n = tk[0]["rows"]
+                assert all(r["rows"] == n for r in tk + cc), (tk, cc)
+                target = "≥ 1.2×" if split else "≥ 3×"
+                results.append(
+                    (
+                        f"(b) {n:,} rows, {what}: time [{tag}]",
+                        "s",
+                        _median(cc, "time"),
+                        _median(tk, "time"),
+                        target,
+                    )
+                )
+                results.append(
+                    (
+                        f"(b) {n:,} rows, {what}: peak memory [{tag}]",
+                        "MiB",
+                        _median(cc, "mem"),
+                        _median(tk, "mem"),
+                        "≥ 1×",
+                    )
+                )
+            # (c) through the row limit
+            args = {
+                "case": "download",
+                "url": servers[(LIMIT, latency)].url,
+                "datastack": ds,
+                "split": True,
+                "below": None,
+            }
+            tk = [_run(sys.executable, TABLEKIT, args, home) for _ in range(a.reps)]
+            cc = _run(cave_py, CAVECLIENT, args, home)
+            one = [
+                _run(sys.executable, TABLEKIT, {**args, "url": url, "page_size": 10 * total}, home)
+                for _ in range(a.reps)
+            ]
+            assert all(r["rows"] == total for r in tk + one), (tk, one)
+            paged, single = _median(tk, "time"), _median(one, "time")
+            results.append(
+                (
+                    f"(c) all {total:,} rows through a {LIMIT:,}-row limit vs one unlimited request [{tag}]",
+                    "s",
+                    single,
+                    paged,
+                    "≥ 0.7×",
+                )
+            )
+            results.append(
+                (
+                    f"(c)   rows received: tablekit {tk[0]['rows']:,} in {tk[0]['requests']} requests; CAVEclient {cc['rows']:,} ({cc['time']:.2f} s) [{tag}]",
+                    "",
+                    0,
+                    0,
+                    "",
+                )
+            )
+    finally:
+        for s in servers.values():
+            s.stop()
+        shutil.rmtree(home, ignore_errors=True)
+        if not a.keep_data:
+            shutil.rmtree(data, ignore_errors=True)
+
+    print(f"\n{'measurement':<100} {'baseline':>10} {'tablekit':>10} {'ratio':>7}  target")
+    for name, unit, base, ours, target in results:
+        if not unit:
+            print(name)
+            continue
+        ratio = base / ours if ours else float("nan")
+        print(f"{name:<100} {base:>9.3f}{unit[0]} {ours:>9.3f}{unit[0]} {ratio:>6.2f}×  {target}")
+    print(
+        "\nbaseline = CAVEclient 8.2.1, except (c): one unlimited tablekit request (ratio = throughput through the "
+        "limit / unlimited). Memory: RSS growth during the call (MiB); ratio > 1 means tablekit used less."
+    )
+
+
+if __name__ == "__main__":
+    main()
