@@ -328,6 +328,8 @@ class Client(RootsMixin):
         metadata: bool = True,
         merge_reference: bool = True,
         output: str = "pandas",
+        allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> pd.DataFrame:
         """Query a table with CAVEclient's filter dicts (``{column: value}``).
@@ -365,6 +367,8 @@ class Client(RootsMixin):
             get_counts=get_counts,
             random_sample=random_sample,
             output=output,
+            allow_invalid_root_ids=allow_invalid_root_ids,
+            allow_missing_lookups=allow_missing_lookups,
             complete=complete,
         )
 
@@ -710,10 +714,14 @@ class Client(RootsMixin):
         output: str,
         metadata: bool,
         given: Mapping[str, Any],
+        allow_missing_lookups: bool = False,
     ) -> Any:
         if output not in ("pandas", "arrow"):
             raise QueryError(f"{query.table}: output must be 'pandas' or 'arrow', got {output!r}")
-        result = self._backend.execute(query)
+        if query.live and not query.count:
+            result = self._pending_lookups(query, layout, allow_missing_lookups)
+        else:
+            result = self._backend.execute(query)
         for w in result.warnings:
             warnings.warn(w, stacklevel=4)
         positions = [c.name for c in layout if c.column.kind is ColumnKind.POSITION]
@@ -725,6 +733,47 @@ class Client(RootsMixin):
             output=output,
             attrs=attrs,
         )
+
+    def _pending_lookups(self, query: Query, cols: tuple[ResultColumn, ...], allow: bool) -> Any:
+        """Run a live query and deal with annotations whose supervoxel lookup is still pending
+        (null supervoxel id, hence no root id at any time): refuse them, or leave them out with a
+        warning when ``allow``."""
+        import attrs
+        import pyarrow.compute as pc
+
+        from .schema import ColumnRole
+
+        svs = [c.name for c in cols if c.column.role is ColumnRole.SUPERVOXEL_ID]
+        extra: list[str] = []
+        q = query
+        if query.select_columns is not None:  # look at the supervoxel ids even when not selected
+            extra = [c for c in svs if c not in query.select_columns]
+            if extra:
+                q = attrs.evolve(query, select_columns=(*query.select_columns, *extra))
+        result = self._backend.execute(q)
+        table = result.table
+        present = [c for c in svs if c in table.column_names]
+        if present:
+            pending = pc.is_null(table[present[0]])
+            for c in present[1:]:
+                pending = pc.or_(pending, pc.is_null(table[c]))
+            n = pc.sum(pending).as_py() or 0
+            if n:
+                ids = table["id"].filter(pending).to_pylist()[:5] if "id" in table.column_names else []
+                text = (
+                    f"{query.table}: {n} annotation(s) matching this live query still wait for their "
+                    f"supervoxel lookup (e.g. ids {ids}), so their root ids at {query.timestamp.isoformat()} "  # type: ignore[union-attr]
+                    "are unknown"
+                )
+                if not allow:
+                    raise QueryError(
+                        f"{text}. Pass allow_missing_lookups=True to leave them out, or query an earlier time"
+                    )
+                table = table.filter(pc.invert(pending))
+                result = attrs.evolve(result, table=table, warnings=(*result.warnings, f"{text}; left out"))
+        if extra:
+            result = attrs.evolve(result, table=result.table.drop_columns(extra))
+        return result
 
     def _provenance(self, query: Query, result: Any, given: Mapping[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] = {

@@ -356,6 +356,7 @@ class TableFilter:
         random_sample: int | None = None,
         output: str = "pandas",
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> pd.DataFrame:
         """Run the query and return the matching rows, ordered by ``id``.
@@ -377,6 +378,9 @@ class TableFilter:
         output : ``"pandas"`` (default) or ``"arrow"`` for a ``pyarrow.Table``.
         allow_invalid_root_ids : live queries only: drop (with a warning) filter root ids that are
             not valid at ``timestamp`` instead of raising.
+        allow_missing_lookups : live queries only: annotations whose supervoxel lookup is still
+            pending (no root id yet) make the query fail unless this is ``True``; then they are
+            left out, with a warning.
         complete : a CAVE server cuts answers at its row limit; tablekit completes them by paging
             (default). ``False`` returns the first page only, with a warning.
         """
@@ -399,6 +403,7 @@ class TableFilter:
             output=output,
             metadata=metadata,
             given=self.filters,
+            allow_missing_lookups=allow_missing_lookups,
         )
 
     def live_query(
@@ -414,6 +419,7 @@ class TableFilter:
         select_columns: list[str] | None = None,
         output: str = "pandas",
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> pd.DataFrame:
         """The rows present at ``timestamp`` (timezone-aware, or ``"now"``), with root ids as they
@@ -431,6 +437,7 @@ class TableFilter:
             select_columns=select_columns,
             output=output,
             allow_invalid_root_ids=allow_invalid_root_ids,
+            allow_missing_lookups=allow_missing_lookups,
             complete=complete,
         )
 

@@ -275,6 +275,7 @@ _OPTION_TYPES = {
     "get_counts": "bool",
     "random_sample": "int | None",
     "allow_invalid_root_ids": "bool",
+    "allow_missing_lookups": "bool",
     "complete": "bool",
 }
 

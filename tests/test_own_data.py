@@ -87,3 +87,37 @@ def test_metadata_of_own_datastack(hazard):
     assert c.get_versions() == [1]
     assert c.get_annotation_count("class") == 30
     assert c.get_table_metadata("ordinary")["voxel_resolution"] == [8.0, 8.0, 40.0]
+
+
+def test_pending_supervoxel_lookups_in_live_queries(tmp_path):
+    """Annotations whose supervoxel lookup is pending have no root id: live queries refuse them
+    unless allow_missing_lookups=True, which leaves them out with a warning."""
+    from tablekit.errors import QueryError
+
+    df = _tag_frame(6, 9)
+    df["pt_supervoxel_id"] = pd.array(
+        [*df["pt_supervoxel_id"][:2], None, df["pt_supervoxel_id"][3], None, df["pt_supervoxel_id"][5]],
+        dtype="Int64",
+    )
+    df["pt_root_id"] = pd.array(
+        [*df["pt_root_id"][:2], None, df["pt_root_id"][3], None, df["pt_root_id"][5]], dtype="Int64"
+    )
+    p = build_datastack(
+        tmp_path / "p", [TableSource("tags", "bound_tag", df)], name="p", timestamp=T0 + dt.timedelta(days=1)
+    )
+    c = tablekit.connect(path=str(p))
+    later = T0 + dt.timedelta(days=2)
+    with pytest.raises(
+        QueryError,
+        match=r"tags: 2 annotation\(s\) matching this live query still wait for their supervoxel lookup \(e.g. ids \[3, 5\]\).*allow_missing_lookups=True",
+    ):
+        c.tables.tags().live_query(later, select_columns=["id", "tag"])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        got = c.tables.tags().live_query(later, allow_missing_lookups=True, select_columns=["id", "tag"])
+    assert got["id"].tolist() == [1, 2, 4, 6] and list(got.columns) == ["id", "tag"]
+    assert any("left out" in str(x.message) for x in w)
+    assert len(c.live_query("tags", later, allow_missing_lookups=True)) == 4
+    # materialized queries show them, with null root ids (they are part of the snapshot)
+    snap = c.tables.tags().query()
+    assert len(snap) == 6 and snap["pt_root_id"].isna().sum() == 2

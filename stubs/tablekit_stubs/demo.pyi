@@ -66,6 +66,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> ArrowTable: ...
     @overload
@@ -84,6 +85,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> DataFrame:
         """Run the query: a pandas DataFrame, or a pyarrow.Table with output="arrow"."""
@@ -102,6 +104,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> ArrowTable: ...
     @overload
@@ -118,6 +121,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> DataFrame:
         """The rows present at ``timestamp`` (timezone-aware, or "now"), root ids as of then."""
@@ -139,6 +143,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> ArrowTable: ...
     @overload
@@ -158,6 +163,7 @@ class _Table(TableFilter, Generic[_C]):
         random_sample: int | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> DataFrame:
         """Every row of the table: ``T().query(...)``."""
@@ -177,6 +183,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["arrow"],
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> ArrowTable: ...
     @overload
@@ -194,6 +201,7 @@ class _Table(TableFilter, Generic[_C]):
         select_columns: Sequence[_C] | None = None,
         output: Literal["pandas"] = "pandas",
         allow_invalid_root_ids: bool = False,
+        allow_missing_lookups: bool = False,
         complete: bool = True,
     ) -> DataFrame:
         """Every row present at ``timestamp``: ``T().live_query(timestamp, ...)``."""
