@@ -28,6 +28,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..client import _Runner
 from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError
 from ..filters import Field, ResultColumn, TableFilter, make_filter_class
 from ..query import Join, Predicate, Query
@@ -147,23 +148,6 @@ class Plan:
                 continue
             out.setdefault(rc.table, {})[rc.column.name] = self.rename.get(rc.name, rc.name)
         return out
-
-
-class _Runner:
-    """What a filter class built by the server calls back into (the client's own pipeline)."""
-
-    def __init__(self, client: Any, version: int):
-        self.client = client
-        self.version = version
-
-    def _build_query(self, **kw: Any) -> Query:
-        return self.client._build_query(version_for_class=self.version, **kw)
-
-    def _run(self, query: Query, **kw: Any) -> Any:
-        return self.client._run(query, **kw)
-
-    def _explain(self, query: Query) -> str:
-        return self.client._explain(query)
 
 
 class Translator:
@@ -427,10 +411,6 @@ class Translator:
             )
         warn.extend(str(w.message) for w in caught)
         res = q.desired_resolution or default_resolution
-        if count and q.desired_resolution is not None:
-            # a count does not depend on the resolution (and the local engine's SQL compiler binds
-            # unused scale parameters for count queries): validated above, then left out
-            q = attrs.evolve(q, desired_resolution=None)
         return Plan(
             query=q,
             layout=layout,
@@ -446,54 +426,29 @@ class Translator:
 
     def simple(self, table: str, version: int, body: Any, params: Mapping[str, str]) -> Plan:
         """``POST …/version/{v}/table/{t}/query``: one table, no reference merge."""
-        body = check_body(body, SIMPLE_KEYS)
-        self.require_version(version)
-        cls = self.table_class(table, version)
-        spec = cls._spec
-        warn = self._notices([spec])
-        preds = self._predicates(cls, body, [table])
-        sel = body.get("select_columns")
-        if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
-            raise WireError(f"select_columns must be a list of column names, got {sel!r}")
-        select = self._select(
-            cls._layout, None if sel is None else {table: sel}, {table: spec}, partners=True
-        )
-        return self._finish(
-            cls=cls,
-            predicates=preds,
-            layout=cls._layout,
-            join=None,
-            kind="table",
-            body=body,
-            params=params,
-            version=version,
-            timestamp=None,
-            select=select,
-            count=parse_bool(params.get("count"), False, "count"),
-            rename={},
-            drop=set(),
-            warn=warn,
-            default_resolution=spec.voxel_resolution,
-        )
+        return self._single(table, "table", version, body, params)
 
     def view(self, view: str, version: int, body: Any, params: Mapping[str, str]) -> Plan:
         """``POST …/version/{v}/views/{view}/query``."""
+        return self._single(view, "view", version, body, params)
+
+    def _single(self, name: str, kind: str, version: int, body: Any, params: Mapping[str, str]) -> Plan:
         body = check_body(body, SIMPLE_KEYS)
         self.require_version(version)
-        cls = self.view_class(view, version)
+        cls = self.table_class(name, version) if kind == "table" else self.view_class(name, version)
         spec = cls._spec
         warn = self._notices([spec])
-        preds = self._predicates(cls, body, [view])
+        preds = self._predicates(cls, body, [name])
         sel = body.get("select_columns")
         if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
             raise WireError(f"select_columns must be a list of column names, got {sel!r}")
-        select = self._select(cls._layout, None if sel is None else {view: sel}, {view: spec}, partners=True)
+        select = self._select(cls._layout, None if sel is None else {name: sel}, {name: spec}, partners=True)
         return self._finish(
             cls=cls,
             predicates=preds,
             layout=cls._layout,
             join=None,
-            kind="view",
+            kind=kind,
             body=body,
             params=params,
             version=version,
