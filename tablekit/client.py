@@ -14,10 +14,9 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
-
 from . import _values
 from .backends.base import Backend
+from .classic import ClassicMixin
 from .errors import FilterValueError, QueryError, UnknownTableError, UnsupportedError, VersionError
 from .filters import ResultColumn, TableFilter, check_select, make_filter_class
 from .frames import to_output
@@ -28,20 +27,8 @@ from .tables import Tables, Views, namespace_attribute
 
 __all__ = ["Client"]
 
-_CLASSIC_OPS = {
-    "filter_in_dict": "in",
-    "filter_out_dict": "not in",
-    "filter_notin_dict": "not in",
-    "filter_equal_dict": "==",
-    "filter_greater_dict": ">",
-    "filter_less_dict": "<",
-    "filter_greater_equal_dict": ">=",
-    "filter_less_equal_dict": "<=",
-    "filter_regex_dict": "regex",
-}
 
-
-class Client(RootsMixin):
+class Client(ClassicMixin, RootsMixin):
     """A connection to one datastack through one backend. Make one with :func:`tablekit.connect`.
 
     ``client.tables`` / ``client.views`` hold one filter class per table / view;
@@ -302,204 +289,6 @@ class Client(RootsMixin):
     def get_view_schemas(self, version: int | None = None) -> dict[str, Any]:
         """Every view's columns."""
         return dict(self._backend.view_schemas(self._version_or_default(version)))
-
-    # ------------------------------------------------------------------ classic API
-    def query_table(
-        self,
-        table: str,
-        filter_in_dict: Mapping[str, Any] | None = None,
-        filter_out_dict: Mapping[str, Any] | None = None,
-        filter_equal_dict: Mapping[str, Any] | None = None,
-        filter_greater_dict: Mapping[str, Any] | None = None,
-        filter_less_dict: Mapping[str, Any] | None = None,
-        filter_greater_equal_dict: Mapping[str, Any] | None = None,
-        filter_less_equal_dict: Mapping[str, Any] | None = None,
-        filter_spatial_dict: Mapping[str, Any] | None = None,
-        filter_regex_dict: Mapping[str, Any] | None = None,
-        select_columns: list[str] | None = None,
-        offset: int = 0,
-        limit: int | None = None,
-        split_positions: bool = False,
-        desired_resolution: list[float] | None = None,
-        materialization_version: int | None = None,
-        timestamp: Any = None,
-        get_counts: bool = False,
-        random_sample: int | None = None,
-        metadata: bool = True,
-        merge_reference: bool = True,
-        output: str = "pandas",
-        allow_invalid_root_ids: bool = False,
-        allow_missing_lookups: bool = False,
-        complete: bool = True,
-    ) -> pd.DataFrame:
-        """Query a table with CAVEclient's filter dicts (``{column: value}``).
-
-        Same engine and same answers as ``client.tables.<table>(...).query()``: each dict becomes
-        the equivalent keyword filter (``filter_in_dict={"c": [..]}`` → ``c=[..]``,
-        ``filter_greater_dict={"c": x}`` → ``c={">": x}``, ``filter_out_dict`` → ``{"not in": …}``,
-        ``filter_spatial_dict={"pt_position": box}`` → ``pt_position_bbox=box``). A reference table
-        is merged with its target (the reference table's clashing columns get ``_ref``) unless
-        ``merge_reference=False``.
-        """
-        v = self._version_or_default(materialization_version)
-        cls = self._filter_class(table, v, merge_reference=merge_reference)
-        kwargs = _classic_kwargs(
-            cls,
-            filter_in_dict=filter_in_dict,
-            filter_out_dict=filter_out_dict,
-            filter_equal_dict=filter_equal_dict,
-            filter_greater_dict=filter_greater_dict,
-            filter_less_dict=filter_less_dict,
-            filter_greater_equal_dict=filter_greater_equal_dict,
-            filter_less_equal_dict=filter_less_equal_dict,
-            filter_spatial_dict=filter_spatial_dict,
-            filter_regex_dict=filter_regex_dict,
-        )
-        return cls(**kwargs).query(
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            split_positions=split_positions,
-            materialization_version=materialization_version,
-            timestamp=timestamp,
-            metadata=metadata,
-            desired_resolution=desired_resolution,
-            get_counts=get_counts,
-            random_sample=random_sample,
-            output=output,
-            allow_invalid_root_ids=allow_invalid_root_ids,
-            allow_missing_lookups=allow_missing_lookups,
-            complete=complete,
-        )
-
-    def live_query(self, table: str, timestamp: Any, **kwargs: Any) -> pd.DataFrame:
-        """``query_table`` at a moment in time: rows present at ``timestamp``, root ids as of then."""
-        return self.query_table(table, timestamp=timestamp, **kwargs)
-
-    def query_view(
-        self,
-        view_name: str,
-        filter_in_dict: Mapping[str, Any] | None = None,
-        filter_out_dict: Mapping[str, Any] | None = None,
-        filter_equal_dict: Mapping[str, Any] | None = None,
-        filter_greater_dict: Mapping[str, Any] | None = None,
-        filter_less_dict: Mapping[str, Any] | None = None,
-        filter_greater_equal_dict: Mapping[str, Any] | None = None,
-        filter_less_equal_dict: Mapping[str, Any] | None = None,
-        filter_spatial_dict: Mapping[str, Any] | None = None,
-        filter_regex_dict: Mapping[str, Any] | None = None,
-        select_columns: list[str] | None = None,
-        offset: int = 0,
-        limit: int | None = None,
-        split_positions: bool = False,
-        desired_resolution: list[float] | None = None,
-        materialization_version: int | None = None,
-        get_counts: bool = False,
-        random_sample: int | None = None,
-        metadata: bool = True,
-        output: str = "pandas",
-        complete: bool = True,
-    ) -> pd.DataFrame:
-        """Query a view with filter dicts; same answers as ``client.views.<view>(...).query()``."""
-        v = self._version_or_default(materialization_version)
-        cls = self._view_class(view_name, v)
-        kwargs = _classic_kwargs(
-            cls,
-            filter_in_dict=filter_in_dict,
-            filter_out_dict=filter_out_dict,
-            filter_equal_dict=filter_equal_dict,
-            filter_greater_dict=filter_greater_dict,
-            filter_less_dict=filter_less_dict,
-            filter_greater_equal_dict=filter_greater_equal_dict,
-            filter_less_equal_dict=filter_less_equal_dict,
-            filter_spatial_dict=filter_spatial_dict,
-            filter_regex_dict=filter_regex_dict,
-        )
-        return cls(**kwargs).query(
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            split_positions=split_positions,
-            materialization_version=materialization_version,
-            metadata=metadata,
-            desired_resolution=desired_resolution,
-            get_counts=get_counts,
-            random_sample=random_sample,
-            output=output,
-            complete=complete,
-        )
-
-    def synapse_query(
-        self,
-        pre_ids: Any = None,
-        post_ids: Any = None,
-        bounding_box: Any = None,
-        bounding_box_column: str = "post_pt_position",
-        timestamp: Any = None,
-        remove_autapses: bool = True,
-        include_zeros: bool = True,
-        limit: int | None = None,
-        offset: int = 0,
-        split_positions: bool = False,
-        desired_resolution: list[float] | None = None,
-        materialization_version: int | None = None,
-        synapse_table: str | None = None,
-        select_columns: list[str] | None = None,
-        metadata: bool = True,
-        output: str = "pandas",
-        complete: bool = True,
-    ) -> pd.DataFrame:
-        """Synapses by presynaptic / postsynaptic root id(s) and/or a bounding box.
-
-        ``pre_ids``/``post_ids``: one root id or a list. ``remove_autapses`` drops synapses whose
-        pre and post root ids are equal; ``include_zeros=False`` drops synapses with a root id of
-        0 (outside the segmentation) on either side. The table defaults to the datastack's
-        ``synapse_table``.
-        """
-        table = synapse_table or self.info.get("synapse_table")
-        if not table:
-            raise QueryError(
-                f"{self.datastack}: the datastack names no synapse_table; pass synapse_table='...'"
-            )
-        kw: dict[str, Any] = {}
-        for col, ids in (("pre_pt_root_id", pre_ids), ("post_pt_root_id", post_ids)):
-            ops: dict[str, Any] = {}
-            if ids is not None:
-                ops["in" if _values.is_membership(ids) else "=="] = ids
-            if not include_zeros:
-                ops["!="] = 0
-            if ops:
-                kw[col] = ops
-        if bounding_box is not None:
-            kw[f"{bounding_box_column}_bbox"] = bounding_box
-        v = self._version_or_default(materialization_version)
-        cls = self._filter_class(table, v)
-        q = cls(**kw).to_query(
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            materialization_version=materialization_version,
-            timestamp=timestamp,
-            desired_resolution=desired_resolution,
-            complete=complete,
-        )
-        if remove_autapses:
-            q = _with(
-                q,
-                predicates=(*q.predicates, Predicate(table, "pre_pt_root_id", "!=column", "post_pt_root_id")),
-            )
-        df = self._run(
-            q,
-            layout=cls._layout,
-            split_positions=split_positions,
-            output=output,
-            metadata=metadata,
-            given=cls(**kw).filters,
-        )
-        if metadata and output == "pandas":
-            df.attrs["remove_autapses"] = remove_autapses
-            df.attrs["include_zeros"] = include_zeros
-        return df
 
     # ------------------------------------------------------------------ the pipeline
     def _build_query(
@@ -828,12 +617,6 @@ class _Runner:
         return self.client._explain(query)
 
 
-def _with(q: Query, **changes: Any) -> Query:
-    import attrs
-
-    return attrs.evolve(q, **changes)
-
-
 def _plain(v: Any) -> Any:
     if isinstance(v, Mapping):
         return {str(k): _plain(x) for k, x in v.items()}
@@ -851,43 +634,3 @@ def _plain(v: Any) -> Any:
 def _first_line(text: Any) -> str:
     s = str(text or "").strip().splitlines()
     return s[0][:200] if s else ""
-
-
-def _classic_kwargs(cls: type[TableFilter], **dicts: Mapping[str, Any] | None) -> dict[str, Any]:
-    """CAVEclient filter dicts → the filter class's keyword arguments."""
-    kw: dict[str, dict[str, Any]] = {}
-    for dname, d in dicts.items():
-        if d is None:
-            continue
-        if not isinstance(d, Mapping):
-            raise QueryError(f"{cls.table_name}: {dname} must be a dict {{column: value}}, got {d!r}")
-        for col, value in d.items():
-            if dname == "filter_spatial_dict":
-                key = col if str(col).endswith("_bbox") else f"{col}_bbox"
-                if key not in cls._fields and col in cls._fields:
-                    key = col
-                kw.setdefault(key, {})["bbox"] = value
-                continue
-            op = _CLASSIC_OPS[dname]
-            slot = kw.setdefault(col, {})
-            if op in slot:
-                raise QueryError(f"{cls.table_name}: column {col!r} is given twice for {op!r}")
-            slot[op] = value
-    out: dict[str, Any] = {}
-    for col, ops in kw.items():
-        if "bbox" in ops:
-            out[col] = ops["bbox"]
-        elif list(ops) == ["=="]:
-            out[col] = ops["=="]
-        elif list(ops) == ["in"]:
-            if not _values.is_membership(ops["in"]):
-                raise FilterValueError(
-                    f"{cls.table_name}: filter_in_dict[{col!r}] must be a list, got {ops['in']!r}. "
-                    f"Pass [{ops['in']!r}] or use filter_equal_dict",
-                    table=cls.table_name,
-                    column=col,
-                )
-            out[col] = ops["in"]
-        else:
-            out[col] = ops
-    return out
