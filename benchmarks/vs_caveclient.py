@@ -145,7 +145,7 @@ if A["case"] == "startup":
     out["second"] = time.perf_counter() - t
     out["rows"] = len(df)
 else:
-    c = tablekit.connect(ds, server=url, cache_dir=False, progress=False, page_size=A.get("page_size"))
+    c = tablekit.connect(ds, server=url, cache_dir=False, progress=False, page_size=A.get("page_size"), max_workers=A.get("workers", 4))
     c.version
     c.tables.synapses_pni_2
     kw = dict(split_positions=A["split"])

@@ -73,8 +73,6 @@ def connect(
     ``expired_versions="live"`` answers a query of an expired version as a live query at that
     version's timestamp (recorded in ``df.attrs["substitution"]``) instead of raising.
     """
-    from .backends.local import LocalBackend
-
     if server is not None:
         from .backends.cave import CaveBackend
 
@@ -96,6 +94,8 @@ def connect(
         return Client(cave, version=version, expired_versions=expired_versions)
     if server_options:
         raise TypeError(f"connect() got options for a CAVE server without server=: {sorted(server_options)}")
+    from .backends.local import LocalBackend
+
     if path is None:
         if datastack not in (None, "demo"):
             raise DatastackError(

@@ -69,6 +69,17 @@ class Client(ClassicMixin, RootsMixin):
         """Datastack info (``synapse_table``, ``soma_table``, ``viewer_resolution`` …)."""
         return dict(self._backend.datastack_info())
 
+    def refresh(self) -> None:
+        """Forget cached versions, metadata, schemas and filter classes (also the backend's on-disk
+        cache), so the next access sees the datastack as it is now."""
+        refresh = getattr(self._backend, "refresh", None)
+        if refresh is not None:
+            refresh()
+        self._specs.clear()
+        self._view_specs.clear()
+        self._namespaces.clear()
+        self._schemas.clear()
+
     def get_datastack_info(self) -> dict[str, Any]:
         """Same as :attr:`info`."""
         return self.info

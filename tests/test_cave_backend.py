@@ -419,11 +419,20 @@ def test_error_statuses_carry_status_url_and_server_message(canned, monkeypatch)
         session(token=Token("tok-12345678", "test")).request("GET", f"{url}/v")
 
 
-def test_redirect_to_a_login_page_is_an_auth_error(canned):
+def test_redirects_to_a_login_page_or_another_host_are_not_followed(canned):
+    """A login redirect is an AuthError; a redirect to another host is refused (the token would
+    go along); a same-host redirect of a GET is followed."""
     app, url = canned
     app.reset((302, [("location", "https://global.example.org/auth/api/v1/authorize?redirect=x")], b""))
     with pytest.raises(AuthError, match=r"wants a login\. No token was sent"):
         session().request("GET", f"{url}/v")
+    app.reset((301, [("location", "http://127.0.0.2:9/elsewhere")], b""))
+    with pytest.raises(ServerError, match="redirected to another host"):
+        session(token=Token(SECRET, "test")).request("GET", f"{url}/v")
+    assert len(app.log) == 1
+    app.reset((302, [("location", "/moved")], b""), _json(200, {"here": True}))
+    assert session().request("GET", f"{url}/v").json() == {"here": True}
+    assert [r["path"] for r in app.log] == ["/v", "/moved"]
 
 
 def test_every_requests_exception_is_mapped():

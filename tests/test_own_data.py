@@ -121,3 +121,21 @@ def test_pending_supervoxel_lookups_in_live_queries(tmp_path):
     # materialized queries show them, with null root ids (they are part of the snapshot)
     snap = c.tables.tags().query()
     assert len(snap) == 6 and snap["pt_root_id"].isna().sum() == 2
+
+
+def test_refresh_rebuilds_classes_and_sees_new_metadata(tmp_path):
+    p = build_datastack(
+        tmp_path / "r",
+        [TableSource("tags", "bound_tag", _tag_frame(5, 1), description="old")],
+        name="r",
+        timestamp=T0 + dt.timedelta(days=1),
+    )
+    c = tablekit.connect(path=str(p))
+    before = c.tables.tags
+    assert "old" in before.__doc__
+    meta = p / "tables" / "tags" / "metadata.json"
+    meta.write_text(meta.read_text().replace('"old"', '"new description"'))
+    c.refresh()
+    after = c.tables.tags
+    assert after is not before and "new description" in after.__doc__
+    assert len(after().query()) == 5

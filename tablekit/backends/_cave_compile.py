@@ -103,7 +103,7 @@ _DICT_ORDER = (
     "filter_spatial_dict",
     "filter_regex_dict",
 )
-_ARROW_TYPES = {
+_ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
     ColumnKind.INT: pa.int64(),
     ColumnKind.FLOAT: pa.float64(),
     ColumnKind.STRING: pa.string(),
@@ -371,15 +371,14 @@ def build(
     if hi is not None:
         _add(filters, "<", p.key_table, "id", int(hi))  # type: ignore[arg-type]
     body: dict[str, Any] = {}
+    j = q.join
     if p.endpoint == "live":
         body["table"] = q.table
         body["timestamp"] = q.timestamp.astimezone(_dt.timezone.utc).isoformat()  # type: ignore[union-attr]
-        if q.join is not None:
-            j = q.join
+        if j is not None:
             body["join_tables"] = [[j.ref_table, j.ref_column, j.target_table, j.target_column]]
-    elif p.endpoint == "join":
-        j = q.join
-        body["tables"] = [[j.ref_table, j.ref_column], [j.target_table, j.target_column]]  # type: ignore[union-attr]
+    elif p.endpoint == "join" and j is not None:
+        body["tables"] = [[j.ref_table, j.ref_column], [j.target_table, j.target_column]]
     for name in _DICT_ORDER:
         if filters.get(name):
             body[name] = {t: {c: _jsonable(v) for c, v in cols.items()} for t, cols in filters[name].items()}
@@ -531,7 +530,7 @@ def _from_records(rows: Any, p: Plan) -> pa.Table:
     table = pa.Table.from_pylist(rows)
     cols = []
     for name in table.column_names:
-        arr = table[name]
+        arr: Any = table[name]
         kind = p.sources.get(name, (None, None, None))[2]
         if kind is ColumnKind.DATETIME and pa.types.is_integer(arr.type):  # to_json's epoch ms
             arr = arr.cast(pa.timestamp("ms", tz="UTC"))
@@ -547,7 +546,7 @@ def _from_records(rows: Any, p: Plan) -> pa.Table:
 
 
 def _iso(arr: pa.ChunkedArray) -> pa.Array:
-    vals = []
+    vals: list[_dt.datetime | None] = []
     for s in arr.to_pylist():
         if s is None:
             vals.append(None)
@@ -576,7 +575,8 @@ def normalize(table: pa.Table, p: Plan) -> pa.Table:
     return pa.table(cols, names=names)
 
 
-def _cast(arr: pa.ChunkedArray, kind: ColumnKind, name: str) -> pa.ChunkedArray:
+def _cast(arr: Any, kind: ColumnKind, name: str) -> Any:
+    want: pa.DataType
     t = arr.type
     if pa.types.is_dictionary(t):
         arr = arr.cast(t.value_type)
@@ -630,7 +630,7 @@ def _align(t: pa.Table, p: Plan, need: Sequence[str], notes: list[str]) -> pa.Ta
         else:
             if t.num_rows:
                 notes.append(f"the server sent no column {name!r}; it is filled with nulls")
-            cols.append(pa.nulls(t.num_rows, type=typ))
+            cols.append(pa.nulls(t.num_rows, type=typ))  # type: ignore[call-overload, unused-ignore]
     return pa.table(cols, names=list(need))
 
 
@@ -638,9 +638,10 @@ def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa
     """Keep the rows that pass every client-side condition (vectorised)."""
     if not filters or table.num_rows == 0:
         return table
-    mask = None
+    mask: Any = None
     for f in filters:
         col = table[f.column]
+        m: Any
         if f.op == "not in":
             values = pa.array(list(f.value), type=col.type)
             m = pc.or_kleene(pc.is_null(col), pc.invert(pc.is_in(col, value_set=values)))
@@ -665,7 +666,7 @@ def sort(table: pa.Table, p: Plan) -> pa.Table:
     if p.key is None:
         if table.num_rows < 2:
             return table
-        keys = [(c, "ascending") for c in p.columns]
+        keys: list[tuple[str, Literal["ascending", "descending"]]] = [(c, "ascending") for c in p.columns]
         return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end"))
     col = table[p.key]
     if col.null_count:
@@ -680,7 +681,7 @@ def sort(table: pa.Table, p: Plan) -> pa.Table:
             raise ServerError(
                 f"{p.query.table}: the server's pages repeat {p.key} values; the result is not trustworthy"
             )
-        table = table.take(pa.array(order))
+        table = table.take(order)
     return table
 
 

@@ -128,10 +128,11 @@ def split(g: Page, workers: int, single: Callable[[int], Exception]) -> list[Pag
 
 def prefix_rows(done: Iterable[Page], waiting: Iterable[Page]) -> int:
     """Rows of the completed ranges that lie below every range still waiting (the id-ordered prefix)."""
-    starts = [g.lo for g in waiting]
-    if any(lo is None for lo in starts):
-        return 0
-    bound = min(starts, default=math.inf)  # type: ignore[type-var]
+    bound = math.inf
+    for g in waiting:
+        if g.lo is None:
+            return 0
+        bound = min(bound, g.lo)
     return sum(g.rows for g in done if (math.inf if g.hi is None else g.hi) <= bound)
 
 
@@ -182,7 +183,7 @@ def progress_bar(progress: bool | None, total: int | None, what: str) -> Any:
     """A tqdm bar on stderr (``None``: only on a terminal; ``False``: never)."""
     if progress is False:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     return tqdm(
         total=total,

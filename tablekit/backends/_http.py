@@ -245,7 +245,7 @@ def map_requests_error(e: requests.RequestException, request: Request) -> HTTPEr
     """A ``requests`` exception → the tablekit error for it (the most specific class wins)."""
     what = f"{request.method} {request.url}"
     text = f"{type(e).__name__}: {e}"
-    kw = {"url": request.url, "method": request.method}
+    kw: dict[str, Any] = {"url": request.url, "method": request.method}
     if isinstance(e, (requests.ConnectTimeout,)):
         return ConnectionFailedError(f"{what}: could not connect within the timeout ({text})", **kw)
     if isinstance(e, requests.ReadTimeout):
@@ -281,12 +281,15 @@ def map_requests_error(e: requests.RequestException, request: Request) -> HTTPEr
 def _timeout(t: float | tuple[float, float] | None) -> tuple[float, float]:
     if t is None:
         return (10.0, 300.0)
-    try:
-        c, r = (float(t), float(t)) if isinstance(t, (int, float)) else (float(t[0]), float(t[1]))
-        ok = len(t) == 2 if not isinstance(t, (int, float)) else True
-    except (TypeError, ValueError, IndexError):
-        ok = False
-    if isinstance(t, (bool, str)) or not ok or not (c > 0 and r > 0):
+    c = r = -1.0
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        c = r = float(t)
+    elif isinstance(t, (tuple, list)) and len(t) == 2:
+        try:
+            c, r = float(t[0]), float(t[1])
+        except (TypeError, ValueError):
+            pass
+    if not (c > 0 and r > 0):
         raise QueryError(f"timeout must be seconds > 0, or a (connect, read) pair of them; got {t!r}")
     return (c, r)
 
@@ -437,7 +440,16 @@ class HTTPSession:
                         url=req.url,
                         method=req.method,
                     )
-                req = attrs.evolve(req, url=urljoin(req.url, loc), params=())
+                target = urljoin(req.url, loc)
+                if urlsplit(target)[:2] != urlsplit(req.url)[:2]:  # never carry the token elsewhere
+                    raise ServerError(
+                        f"{req.method} {req.url}: the server redirected to another host ({target!r}, HTTP "
+                        f"{resp.status}); connect to that server instead",
+                        status=resp.status,
+                        url=req.url,
+                        method=req.method,
+                    )
+                req = attrs.evolve(req, url=target, params=())
                 redirects += 1
                 continue
             if 200 <= resp.status < 300 or resp.status in ok:
@@ -530,7 +542,8 @@ def _error_body(resp: Response) -> tuple[str | None, str | None, dict[str, Any]]
         msg = body.get("message")
         if msg is None and isinstance(body.get("errors"), (dict, list)):
             msg = json.dumps(body["errors"])
-        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        raw = body.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         return (str(code) if code else None), (str(msg) if msg is not None else None), data
     if isinstance(body, str):
         return None, body, {}

@@ -70,7 +70,8 @@ class _DiskCache:
         if root is False:
             self.dir = None
             return
-        base = Path(root or os.environ.get("TABLEKIT_CACHE_DIR") or Path.home() / ".cache" / "tablekit")
+        default = os.environ.get("TABLEKIT_CACHE_DIR") or Path.home() / ".cache" / "tablekit"
+        base = Path(root) if isinstance(root, (str, os.PathLike)) and str(root) else Path(default)
         host = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in server.split("://")[-1])[:60]
         key = hashlib.sha256(server.encode()).hexdigest()[:10]
         name = "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in datastack) or "_"
@@ -158,6 +159,7 @@ class CaveBackend:
         self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="tablekit-cave")
         self._disk = _DiskCache(cache_dir, self.location, datastack, cache_ttl)
         self._mem: dict[Any, Any] = {}
+        self._mem_time: dict[Any, float] = {}
         self._lock = threading.RLock()
         self.page_size = page_size
         self.progress = progress
@@ -203,8 +205,10 @@ class CaveBackend:
             ) from None
 
     def _cached(self, key: str, fetch: Callable[[], Any], ttl: float | None = None) -> Any:
+        """``fetch()``'s answer, kept in memory and on disk (for ``ttl`` seconds, at most the cache TTL)."""
+        limit = self._disk.ttl if ttl is None else min(ttl, self._disk.ttl)
         with self._lock:
-            if key in self._mem:
+            if key in self._mem and time.monotonic() - self._mem_time.get(key, 0.0) <= limit:
                 return self._mem[key]
         value = self._disk.get(key, ttl)
         if value is None:
@@ -212,6 +216,7 @@ class CaveBackend:
             self._disk.put(key, value)
         with self._lock:
             self._mem[key] = value
+            self._mem_time[key] = time.monotonic()
         return value
 
     def _bootstrap(self) -> None:
@@ -425,6 +430,8 @@ class CaveBackend:
             )
         meta = metas[table]
         st = meta.get("schema_type") or meta.get("schema")
+        if not isinstance(st, str):
+            raise SchemaError(f"{self.location}: the metadata of table {table!r} names no schema_type")
         spec = table_spec(meta, self.schemas([st]))
         with self._lock:
             self._mem[key] = spec
@@ -507,6 +514,7 @@ class CaveBackend:
             table = wire.count_table(wire.apply_client_filters(_concat(p, pages), p.client_filters).num_rows)
         else:
             table, notes = wire.finish(p, pages)
+            table = self._contiguous(table)
         warns = (
             _notices(w for a in answers for w in a.warnings) + tuple(notes) + tuple(info.pop("warnings", ()))
         )
@@ -519,6 +527,14 @@ class CaveBackend:
             request=request,
             pages=info["requests"],
         )
+
+    def _contiguous(self, table: pa.Table) -> pa.Table:
+        """One chunk per column (pages arrive as chunks); columns are joined in parallel, which is
+        several times faster than letting pandas join them one by one."""
+        if all(c.num_chunks <= 1 for c in table.columns):
+            return table
+        cols = list(self._pool.map(lambda c: c.combine_chunks(), table.columns))
+        return pa.table(cols, names=table.column_names)
 
     def _post(self, req: wire.WireRequest) -> Response:
         return self._http.request(req.method, req.url, params=req.params, json=req.body, headers=req.headers)
@@ -576,7 +592,7 @@ class CaveBackend:
                 "to get every row",
             )
             return [first.table], [first], info
-        keys = first.table[p.key].drop_null().to_numpy() if p.key and first.table.num_rows else []
+        keys: Any = first.table[p.key].drop_null().to_numpy() if p.key and first.table.num_rows else []
         if p.key is None or len(keys) == 0:
             raise IncompleteResultError(
                 f"{p.query.table}: the server cut the answer at its row limit ({cap} rows) and the answer has no "
@@ -589,7 +605,8 @@ class CaveBackend:
             ranges = ((None, None), (None, int(ids[0])), (int(ids[-1]) + 1, None))
             got = [f.result()[0] for f in [self._pool.submit(self._count, p, r) for r in ranges]]
             info["requests"] += 3
-            counts = got if all(c is not None for c in got) else None
+            known = [c for c in got if c is not None]
+            counts = known if len(known) == 3 else None
         pending, keep_first = paging.plan(ids, counts, first.table.num_rows, limit)
         done: list[paging.Page] = []
         if keep_first:
@@ -627,7 +644,7 @@ class CaveBackend:
             if bar is not None:
                 bar.close()
         got_rows = sum(g.table.num_rows for g in done if g.table is not None)
-        if total is not None and need is None and got_rows != total:
+        if total is not None and need is None and p.query.random_sample is None and got_rows != total:
             raise IncompleteResultError(
                 f"{p.query.table}: the server counted {total} rows but its pages hold {got_rows}; the data changed "
                 "while paging or the server pages inconsistently. Retry, or narrow the query"
