@@ -16,21 +16,13 @@ import pandas as pd
 from . import _values
 from .errors import FilterValueError, QueryError
 from .filters import TableFilter
-from .query import Predicate
+from .query import CAVE_FILTER_DICTS, Predicate
 
 __all__ = ["ClassicMixin"]
 
-_CLASSIC_OPS = {
-    "filter_in_dict": "in",
-    "filter_out_dict": "not in",
-    "filter_notin_dict": "not in",
-    "filter_equal_dict": "==",
-    "filter_greater_dict": ">",
-    "filter_less_dict": "<",
-    "filter_greater_equal_dict": ">=",
-    "filter_less_equal_dict": "<=",
-    "filter_regex_dict": "regex",
-}
+#: CAVEclient's user-facing argument names → tablekit operators (``filter_out_dict`` is sent as
+#: ``filter_notin_dict``; spatial boxes are handled apart)
+_CLASSIC_OPS = {**CAVE_FILTER_DICTS, "filter_out_dict": "not in"}
 
 
 class ClassicMixin:

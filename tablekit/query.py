@@ -13,7 +13,20 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["OPS", "Join", "Op", "Predicate", "Query"]
+__all__ = ["CAVE_FILTER_DICTS", "OPS", "Join", "Op", "Predicate", "Query", "jsonable"]
+
+#: CAVE's filter-dict body keys (in CAVEclient's order) → the tablekit operator each one carries
+CAVE_FILTER_DICTS: dict[str, str] = {
+    "filter_in_dict": "in",
+    "filter_notin_dict": "not in",
+    "filter_equal_dict": "==",
+    "filter_greater_dict": ">",
+    "filter_less_dict": "<",
+    "filter_greater_equal_dict": ">=",
+    "filter_less_equal_dict": "<=",
+    "filter_spatial_dict": "bbox",
+    "filter_regex_dict": "regex",
+}
 
 Op = Literal["==", "!=", "in", "not in", "<", "<=", ">", ">=", "regex", "bbox", "!=column"]
 OPS: tuple[str, ...] = ("==", "!=", "in", "not in", "<", "<=", ">", ">=", "regex", "bbox", "!=column")
@@ -112,7 +125,7 @@ class Query:
             "kind": self.kind,
             "join": None if self.join is None else attrs.asdict(self.join),
             "filters": [
-                {"table": p.table, "column": p.column, "op": p.op, "value": _jsonable(p.value)}
+                {"table": p.table, "column": p.column, "op": p.op, "value": jsonable(p.value)}
                 for p in self.predicates
             ],
             "select_columns": None if self.select_columns is None else list(self.select_columns),
@@ -128,9 +141,10 @@ class Query:
         }
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """Tuples → lists, datetimes → ISO strings (values of predicates and engine parameters)."""
     if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, _dt.datetime):
         return v.isoformat()
     return v

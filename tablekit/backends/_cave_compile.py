@@ -42,10 +42,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import QueryError, ServerError, UnsupportedError
-from ..query import Predicate, Query
+from ..query import CAVE_FILTER_DICTS, Predicate, Query, jsonable
 from ..schema import ColumnKind, TableSpec
 from ._http import Response
 from ._sql import output_layout
+from .base import ARROW_TYPES
 
 __all__ = [
     "ARROW_CONTENT_TYPE",
@@ -92,6 +93,7 @@ _DICTS = {
     "bbox": "filter_spatial_dict",
 }
 #: body key order CAVEclient uses (bodies compare as dicts; the order only eases reading)
+_DICT_ORDER = tuple(CAVE_FILTER_DICTS)
 _DICT_ORDER = (
     "filter_in_dict",
     "filter_notin_dict",
@@ -103,13 +105,6 @@ _DICT_ORDER = (
     "filter_spatial_dict",
     "filter_regex_dict",
 )
-_ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
-    ColumnKind.INT: pa.int64(),
-    ColumnKind.FLOAT: pa.float64(),
-    ColumnKind.STRING: pa.string(),
-    ColumnKind.BOOL: pa.bool_(),
-    ColumnKind.DATETIME: pa.timestamp("us", tz="UTC"),
-}
 _LIMITED = re.compile(r"Limited query to (\d+) rows")
 _MORE = re.compile(r"equal or more\s+than\s+limit of (\d+)")
 
@@ -201,15 +196,7 @@ class Plan:
         _t, _, kind = self.sources[column]
         if kind is ColumnKind.POSITION:
             return pa.float64() if column in self.scaled else pa.int64()
-        return _ARROW_TYPES[kind]
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, _dt.datetime):
-        return v.isoformat()
-    return v
+        return ARROW_TYPES[kind]
 
 
 def _physical(
@@ -381,7 +368,7 @@ def build(
         body["tables"] = [[j.ref_table, j.ref_column], [j.target_table, j.target_column]]
     for name in _DICT_ORDER:
         if filters.get(name):
-            body[name] = {t: {c: _jsonable(v) for c, v in cols.items()} for t, cols in filters[name].items()}
+            body[name] = {t: {c: jsonable(v) for c, v in cols.items()} for t, cols in filters[name].items()}
     if q.join is not None:
         suffixes = {q.join.ref_table: q.join.suffix, q.join.target_table: ""}
         body["suffixes" if p.endpoint == "live" else "suffix_map"] = suffixes
@@ -585,9 +572,9 @@ def _cast(arr: Any, kind: ColumnKind, name: str) -> Any:
         want = pa.int64() if (pa.types.is_integer(t) or pa.types.is_null(t)) else pa.float64()
     elif kind is ColumnKind.DATETIME and pa.types.is_timestamp(t) and t.tz is None:
         arr = arr.cast(pa.timestamp(t.unit, tz="UTC"))  # CAVE stores naive UTC
-        want = _ARROW_TYPES[kind]
+        want = ARROW_TYPES[kind]
     else:
-        want = _ARROW_TYPES[kind]
+        want = ARROW_TYPES[kind]
     if arr.type == want:
         return arr
     try:

@@ -13,8 +13,18 @@ import attrs
 import pyarrow as pa
 
 from ..query import Query
+from ..schema import ColumnKind
 
-__all__ = ["Backend", "QueryResult"]
+__all__ = ["ARROW_TYPES", "Backend", "QueryResult"]
+
+#: the Arrow type of each non-position column kind, as every backend returns it
+ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
+    ColumnKind.INT: pa.int64(),
+    ColumnKind.FLOAT: pa.float64(),
+    ColumnKind.STRING: pa.string(),
+    ColumnKind.BOOL: pa.bool_(),
+    ColumnKind.DATETIME: pa.timestamp("us", tz="UTC"),
+}
 
 
 @attrs.frozen

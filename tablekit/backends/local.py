@@ -36,24 +36,17 @@ from ..errors import (
     UnsupportedError,
     VersionError,
 )
-from ..query import Query
-from ..schema import ColumnKind, TableSpec, table_spec, view_spec
+from ..query import Query, jsonable
+from ..schema import TableSpec, table_spec, view_spec
 from . import _sql
 from ._history import History
-from .base import QueryResult
+from .base import ARROW_TYPES, QueryResult
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "LocalBackend"]
 
 FORMAT = "tablekit-datastack"
 FORMAT_VERSION = 1
 
-_ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
-    ColumnKind.INT: pa.int64(),
-    ColumnKind.FLOAT: pa.float64(),
-    ColumnKind.STRING: pa.string(),
-    ColumnKind.BOOL: pa.bool_(),
-    ColumnKind.DATETIME: pa.timestamp("us", tz="UTC"),
-}
 _INT_TYPES = {
     "TINYINT",
     "SMALLINT",
@@ -92,14 +85,6 @@ def _parse_time(value: Any, what: str) -> _dt.datetime | None:
         except ValueError as e:
             raise DatastackError(f"{what}: {value!r} is not an ISO-8601 timestamp") from e
     return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, _dt.datetime):
-        return v.isoformat()
-    return v
 
 
 class LocalBackend:
@@ -681,8 +666,8 @@ class LocalBackend:
             "engine": "duckdb",
             "duckdb_version": duckdb.__version__,
             "sql": compiled.sql,
-            "parameters": _jsonable(compiled.params),
-            "value_lists": {vl.name: _jsonable(vl.values) for vl in compiled.value_lists},
+            "parameters": jsonable(compiled.params),
+            "value_lists": {vl.name: jsonable(vl.values) for vl in compiled.value_lists},
             "files": {t: [os.path.relpath(f, self.location) for f in fs] for t, fs in files.items()},
             "columns": list(compiled.columns),
         }
@@ -706,7 +691,7 @@ class LocalBackend:
         try:
             for vl in compiled.value_lists:
                 try:
-                    arr = pa.array(vl.values, type=_ARROW_TYPES[vl.kind])
+                    arr = pa.array(vl.values, type=ARROW_TYPES[vl.kind])
                 except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
                     raise FilterValueError(
                         f"{query.table}: a membership list holds a value that is not {vl.kind.value}: {e}",

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from ..client import _Runner
 from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError
 from ..filters import Field, ResultColumn, TableFilter, make_filter_class
-from ..query import Join, Predicate, Query
+from ..query import CAVE_FILTER_DICTS, Join, Predicate, Query
 from ..schema import ColumnKind, ColumnRole, TableSpec
 
 __all__ = [
@@ -46,17 +46,7 @@ __all__ = [
 ]
 
 #: body key → tablekit operator
-FILTER_KEYS: dict[str, str] = {
-    "filter_in_dict": "in",
-    "filter_notin_dict": "not in",
-    "filter_equal_dict": "==",
-    "filter_greater_dict": ">",
-    "filter_less_dict": "<",
-    "filter_greater_equal_dict": ">=",
-    "filter_less_equal_dict": "<=",
-    "filter_spatial_dict": "bbox",
-    "filter_regex_dict": "regex",
-}
+FILTER_KEYS: dict[str, str] = CAVE_FILTER_DICTS
 _COMMON = frozenset(FILTER_KEYS) | {"offset", "limit", "desired_resolution"}
 #: accepted body keys per endpoint (the server's marshmallow schemas reject unknown keys)
 SIMPLE_KEYS = _COMMON | {"select_columns"}
