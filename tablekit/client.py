@@ -17,7 +17,14 @@ from typing import Any
 from . import _values
 from .backends.base import Backend
 from .classic import ClassicMixin
-from .errors import FilterValueError, QueryError, UnknownTableError, UnsupportedError, VersionError
+from .errors import (
+    FilterValueError,
+    QueryError,
+    UnknownTableError,
+    UnsupportedError,
+    VersionError,
+    user_stacklevel,
+)
 from .filters import ResultColumn, TableFilter, check_select, make_filter_class
 from .frames import to_output
 from .query import Join, Predicate, Query
@@ -193,7 +200,7 @@ class Client(ClassicMixin, RootsMixin):
                 meta = self._backend.views_metadata(version)
                 schemas = self._backend.view_schemas(version) if meta else {}
             except Exception as e:  # an optional endpoint must never break tables
-                warnings.warn(f"{self.datastack}: views unavailable ({e})", stacklevel=3)
+                warnings.warn(f"{self.datastack}: views unavailable ({e})", stacklevel=user_stacklevel())
                 meta, schemas = {}, {}
             self._view_specs[version] = {
                 n: view_spec(n, schemas[n], {**meta[n], "table_name": n}) for n in meta if n in schemas
@@ -467,7 +474,8 @@ class Client(ClassicMixin, RootsMixin):
                     "to drop them"
                 )
             warnings.warn(
-                f"{table}: dropped invalid root ids from the {p.column} filter ({text})", stacklevel=5
+                f"{table}: dropped invalid root ids from the {p.column} filter ({text})",
+                stacklevel=user_stacklevel(),
             )
             dropped = {i for v in bad.values() for i in v}
             keep = tuple(i for i in ids if i not in dropped)
@@ -523,7 +531,7 @@ class Client(ClassicMixin, RootsMixin):
         else:
             result = self._backend.execute(query)
         for w in result.warnings:
-            warnings.warn(w, stacklevel=4)
+            warnings.warn(w, stacklevel=user_stacklevel())
         positions = [c.name for c in layout if c.column.kind is ColumnKind.POSITION]
         attrs = self._provenance(query, result, given) if metadata else None
         return to_output(

@@ -150,3 +150,18 @@ class ServerError(HTTPError):
 
 class IncompleteResultError(HTTPError):
     """A result was cut at the server's row limit and tablekit could not complete it."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside tablekit (the
+    user's line), however deep inside tablekit it is raised."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

@@ -79,6 +79,7 @@ def test_hazardous_table_names_stay_reachable(hazard):
         warnings.simplefilter("always")
         df = t["find"]().query()
     assert len(df) == 20 and any("this table is deprecated" in str(x.message) for x in w)
+    assert all(x.filename == __file__ for x in w), "warnings point at the user's line, not tablekit's"
     assert c.query_table("class", filter_equal_dict={"tag": "b"})["tag"].eq("b").all()
 
 
