@@ -112,12 +112,15 @@ class RootsMixin:
         """The root ids at ``timestamp`` (default now) that descend from ``root_id`` (itself if still valid)."""
         (rid,) = _ids(root_id)
         ts = self._ts(timestamp)
-        created, _ = self._history().root_info([rid]).get(rid, (None, None))
+        h = self._history()
+        created, _ = h.root_info([rid]).get(rid, (None, None))
         if created is not None and created > ts:
             raise VersionError(
                 f"root id {rid} was created at {created.isoformat()}, after {ts.isoformat()}; "
                 "use get_past_ids for earlier moments"
             )
+        if hasattr(h, "latest_roots"):  # the backend answers it directly (chunkedgraph)
+            return np.asarray(h.latest_roots(rid, ts), dtype=np.int64)
         _, roots = self._successors(rid, ts)
         return np.unique(roots[roots != 0])
 
@@ -141,6 +144,8 @@ class RootsMixin:
             timestamp_past = min(m["time_stamp"] for m in self._backend.versions_metadata(expired=True))
         ts = self._ts(timestamp_past)
         h = self._history()
+        if hasattr(h, "past_id_mapping"):  # the backend answers it directly (chunkedgraph)
+            return h.past_id_mapping(ids, ts, self._ts(timestamp_future))
         past: dict[int, list[int]] = {}  # id → its ancestors at timestamp_past
         future: dict[int, list[int]] = {}  # ancestor → the given ids it became
         for r in ids:
@@ -161,6 +166,8 @@ class RootsMixin:
         lo = None if timestamp_past is None else self._ts(timestamp_past)
         hi = None if timestamp_future is None else self._ts(timestamp_future)
         h = self._history()
+        if hasattr(h, "lineage_graph"):  # the backend answers it directly (chunkedgraph)
+            return h.lineage_graph(rid, lo, hi)
         edges = [e for e in h.edges() if (lo is None or e[2] >= lo) and (hi is None or e[2] <= hi)]
         fwd: dict[int, list[tuple[int, _dt.datetime]]] = {}
         back: dict[int, list[tuple[int, _dt.datetime]]] = {}

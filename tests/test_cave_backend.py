@@ -753,8 +753,9 @@ def test_live_queries_and_roots_over_http(served, client, values):
         )
     sv = values["syn"]["pre_pt_supervoxel_id"].to_numpy()[:50]
     assert tk.backend.history.roots_at(sv, ts).tolist() == client.backend.history.roots_at(sv, ts).tolist()
+    assert tk.get_latest_roots(root).tolist() == client.get_latest_roots(root).tolist()  # via the lineage
     with pytest.raises(UnsupportedError, match="supervoxels of a root id"):
-        tk.get_latest_roots(root)
+        tk.suggest_latest_roots(root)
     live_view = attrs.evolve(client.views[VIEW]().to_query(), version=None, timestamp=ts)
     with pytest.raises(UnsupportedError, match="no live endpoint for views"):
         tk.backend.explain(live_view)

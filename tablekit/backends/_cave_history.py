@@ -3,8 +3,10 @@
 :class:`CaveHistory` has the shape :mod:`tablekit.roots` needs from a backend's ``history``:
 ``root_info`` and ``roots_at`` come from the chunkedgraph endpoints ``root_timestamps``,
 ``is_latest_roots`` and ``roots_binary``. The protocol has no endpoint for the supervoxels of a
-root, so ``supervoxels_of`` (and what the client builds on it) raises
-:class:`~tablekit.errors.UnsupportedError` with what to do instead.
+root, so ``supervoxels_of`` raises :class:`~tablekit.errors.UnsupportedError`;
+``get_past_ids``, ``get_lineage_graph`` and ``get_latest_roots`` use the chunkedgraph's own
+``past_id_mapping`` and ``lineage_graph_multiple`` instead, and ``suggest_latest_roots`` (which
+needs supervoxel overlaps) is not available over HTTP.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ class CaveHistory:
 
     ``root_info`` uses ``root_timestamps`` (first and last moment of each root) and
     ``is_latest_roots``; ``roots_at`` uses ``roots_binary`` (supervoxel 0 is never sent). There is
-    no endpoint for the supervoxels of a root, so :meth:`supervoxels_of` (and what the client
-    builds on it: ``get_latest_roots``, ``get_past_ids``, ``suggest_latest_roots``,
-    ``get_lineage_graph``) raises :class:`~tablekit.errors.UnsupportedError`.
+    no endpoint for the supervoxels of a root, so :meth:`supervoxels_of` (and
+    ``suggest_latest_roots``, built on it) raises :class:`~tablekit.errors.UnsupportedError`;
+    :meth:`past_id_mapping`, :meth:`lineage_graph` and :meth:`latest_roots` call the chunkedgraph.
     """
 
     def __init__(self, http: HTTPSession, url: str, pool: cf.ThreadPoolExecutor, chunk: int = 100_000):
@@ -106,8 +108,7 @@ class CaveHistory:
     def _unsupported(self, what: str) -> UnsupportedError:
         return UnsupportedError(
             f"{what} needs the supervoxels of a root id, and the CAVE chunkedgraph API tablekit speaks has no "
-            "endpoint for that; use a local datastack (connect(path=...)) for get_latest_roots, get_past_ids, "
-            "suggest_latest_roots and get_lineage_graph"
+            "endpoint for that; use a local datastack (connect(path=...)) for suggest_latest_roots"
         )
 
     def supervoxels_of(self, root_id: int) -> np.ndarray:
@@ -118,3 +119,73 @@ class CaveHistory:
 
     def edges(self) -> list[tuple[int, int, _dt.datetime]]:
         raise self._unsupported("the lineage of every root")
+
+    # -- higher-level answers the chunkedgraph gives directly (used by tablekit.roots when present)
+    def past_id_mapping(
+        self, root_ids: Sequence[int], ts_past: _dt.datetime, ts_future: _dt.datetime
+    ) -> dict[str, dict[int, list[int]]]:
+        """``past_id_mapping`` (a GET with a JSON body): ``{"past_id_map": {id: [past ids]},
+        "future_id_map": {past id: [ids]}}`` with int keys."""
+        resp = self._http.request(
+            "GET",
+            f"{self.url}/past_id_mapping",
+            params={"timestamp_past": ts_past.timestamp(), "timestamp_future": ts_future.timestamp()},
+            json={"root_ids": [int(r) for r in root_ids]},
+        )
+        data = resp.json()
+
+        def ints(m: Any) -> dict[int, list[int]]:
+            return {
+                int(k): [int(x) for x in (v if isinstance(v, list) else [v])] for k, v in (m or {}).items()
+            }
+
+        return {
+            "past_id_map": ints(data.get("past_id_map")),
+            "future_id_map": ints(data.get("future_id_map")),
+        }
+
+    def lineage_graph(
+        self, root_id: int, ts_past: _dt.datetime | None, ts_future: _dt.datetime | None
+    ) -> dict[str, Any]:
+        """``lineage_graph_multiple`` for one root, in tablekit's shape (ISO timestamps)."""
+        params = {}
+        if ts_past is not None:
+            params["timestamp_past"] = ts_past.timestamp()
+        if ts_future is not None:
+            params["timestamp_future"] = ts_future.timestamp()
+        g = self._post_json("lineage_graph_multiple", params, {"root_ids": [int(root_id)]})
+
+        def iso(t: Any) -> str | None:
+            return None if t is None else _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).isoformat()
+
+        nodes = [{"id": int(n["id"]), "timestamp": iso(n.get("timestamp"))} for n in g.get("nodes", [])]
+        when = {n["id"]: n["timestamp"] for n in nodes}
+        links = [
+            {
+                "source": int(e["source"]),
+                "target": int(e["target"]),
+                "timestamp": iso(e["timestamp"])
+                if e.get("timestamp") is not None
+                else when.get(int(e["target"])),
+            }
+            for e in g.get("links", [])
+        ]
+        return {
+            "nodes": sorted(nodes, key=lambda n: n["id"]),
+            "links": sorted(links, key=lambda e: (e["source"], e["target"])),
+        }
+
+    def latest_roots(self, root_id: int, ts: _dt.datetime) -> np.ndarray:
+        """The descendants of ``root_id`` valid at ``ts``: the leaves of its lineage up to ``ts``."""
+        g = self.lineage_graph(root_id, None, ts)
+        later = {root_id}
+        links = [(e["source"], e["target"]) for e in g["links"]]
+        changed = True
+        while changed:  # descendants only, not the ancestors the graph also holds
+            changed = False
+            for a, b in links:
+                if a in later and b not in later:
+                    later.add(b)
+                    changed = True
+        has_child = {a for a, b in links if a in later and b in later}
+        return np.array(sorted(later - has_child), dtype=np.int64)
