@@ -292,6 +292,15 @@ class CaveBackend:
                         "needs API v3 (MaterializationEngine >= 4.x). Use CAVEclient < 8 for this server"
                     ) from None
                 raise e
+            try:  # issued with the versions request, so waiting for it costs no round trip
+                api = futures["api"].result()
+            except HTTPError:
+                api = None
+            if isinstance(api, list) and api and 3 not in api:
+                raise UnsupportedError(
+                    f"{self._mem['local']}: the materialization service speaks API versions {api}; tablekit "
+                    "needs API v3 (MaterializationEngine >= 4.x). Use CAVEclient < 8 for this server"
+                )
             return versions
 
         return self._cached("versions.json", fetch, VERSIONS_TTL)
