@@ -75,18 +75,7 @@ class ClassicMixin:
         """
         v = self._version_or_default(materialization_version)
         cls = self._filter_class(table, v, merge_reference=merge_reference)
-        kwargs = _classic_kwargs(
-            cls,
-            filter_in_dict=filter_in_dict,
-            filter_out_dict=filter_out_dict,
-            filter_equal_dict=filter_equal_dict,
-            filter_greater_dict=filter_greater_dict,
-            filter_less_dict=filter_less_dict,
-            filter_greater_equal_dict=filter_greater_equal_dict,
-            filter_less_equal_dict=filter_less_equal_dict,
-            filter_spatial_dict=filter_spatial_dict,
-            filter_regex_dict=filter_regex_dict,
-        )
+        kwargs = _classic_kwargs(cls, {k: v for k, v in locals().items() if k.startswith("filter_")})
         return cls(**kwargs).query(
             select_columns=select_columns,
             offset=offset,
@@ -135,18 +124,7 @@ class ClassicMixin:
         """Query a view with filter dicts; same answers as ``client.views.<view>(...).query()``."""
         v = self._version_or_default(materialization_version)
         cls = self._view_class(view_name, v)
-        kwargs = _classic_kwargs(
-            cls,
-            filter_in_dict=filter_in_dict,
-            filter_out_dict=filter_out_dict,
-            filter_equal_dict=filter_equal_dict,
-            filter_greater_dict=filter_greater_dict,
-            filter_less_dict=filter_less_dict,
-            filter_greater_equal_dict=filter_greater_equal_dict,
-            filter_less_equal_dict=filter_less_equal_dict,
-            filter_spatial_dict=filter_spatial_dict,
-            filter_regex_dict=filter_regex_dict,
-        )
+        kwargs = _classic_kwargs(cls, {k: v for k, v in locals().items() if k.startswith("filter_")})
         return cls(**kwargs).query(
             select_columns=select_columns,
             offset=offset,
@@ -234,7 +212,7 @@ class ClassicMixin:
         return df
 
 
-def _classic_kwargs(cls: type[TableFilter], **dicts: Mapping[str, Any] | None) -> dict[str, Any]:
+def _classic_kwargs(cls: type[TableFilter], dicts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
     """CAVEclient filter dicts → the filter class's keyword arguments."""
     kw: dict[str, dict[str, Any]] = {}
     for dname, d in dicts.items():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from .filters import ResultColumn, TableFilter, check_select, make_filter_class
 from .frames import to_output
 from .query import Join, Predicate, Query
 from .roots import RootsMixin, check_roots_valid
-from .schema import ColumnKind, TableSpec, load_schema_documents, table_spec, view_spec
+from .schema import ColumnKind, TableSpec, load_schema_documents, resolution_triple, table_spec, view_spec
 from .tables import Tables, Views, namespace_attribute
 
 __all__ = ["Client"]
@@ -346,11 +345,8 @@ class Client(ClassicMixin, RootsMixin):
             )
         res = None
         if desired_resolution is not None:
-            try:
-                res = tuple(float(x) for x in desired_resolution)
-            except (TypeError, ValueError):
-                res = None
-            if res is None or len(res) != 3 or not all(math.isfinite(x) and x > 0 for x in res):
+            res = resolution_triple(desired_resolution)
+            if res is None:
                 raise QueryError(
                     f"{table}: desired_resolution must be three positive numbers (nm per unit, e.g. [1, 1, 1] "
                     f"for nm), got {desired_resolution!r}"

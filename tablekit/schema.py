@@ -348,19 +348,27 @@ _BASE = (
 )
 
 
+def resolution_triple(value: Any) -> tuple[float, float, float] | None:
+    """``value`` as three positive finite floats (nm per unit), or ``None`` if it is not that."""
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
+        return None
+    return out  # type: ignore[return-value]
+
+
 def _resolution(meta: Mapping[str, Any]) -> tuple[float, float, float] | None:
     vr = meta.get("voxel_resolution")
     if vr is None and "voxel_resolution_x" in meta:
         vr = [meta.get("voxel_resolution_x"), meta.get("voxel_resolution_y"), meta.get("voxel_resolution_z")]
     if vr is None:
         return None
-    try:
-        out = tuple(float(v) for v in vr)
-    except (TypeError, ValueError) as e:
-        raise SchemaError(f"voxel_resolution {vr!r} is not three numbers") from e
-    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
+    out = resolution_triple(vr)
+    if out is None:
         raise SchemaError(f"voxel_resolution {vr!r} is not three positive numbers")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def normalize_table_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,7 +58,7 @@ import attrs
 
 from ..errors import FilterValueError, OperatorError, QueryError, UnknownColumnError
 from ..query import Predicate, Query
-from ..schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec
+from ..schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec, resolution_triple
 
 __all__ = [
     "HISTORY",
@@ -273,13 +272,10 @@ def _check_desired(q: Query) -> tuple[float, float, float] | None:
     d = q.desired_resolution
     if d is None:
         return None
-    try:
-        out = tuple(float(v) for v in d)
-    except (TypeError, ValueError) as e:
-        raise QueryError(f"{q.table}: desired_resolution {d!r} is not three numbers") from e
-    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
+    out = resolution_triple(d)
+    if out is None:
         raise QueryError(f"{q.table}: desired_resolution {d!r} is not three positive numbers (nm per voxel)")
-    return out  # type: ignore[return-value]
+    return out
 
 
 # --------------------------------------------------------------------------- layout
