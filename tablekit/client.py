@@ -566,7 +566,7 @@ class Client(ClassicMixin, RootsMixin):
                 ids = table["id"].filter(pending).to_pylist()[:5] if "id" in table.column_names else []
                 text = (
                     f"{query.table}: {n} annotation(s) matching this live query still wait for their "
-                    f"supervoxel lookup (e.g. ids {ids}), so their root ids at {query.timestamp.isoformat()} "  # type: ignore[union-attr]
+                    f"supervoxel lookup (null {' / '.join(present)}; e.g. ids {ids}), so their root ids at {query.timestamp.isoformat()} "  # type: ignore[union-attr]
                     "are unknown"
                 )
                 if not allow:

@@ -110,7 +110,7 @@ def test_pending_supervoxel_lookups_in_live_queries(tmp_path):
     later = T0 + dt.timedelta(days=2)
     with pytest.raises(
         QueryError,
-        match=r"tags: 2 annotation\(s\) matching this live query still wait for their supervoxel lookup \(e.g. ids \[3, 5\]\).*allow_missing_lookups=True",
+        match=r"tags: 2 annotation\(s\) matching this live query still wait for their supervoxel lookup \(null pt_supervoxel_id; e.g. ids \[3, 5\]\).*allow_missing_lookups=True",
     ):
         c.tables.tags().live_query(later, select_columns=["id", "tag"])
     with warnings.catch_warnings(record=True) as w:
