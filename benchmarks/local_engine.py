@@ -10,8 +10,9 @@ the synapse table at the latest version:
 * range:   synapses with ``lo < size < hi``
 
 For each it prints the median wall time of tablekit, of the identical SQL run directly in DuckDB
-(the SQL and parameters come from ``explain()``; fetched as Arrow → pandas, the same conversion),
-and of a user without tablekit (``pd.read_parquet`` of the snapshot + a boolean mask), and the
+(the SQL and parameters come from ``explain()``, over the engine's native copies; fetched as
+Arrow → pandas, the same conversion), of the same question as SQL straight over the Parquet files
+(what the native copies buy), and of a user without tablekit (``pd.read_parquet`` of the snapshot + a boolean mask), and the
 ratios. Targets: tablekit / DuckDB ≤ 1.3; pandas / tablekit ≥ 10. Each approach's peak RSS is
 measured in its own subprocess and compared with the table's in-memory (pandas) size.
 """
@@ -107,6 +108,7 @@ def _run_one(path: str, approach: str, name: str, repeat: int, picked: dict) -> 
     import pyarrow as pa
 
     import tablekit
+    from tablekit.backends.local import LocalBackend
 
     kwargs, mask = _questions(picked)[name]
     files = picked["files"]
@@ -115,7 +117,9 @@ def _run_one(path: str, approach: str, name: str, repeat: int, picked: dict) -> 
         f = client.tables[picked["table"]](**kwargs)
     if approach == "tablekit":
         t, df = _median_time(lambda: f.query(split_positions=True, metadata=False), repeat)
-    elif approach == "duckdb":
+    elif approach in ("duckdb", "parquet"):
+        if approach == "parquet":  # the same question as SQL straight over the Parquet files
+            f = tablekit.Client(LocalBackend(path, native_cache=False)).tables[picked["table"]](**kwargs)
         plan = json.loads(f.explain())
         con = duckdb.connect()
         con.execute("SET parquet_can_have_nan = true")  # the engine's setting: pyarrow files may hold NaN
@@ -175,8 +179,9 @@ def main() -> None:
     picked = _pick(client)
     qs = _questions(picked)
     syn, files = client.tables[picked["table"]], picked["files"]
-    for kwargs, _ in qs.values():  # build the engine's native copy once, outside the timings
+    for kwargs, _ in qs.values():  # build the engine's native copies once, outside the timings
         syn(**kwargs).query(limit=1, metadata=False)
+    client.backend.wait_for_copies()  # (the root-id lookup's clustered copy is built in the background)
     rows = client.get_annotation_count(syn.table_name)
     import pyarrow.parquet as pq
 
@@ -187,11 +192,12 @@ def main() -> None:
         f"synapse table: {rows:,} rows at version {client.version}; ≈{in_memory_mb:,.0f} MB as a pandas DataFrame"
     )
     print(
-        f"{'question':<8} {'rows':>8} {'tablekit':>10} {'duckdb':>10} {'pandas':>10} {'tk/duckdb':>10} {'pandas/tk':>10}  peak RSS MB tk / duckdb / pandas"
+        f"{'question':<8} {'rows':>8} {'tablekit':>10} {'duckdb':>10} {'parquet':>10} {'pandas':>10} {'tk/duckdb':>10} "
+        f"{'parquet/tk':>10} {'pandas/tk':>10}  peak RSS MB tk / duckdb / pandas"
     )
     for name in qs:
         res = {}
-        approaches = ["tablekit", "duckdb"] + (["pandas"] if rows <= args.pandas_max_rows else [])
+        approaches = ["tablekit", "duckdb", "parquet"] + (["pandas"] if rows <= args.pandas_max_rows else [])
         for approach in approaches:
             out = subprocess.run(
                 [
@@ -216,11 +222,16 @@ def main() -> None:
         res.setdefault(
             "pandas", {"seconds": float("nan"), "rows": res["tablekit"]["rows"], "maxrss_mb": float("nan")}
         )
-        assert res["tablekit"]["rows"] == res["duckdb"]["rows"] == res["pandas"]["rows"], res
-        tk, dd, pdx = (res[a]["seconds"] for a in ("tablekit", "duckdb", "pandas"))
+        assert (
+            res["tablekit"]["rows"]
+            == res["duckdb"]["rows"]
+            == res["parquet"]["rows"]
+            == res["pandas"]["rows"]
+        ), res
+        tk, dd, pq_, pdx = (res[a]["seconds"] for a in ("tablekit", "duckdb", "parquet", "pandas"))
         print(
-            f"{name:<8} {res['tablekit']['rows']:>8,} {tk * 1000:>8.1f}ms {dd * 1000:>8.1f}ms {pdx * 1000:>8.0f}ms "
-            f"{tk / dd:>10.2f} {pdx / tk:>10.1f}  "
+            f"{name:<8} {res['tablekit']['rows']:>8,} {tk * 1000:>8.1f}ms {dd * 1000:>8.1f}ms {pq_ * 1000:>8.1f}ms "
+            f"{pdx * 1000:>8.0f}ms {tk / dd:>10.2f} {pq_ / tk:>10.1f} {pdx / tk:>10.1f}  "
             f"{res['tablekit']['maxrss_mb']:.0f} / {res['duckdb']['maxrss_mb']:.0f} / {res['pandas']['maxrss_mb']:.0f}"
         )
     if rows > args.pandas_max_rows:

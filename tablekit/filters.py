@@ -22,6 +22,7 @@ import functools
 import inspect
 import keyword
 import re
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -475,8 +476,42 @@ def _unknown(cls: type[TableFilter], bad: list[str]) -> UnknownColumnError:
     )
 
 
+#: generated classes by ``(spec, target)``, shared by every client of the process (building one
+#: costs about a millisecond; a client binds its own subclass)
+_BASES: dict[tuple[TableSpec, TableSpec | None], type[TableFilter]] = {}
+_BASES_LOCK = threading.Lock()
+_BASES_MAX = 2048
+
+
 def make_filter_class(spec: TableSpec, target: TableSpec | None, runner: Any) -> type[TableFilter]:
-    """Build the filter class of one table (merged with ``target`` for a reference table)."""
+    """The filter class of one table (merged with ``target`` for a reference table), bound to ``runner``."""
+    key = (spec, target)
+    try:
+        with _BASES_LOCK:
+            base = _BASES.get(key)
+    except TypeError:  # a spec that cannot be hashed: no sharing
+        key, base = None, None
+    if base is None:
+        base = _build_filter_class(spec, target)
+        if key is not None:
+            with _BASES_LOCK:
+                if len(_BASES) >= _BASES_MAX:
+                    _BASES.clear()
+                base = _BASES.setdefault(key, base)
+    cls = type(
+        spec.name,
+        (base,),
+        {
+            "_runner": runner,
+            "__doc__": base.__doc__,
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+        },
+    )
+    return cls
+
+
+def _build_filter_class(spec: TableSpec, target: TableSpec | None) -> type[TableFilter]:
     flds = table_fields(spec, target)
     body = {
         f.attr: attrs.field(default=None, kw_only=True, alias=f.attr, type=_type_text(f), repr=False)
@@ -491,7 +526,7 @@ def make_filter_class(spec: TableSpec, target: TableSpec | None, runner: Any) ->
     cls._target = target
     cls._fields = by_attr
     cls._layout = layout(spec, target)
-    cls._runner = runner
+    cls._runner = None
     cls.table_name = spec.name
     cls.fields = tuple(f.attr for f in flds)
     cls.numeric_fields = tuple(f.attr for f in flds if f.numeric)

@@ -59,6 +59,67 @@ def snap(ds: Path, table: str, version: int = 3) -> pd.DataFrame:
     return mini.read_snapshot(ds, table, version).to_pandas()
 
 
+def test_root_id_lookups_use_a_clustered_copy(ds, tmp_path, monkeypatch):
+    """A lookup by a root id (``==`` or a short ``in``) on a big snapshot starts building a copy
+    ordered by that column in the background and is answered from it once it is ready; the
+    answers equal the pandas oracle before, during and after (ids still ascending)."""
+    import tablekit.backends.local as local
+
+    monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(local, "CLUSTER_MIN_ROWS", 1)  # the fixture's tables are tiny
+    b = LocalBackend(ds)
+    try:
+        df = snap(ds, SYN)
+        pre = pick(df[df["pre_pt_root_id"] != 0], "pre_pt_root_id", 3, seed=1)
+        post = pick(df[df["post_pt_root_id"] != 0], "post_pt_root_id", 2, seed=2)
+        questions = [
+            [(SYN, "pre_pt_root_id", "==", pre[0])],
+            [(SYN, "post_pt_root_id", "in", tuple(post))],
+            [(SYN, "pre_pt_root_id", "in", tuple(pre)), (SYN, "size", ">", 10.0)],
+            [(SYN, "pre_pt_root_id", "==", pre[1]), (SYN, "post_pt_root_id", "!=", post[0])],
+        ]
+
+        def relations(query: Query) -> set[str]:
+            return set(b.explain(query)["attach"].values())
+
+        plain = relations(q(SYN))
+        for preds in questions:
+            query = q(SYN, *preds)
+            assert relations(query) <= plain | set(map(str, (tmp_path / "cache").rglob("*.duckdb")))
+            assert_same(b.execute(query).table, expected(df, preds)[stored_columns(b, SYN)])
+        b.wait_for_copies()
+        files = {Path(f).name for f in (tmp_path / "cache" / "native").rglob("*.duckdb")}
+        assert len(files) == 3  # the id-ordered copy and one clustered copy per root-id column
+        for preds in questions:
+            query = q(SYN, *preds)
+            after = relations(query)
+            assert after != plain and len(after) == 1
+            got = b.execute(query).table
+            assert_same(got, expected(df, preds)[stored_columns(b, SYN)])
+            assert got["id"].to_pylist() == sorted(got["id"].to_pylist())
+        # other filters, and long membership lists, keep reading the id-ordered copy
+        many = pick(df[df["pre_pt_root_id"] != 0], "pre_pt_root_id", 65, seed=3)
+        assert relations(q(SYN, (SYN, "pre_pt_root_id", "in", tuple(many)))) == plain
+        assert relations(q(SYN, (SYN, "size", ">", 10.0))) == plain
+    finally:
+        b.close()
+
+
+def test_small_snapshots_get_no_clustered_copy(ds, tmp_path, monkeypatch):
+    """Below :data:`CLUSTER_MIN_ROWS` a lookup reads the id-ordered copy and builds nothing."""
+    monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    b = LocalBackend(ds)
+    try:
+        root = int(snap(ds, SYN)["pre_pt_root_id"].iloc[0])
+        query = q(SYN, (SYN, "pre_pt_root_id", "==", root))
+        b.execute(query)
+        b.wait_for_copies()
+        assert b.explain(query)["attach"] == b.explain(q(SYN))["attach"]
+        assert len(list((tmp_path / "cache" / "native").rglob("*.duckdb"))) == 1
+    finally:
+        b.close()
+
+
 def q(table: str, *preds: tuple, version: int | None = 3, **kw) -> Query:
     return Query(
         mini.DATASTACK,

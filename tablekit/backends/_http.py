@@ -209,6 +209,21 @@ class RequestsTransport:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # the environment (proxies, CA bundle) is read once per host rather than on every request
+        self.session.trust_env = False
+        self._env: dict[str, dict[str, Any]] = {}
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        scheme, _, rest = url.partition("://")
+        host = f"{scheme}://{rest.split('/', 1)[0]}"
+        env = self._env.get(host)
+        if env is None:
+            env = {"proxies": requests.utils.get_environ_proxies(host) or {}}
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                env["verify"] = bundle
+            self._env[host] = env
+        return env
 
     def __repr__(self) -> str:
         return "<RequestsTransport>"
@@ -227,6 +242,7 @@ class RequestsTransport:
                 headers=dict(request.headers),
                 timeout=timeout,
                 allow_redirects=False,
+                **self._environment(request.url),
             )
             content = r.content
         except requests.RequestException as e:

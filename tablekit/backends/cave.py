@@ -62,6 +62,25 @@ DEFAULT_TTL = 12 * 3600.0
 VERSIONS_TTL = 600.0
 
 
+#: parsed cache files, shared by the clients of this process: ``path → (mtime_ns, size, entry)``
+_PARSED: dict[Path, tuple[int, int, Any]] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def _read_json(path: Path) -> Any:
+    """A cache file's JSON, parsed once per process while the file is unchanged (treat it as read-only)."""
+    st = os.stat(path)
+    with _PARSED_LOCK:
+        hit = _PARSED.get(path)
+    if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+        return hit[2]
+    with open(path, encoding="utf-8") as f:
+        entry = json.load(f)
+    with _PARSED_LOCK:
+        _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
+    return entry
+
+
 class _DiskCache:
     """JSON files under ``{root}/cave/{server}/{datastack}/``, each stamped with its fetch time."""
 
@@ -81,8 +100,7 @@ class _DiskCache:
         if self.dir is None:
             return None
         try:
-            with open(self.dir / name, encoding="utf-8") as f:
-                entry = json.load(f)
+            entry = _read_json(self.dir / name)
             if time.time() - float(entry["fetched_at"]) <= (self.ttl if ttl is None else min(ttl, self.ttl)):
                 return entry["value"]
         except (OSError, ValueError, KeyError, TypeError):

@@ -73,6 +73,33 @@ _LAYOUTS: dict[str | None, str] = {
 }
 
 
+#: a snapshot with at least this many rows gets, on its first lookup by a root id, a copy of its
+#: rows ordered by that column (built in the background); DuckDB's zone maps then confine a
+#: lookup to the row groups that hold the root instead of scanning every row
+CLUSTER_MIN_ROWS = 1_000_000
+#: ``in`` lists longer than this span too much of a column for a clustered copy to help
+_CLUSTER_MAX_VALUES = 64
+
+
+def _layout_sql(layout: str | None) -> str:
+    if layout is not None and layout.startswith("cluster:"):
+        column = layout.split(":", 1)[1]
+        return f'SELECT * FROM read_parquet(?) ORDER BY {_sql.quote(column)}, "id"'
+    return _LAYOUTS[layout]
+
+
+def _lookup_column(query: Query, table: str) -> str | None:
+    """The root-id column ``query`` looks ``table`` up by (``==`` or a short ``in``), if any."""
+    best: tuple[int, str] | None = None
+    for p in query.predicates:
+        if p.table != table or not p.column.endswith("_root_id"):
+            continue
+        n = 1 if p.op == "==" else len(p.value) if p.op == "in" else None
+        if n is not None and 0 < n <= _CLUSTER_MAX_VALUES and (best is None or n < best[0]):
+            best = (n, p.column)
+    return None if best is None else best[1]
+
+
 def _parse_time(value: Any, what: str) -> _dt.datetime | None:
     """CAVE's naive-UTC ISO strings (or aware ones) → aware UTC datetime."""
     if value is None:
@@ -146,6 +173,8 @@ class LocalBackend:
         )
         self._attached: dict[str, tuple[str, str]] = {}
         self._native_files: dict[str, str] = {}  # catalog alias → database file
+        self._building: dict[str, threading.Thread] = {}  # clustered copies being built
+        self._rows: dict[tuple[str, ...], int] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -557,7 +586,7 @@ class LocalBackend:
                     )
             else:
                 files[t] = self._snapshot(t, query.version)  # type: ignore[arg-type]
-                src = _sql.Files(files[t], self._mirror(files[t]))
+                src = _sql.Files(files[t], self._snapshot_relation(files[t], query, t))
             specs[t] = self._spec(t)
             return src
 
@@ -621,35 +650,97 @@ class LocalBackend:
                 best = m
         return best
 
-    def _mirror(self, files: Sequence[str], layout: str | None = None) -> tuple[str, str] | None:
-        """The native DuckDB copy of these Parquet files as ``(catalog, table)``, built on first use.
+    def _snapshot_relation(self, files: Sequence[str], query: Query, table: str) -> tuple[str, str] | None:
+        """The native copy a snapshot query reads: clustered by the root id it looks up when that
+        copy is ready (:data:`CLUSTER_MIN_ROWS`), otherwise the id-ordered one."""
+        plain = self._mirror(files)
+        column = _lookup_column(query, table)
+        if plain is None or column is None:
+            return plain
+        key = tuple(files)
+        if key not in self._rows:
+            cur = self._con.cursor()
+            try:
+                self._rows[key] = int(cur.sql(f"SELECT count(*) FROM {plain[0]}.{plain[1]}").fetchall()[0][0])
+            finally:
+                cur.close()
+        if self._rows[key] < CLUSTER_MIN_ROWS:
+            return plain
+        return self._mirror(files, f"cluster:{column}", background=True) or plain
 
-        ``layout`` names a derived copy (:data:`_LAYOUTS`): some of the columns, in another order.
-        """
-        if self._native_dir is None or not files:
-            return None
+    def wait_for_copies(self, timeout: float | None = None) -> None:
+        """Wait until the native copies being built in the background are ready (tests, benchmarks)."""
+        with self._lock:
+            threads = list(self._building.values())
+        for th in threads:
+            th.join(timeout)
+
+    def _native_key(self, files: Sequence[str], layout: str | None) -> str:
         stamp = [duckdb.__version__]
         for f in files:
             st = os.stat(f)
             stamp.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-        if layout is not None:
-            stamp.append(f"layout:{layout}")
-        key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:24]
+        stamp.append(f"layout:{layout}" if layout is not None else "layout:rows-uncompressed")
+        return hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:24]
+
+    def _build_native(self, files: Sequence[str], layout: str | None, db: Path) -> None:
+        assert self._native_dir is not None
+        self._native_dir.mkdir(parents=True, exist_ok=True)
+        tmp = db.with_name(f"{db.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute("SET parquet_can_have_nan = true")
+            if layout is None:
+                # annotation rows are stored without lightweight compression: a selective filter
+                # then fetches its matches' other columns directly instead of unpacking whole
+                # vectors (root-id lookups ~1.8× faster for ~1.3× the disk)
+                con.execute("SET force_compression = 'uncompressed'")
+            con.execute(f"CREATE TABLE t AS {_layout_sql(layout)}", [list(files)])
+        finally:
+            con.close()
+        os.replace(tmp, db)
+
+    def _build_in_background(self, files: Sequence[str], layout: str, db: Path, key: str) -> None:
+        def work() -> None:
+            try:
+                self._build_native(files, layout, db)
+            except (OSError, duckdb.Error):  # the id-ordered copy keeps answering
+                pass
+            finally:
+                with self._lock:
+                    self._building.pop(key, None)
+
+        with self._lock:
+            if key in self._building:
+                return
+            th = threading.Thread(target=work, name=f"tablekit-native-{key[:8]}", daemon=True)
+            self._building[key] = th
+        th.start()
+
+    def _mirror(
+        self, files: Sequence[str], layout: str | None = None, *, background: bool = False
+    ) -> tuple[str, str] | None:
+        """The native DuckDB copy of these Parquet files as ``(catalog, table)``, built on first use
+        (with ``background``: started in a thread, and None until it is ready).
+
+        ``layout`` names a derived copy (:data:`_LAYOUTS`, or ``cluster:<column>``): some of the
+        columns, or the rows in another order.
+        """
+        if self._native_dir is None or not files:
+            return None
+        key = self._native_key(files, layout)
         with self._lock:
             if key in self._attached:
                 return self._attached[key]
+            if background and key in self._building:
+                return None
             db = self._native_dir / f"{key}.duckdb"
             try:
                 if not db.exists():
-                    self._native_dir.mkdir(parents=True, exist_ok=True)
-                    tmp = db.with_name(f"{key}.{os.getpid()}.{threading.get_ident()}.tmp")
-                    con = duckdb.connect(str(tmp))
-                    try:
-                        con.execute("SET parquet_can_have_nan = true")
-                        con.execute(f"CREATE TABLE t AS {_LAYOUTS[layout]}", [list(files)])
-                    finally:
-                        con.close()
-                    os.replace(tmp, db)
+                    if background:
+                        self._build_in_background(files, layout or "", db, key)
+                        return None
+                    self._build_native(files, layout, db)
                 alias = f"native_{key}"
                 literal = str(db).replace("'", "''")
                 self._con.execute(f"ATTACH '{literal}' AS {alias} (READ_ONLY)")
