@@ -549,11 +549,11 @@ class Client(ClassicMixin, RootsMixin):
 
         svs = [c.name for c in cols if c.column.role is ColumnRole.SUPERVOXEL_ID]
         extra: list[str] = []
-        q = query
+        q = attrs.evolve(query, allow_missing_lookups=allow)  # an HTTP backend sends it to the server
         if query.select_columns is not None:  # look at the supervoxel ids even when not selected
             extra = [c for c in svs if c not in query.select_columns]
             if extra:
-                q = attrs.evolve(query, select_columns=(*query.select_columns, *extra))
+                q = attrs.evolve(q, select_columns=(*query.select_columns, *extra))
         result = self._backend.execute(q)
         table = result.table
         present = [c for c in svs if c in table.column_names]

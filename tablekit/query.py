@@ -103,6 +103,10 @@ class Query:
     #: a result cut at a server's row limit is completed by paging (True) or returned as its first
     #: page with a warning (False); the local engine never cuts results
     complete: bool = True
+    #: live queries: annotations whose supervoxel lookup is still pending are left out (True) or
+    #: refused (False). The client applies it to every backend's rows; an HTTP backend also sends
+    #: it to the server, which otherwise refuses such a query (protocol §5.3)
+    allow_missing_lookups: bool = False
 
     @property
     def live(self) -> bool:
@@ -138,6 +142,7 @@ class Query:
             "random_sample": self.random_sample,
             "substituted_version": self.substituted_version,
             "complete": self.complete,
+            "allow_missing_lookups": self.allow_missing_lookups,
         }
 
 

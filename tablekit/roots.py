@@ -125,7 +125,8 @@ class RootsMixin:
         return np.unique(roots[roots != 0])
 
     def suggest_latest_roots(self, root_id: int, timestamp: Any = None) -> int:
-        """The root id at ``timestamp`` that inherited most of ``root_id``'s supervoxels."""
+        """The root id at ``timestamp`` that inherited most of ``root_id``'s supervoxels (on a tie,
+        the smallest id)."""
         (rid,) = _ids(root_id)
         _, roots = self._successors(rid, self._ts(timestamp))
         counts = Counter(int(r) for r in roots if r != 0)

@@ -736,7 +736,7 @@ def test_progress_bar_only_for_several_pages_and_only_on_stderr(limited, client,
 
 
 def test_live_queries_and_roots_over_http(served, client, values):
-    url, _ = served
+    url, rec = served
     tk = connect(client, url)
     ts = client.get_timestamp() + dt.timedelta(days=2)
     root = values["busy_root"]
@@ -754,8 +754,25 @@ def test_live_queries_and_roots_over_http(served, client, values):
     sv = values["syn"]["pre_pt_supervoxel_id"].to_numpy()[:50]
     assert tk.backend.history.roots_at(sv, ts).tolist() == client.backend.history.roots_at(sv, ts).tolist()
     assert tk.get_latest_roots(root).tolist() == client.get_latest_roots(root).tolist()  # via the lineage
-    with pytest.raises(UnsupportedError, match="supervoxels of a root id"):
-        tk.suggest_latest_roots(root)
+    # supervoxels through node/{root}/leaves (layer 1), over the same transport: a 503 is retried
+    rec.log.clear()
+    busy = [True]  # the first leaves request only
+
+    def once_busy(r: dict[str, Any]) -> tuple[Any, ...] | None:
+        if not (busy and r["path"].endswith("/leaves")):
+            return None
+        busy.clear()
+        return (503, [("content-type", "application/json"), ("retry-after", "0")], b'{"message": "busy"}')
+
+    rec.faults.append(once_busy)
+    try:
+        assert tk.suggest_latest_roots(root, timestamp=ts) == client.suggest_latest_roots(root, timestamp=ts)
+    finally:
+        rec.faults.clear()
+    leaves = [r for r in rec.log if r["path"].endswith(f"/node/{root}/leaves")]
+    assert len(leaves) == 2 and all(
+        r["method"] == "GET" and r["query"] == [("stop_layer", "1")] for r in leaves
+    )
     live_view = attrs.evolve(client.views[VIEW]().to_query(), version=None, timestamp=ts)
     with pytest.raises(UnsupportedError, match="no live endpoint for views"):
         tk.backend.explain(live_view)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from _interop_env import interop_python
 from _server import running_server
+from test_pending_lookups import build_pending_datastack
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "interop-test-token"
@@ -23,9 +24,11 @@ def test_caveclient_against_tablekit_serve(path, tmp_path):
     py = interop_python()
     home = tmp_path / "home"
     home.mkdir()
+    pending = build_pending_datastack(tmp_path / "pending")  # annotations whose lookup is pending
     with (
         running_server(path, token=TOKEN) as base,
         running_server(path, token=TOKEN, cave_quirks=True) as quirks,
+        running_server(pending, token=TOKEN) as pending_base,
     ):
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(
@@ -33,6 +36,8 @@ def test_caveclient_against_tablekit_serve(path, tmp_path):
             TABLEKIT_INTEROP_BASE=base,
             TABLEKIT_INTEROP_QUIRKS_BASE=quirks,
             TABLEKIT_INTEROP_PATH=str(path),
+            TABLEKIT_INTEROP_PENDING_BASE=pending_base,
+            TABLEKIT_INTEROP_PENDING_PATH=pending,
             TABLEKIT_INTEROP_TOKEN=TOKEN,
             PYTHONDONTWRITEBYTECODE="1",
         )

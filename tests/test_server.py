@@ -721,7 +721,8 @@ def test_serve_command_is_registered():
 
 
 def test_allow_missing_lookups_drops_rows_with_pending_supervoxels(client):
-    from tablekit.server._wire import Translator
+    from tablekit.server._wire import PENDING_LOOKUPS as PENDING_TEXT
+    from tablekit.server._wire import Abort, Translator
 
     tr = Translator(client, row_limit=100)
     now = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -732,9 +733,11 @@ def test_allow_missing_lookups_drops_rows_with_pending_supervoxels(client):
     sv[1] = None  # a lookup still pending
     out = tr.shape(plan, res.set_column(i, "pt_supervoxel_id", pa.array(sv, pa.int64())))
     assert out.num_rows == 4 and "valid" not in out.column_names
-    assert plan.warnings[-1].startswith("1 annotations are missing supervoxel lookups")
+    assert plan.warnings[-1] == PENDING_TEXT.format(n=1)
+    # without allow_missing_lookups the query fails (406, sent as 500), never null root ids
     plan = tr.live({"table": NUC, "timestamp": now, "limit": 5}, {})
-    assert tr.shape(plan, res.set_column(i, "pt_supervoxel_id", pa.array(sv, pa.int64()))).num_rows == 5
+    with pytest.raises(Abort, match=r"^406 Not Acceptable: There are 1 annotations that need supervoxel"):
+        tr.shape(plan, res.set_column(i, "pt_supervoxel_id", pa.array(sv, pa.int64())))
 
 
 def test_concurrent_requests_get_their_own_answers(m3, v, client, sample_values):

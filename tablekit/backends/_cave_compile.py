@@ -59,6 +59,8 @@ __all__ = [
     "finish",
     "parse_resolution",
     "parse_time",
+    "pending_lookups_error",
+    "pending_lookups_notes",
     "plan",
     "truncation",
 ]
@@ -107,6 +109,8 @@ _DICT_ORDER = (
 )
 _LIMITED = re.compile(r"Limited query to (\d+) rows")
 _MORE = re.compile(r"equal or more\s+than\s+limit of (\d+)")
+#: the live endpoint's words for annotations whose supervoxel lookup is pending (protocol §5.1, §5.3)
+_PENDING = re.compile(r"There are (\d+) annotations that need supervoxel lookups")
 
 
 # --------------------------------------------------------------------------- plan
@@ -381,6 +385,8 @@ def build(
     if q.desired_resolution is not None:
         body["desired_resolution"] = [float(x) for x in q.desired_resolution]
     params = list(LIVE_FLAGS if p.endpoint == "live" else QUERY_FLAGS)
+    if p.endpoint == "live" and q.allow_missing_lookups:
+        params = [(k, "True" if k == "allow_missing_lookups" else x) for k, x in params]
     if count:
         params.append(("count", "True"))
     if q.random_sample is not None:
@@ -472,6 +478,61 @@ def truncation(
 
 def is_truncation_warning(w: str) -> bool:
     return bool(_LIMITED.search(w) or _MORE.search(w))
+
+
+def _pending_text(p: Plan, n: int, detail: str) -> str:
+    """What the local engine says about ``n`` pending lookups (client.py), from a server's answer."""
+    q = p.query
+    cols = [name for name, (_t, col, _k) in p.sources.items() if col.endswith("supervoxel_id")]
+    ts = q.timestamp.isoformat() if q.timestamp is not None else "the query time"
+    return (
+        f"{q.table}: {n} annotation(s) matching this live query still wait for their supervoxel lookup "
+        f"(pending {' / '.join(cols) or 'supervoxel ids'}{detail}), so their root ids at {ts} are unknown"
+    )
+
+
+def pending_lookups_error(p: Plan, server_message: str | None) -> QueryError | None:
+    """The live endpoint's refusal of annotations whose supervoxel lookup is pending (``abort(406,
+    "There are N annotations that need supervoxel lookups …")``, which reaches clients as a 500;
+    protocol §5.1 steps 4-5, §5.3) → the :class:`QueryError` the local engine raises for them.
+    ``None`` for any other error."""
+    m = _PENDING.search(server_message or "")
+    if p.endpoint != "live" or m is None:
+        return None
+    n = int(m.group(1))
+    several = sum(col.endswith("supervoxel_id") for _t, col, _k in p.sources.values()) > 1
+    # the server counts the first supervoxel column that has pending lookups: a lower bound
+    text = _pending_text(p, n, f"; the server says {server_message!r}")
+    if several:
+        text = text.replace(f": {n} annotation(s)", f": at least {n} annotation(s)", 1)
+    if p.query.allow_missing_lookups:
+        # the server's materialized step refuses them whatever allow_missing_lookups says
+        return QueryError(
+            f"{text}. The server refuses them even with allow_missing_lookups=True because they are part "
+            "of the materialized version its live query starts from; query an earlier time (before they "
+            "were created)"
+        )
+    return QueryError(f"{text}. Pass allow_missing_lookups=True to leave them out, or query an earlier time")
+
+
+def pending_lookups_notes(p: Plan, warnings: Sequence[str]) -> list[str]:
+    """The live endpoint's warnings about pending lookups it left out with
+    ``allow_missing_lookups=true`` (one per supervoxel column, each counting rows the previous ones
+    did not) → one warning as the local engine gives, with their sum; other warnings unchanged."""
+    out: list[str] = []
+    n, at = 0, None
+    for w in warnings:
+        m = _PENDING.search(w)
+        if p.endpoint == "live" and m is not None:
+            n += int(m.group(1))
+            if at is None:
+                at = len(out)
+                out.append(w)
+        else:
+            out.append(w)
+    if at is not None:
+        out[at] = _pending_text(p, n, "; the server left them out") + "; left out"
+    return out
 
 
 def decode(resp: Response, p: Plan) -> pa.Table:

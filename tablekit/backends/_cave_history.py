@@ -2,11 +2,10 @@
 
 :class:`CaveHistory` has the shape :mod:`tablekit.roots` needs from a backend's ``history``:
 ``root_info`` and ``roots_at`` come from the chunkedgraph endpoints ``root_timestamps``,
-``is_latest_roots`` and ``roots_binary``. The protocol has no endpoint for the supervoxels of a
-root, so ``supervoxels_of`` raises :class:`~tablekit.errors.UnsupportedError`;
-``get_past_ids``, ``get_lineage_graph`` and ``get_latest_roots`` use the chunkedgraph's own
-``past_id_mapping`` and ``lineage_graph_multiple`` instead, and ``suggest_latest_roots`` (which
-needs supervoxel overlaps) is not available over HTTP.
+``is_latest_roots`` and ``roots_binary``; ``supervoxels_of`` (and with it
+``suggest_latest_roots``) from ``node/{root_id}/leaves``. ``get_past_ids``,
+``get_lineage_graph`` and ``get_latest_roots`` use the chunkedgraph's own ``past_id_mapping``
+and ``lineage_graph_multiple``. Only the lineage of every root (``edges``) has no endpoint.
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ class CaveHistory:
     """Root-id history from a chunkedgraph (protocol §1.8), in the shape the roots API needs.
 
     ``root_info`` uses ``root_timestamps`` (first and last moment of each root) and
-    ``is_latest_roots``; ``roots_at`` uses ``roots_binary`` (supervoxel 0 is never sent). There is
-    no endpoint for the supervoxels of a root, so :meth:`supervoxels_of` (and
-    ``suggest_latest_roots``, built on it) raises :class:`~tablekit.errors.UnsupportedError`;
-    :meth:`past_id_mapping`, :meth:`lineage_graph` and :meth:`latest_roots` call the chunkedgraph.
+    ``is_latest_roots``; ``roots_at`` uses ``roots_binary`` (supervoxel 0 is never sent);
+    :meth:`supervoxels_of` and :meth:`supervoxels_at` use ``node/{id}/leaves`` (supervoxels, layer
+    1); :meth:`past_id_mapping`, :meth:`lineage_graph` and :meth:`latest_roots` call the
+    chunkedgraph. Only :meth:`edges` raises :class:`~tablekit.errors.UnsupportedError`.
     """
 
     def __init__(self, http: HTTPSession, url: str, pool: cf.ThreadPoolExecutor, chunk: int = 100_000):
@@ -105,20 +104,39 @@ class CaveHistory:
         out[nz] = roots[np.searchsorted(uniq, sv[nz])]
         return out
 
-    def _unsupported(self, what: str) -> UnsupportedError:
-        return UnsupportedError(
-            f"{what} needs the supervoxels of a root id, and the CAVE chunkedgraph API tablekit speaks has no "
-            "endpoint for that; use a local datastack (connect(path=...)) for suggest_latest_roots"
-        )
-
     def supervoxels_of(self, root_id: int) -> np.ndarray:
-        raise self._unsupported(f"supervoxels_of({root_id})")
+        """The supervoxels of ``root_id`` (sorted; empty for 0): ``node/{root_id}/leaves`` at layer 1.
+        A root id the chunkedgraph does not know is its error (a real deployment may answer none)."""
+        rid = int(root_id)
+        if rid == 0:
+            return np.zeros(0, dtype=np.int64)
+        resp = self._http.request("GET", f"{self.url}/node/{rid}/leaves", params={"stop_layer": 1})
+        data = resp.json()
+        leaves = data.get("leaf_ids") if isinstance(data, dict) else None
+        if not isinstance(leaves, list):
+            raise ServerError(f"{self.url}/node/{rid}/leaves: the answer has no leaf_ids list")
+        try:
+            return np.unique(np.array([int(x) for x in leaves], dtype=np.int64))
+        except (TypeError, ValueError, OverflowError):
+            raise ServerError(f"{self.url}/node/{rid}/leaves: leaf_ids are not int64 ids") from None
 
     def supervoxels_at(self, root_ids: Sequence[int], ts: _dt.datetime) -> np.ndarray:
-        raise self._unsupported("supervoxels_at")
+        """The supervoxels whose root at ``ts`` is one of ``root_ids``: the leaves of those valid then
+        (a root's supervoxels never change while it is valid)."""
+        info = self.root_info(root_ids)
+        valid = [r for r, (c, x) in info.items() if c <= ts and (x is None or x > ts)]
+        parts = (
+            list(self._pool.map(self.supervoxels_of, valid))
+            if len(valid) > 1
+            else [self.supervoxels_of(r) for r in valid]
+        )
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def edges(self) -> list[tuple[int, int, _dt.datetime]]:
-        raise self._unsupported("the lineage of every root")
+        raise UnsupportedError(
+            "the lineage of every root id: the CAVE chunkedgraph API has no endpoint for it; "
+            "get_lineage_graph asks lineage_graph_multiple for the roots it needs"
+        )
 
     # -- higher-level answers the chunkedgraph gives directly (used by tablekit.roots when present)
     def past_id_mapping(

@@ -580,6 +580,9 @@ class CaveBackend:
             if p.endpoint == "live" and "returned no results" in (e.message or ""):
                 # the live endpoint reports an empty answer as an error (protocol §5.1, step 6)
                 return Answer(pa.table({}), (), False, None, None)
+            pending = wire.pending_lookups_error(p, e.message)
+            if pending is not None:  # the same error as the local engine's (client._pending_lookups)
+                raise pending from e
             raise
         table = wire.decode(resp, p)
         warns = wire.warnings_of(resp)
@@ -587,7 +590,7 @@ class CaveBackend:
         if cap is not None and (self._cap is None or cap < self._cap):
             self._cap = cap
         res = wire.parse_resolution(resp.header_values("dataframe_resolution"))
-        return Answer(table, tuple(warns), truncated, cap, res)
+        return Answer(table, tuple(wire.pending_lookups_notes(p, warns)), truncated, cap, res)
 
     def _count(
         self, p: wire.Plan, id_range: tuple[int | None, int | None] = (None, None)

@@ -1,4 +1,4 @@
-"""The chunkedgraph (``/segmentation``) endpoints that live queries need.
+"""The chunkedgraph (``/segmentation``) endpoints that live queries and the roots API need.
 
 Answered from the datastack's segmentation history through tablekit's roots API
 (:class:`tablekit.roots.RootsMixin` on the client, and the history primitives of
@@ -12,12 +12,21 @@ in the query string; ids as JSON lists or, for ``roots_binary``, as raw little-e
 | ``POST …/root_timestamps?latest=&timestamp=`` ``{"node_ids"}`` | ``{"timestamp": [epoch s]}`` |
 | ``GET  …/past_id_mapping?timestamp_past=&timestamp_future=`` ``{"root_ids"}`` (a GET with a body) | ``{"past_id_map": {"id": [ids]}, "future_id_map": {"id": id}}`` |
 | ``POST …/lineage_graph_multiple?timestamp_past=&timestamp_future=`` ``{"root_ids"}`` | node-link graph |
+| ``GET  …/node/{root_id}/leaves?stop_layer=&bounds=&int64_as_str=`` | ``{"leaf_ids": [supervoxel ids]}`` |
+| ``GET  {local}/segmentation/table/{pcg}/info`` | the graph's layout: ``{"graph": {"n_layers": 2}, …}`` |
+
+The chunkedgraph of a datastack has two layers: supervoxels (layer 1) and root ids (layer 2), so
+``leaves`` answers ``stop_layer=1`` (the default) only, and refuses ``bounds`` (the history holds no
+supervoxel positions). Like PyChunkedGraph's, it takes no timestamp: the supervoxels of a root id
+never change. A node id that is not a uint64, or not a root id of the history, is an error; errors
+are the 500 ``{code, message, traceback}`` of every endpoint here.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,13 +34,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import FilterValueError
-from ._wire import WireError, parse_bool
+from ._wire import WireError, parse_bool, parse_int
 
-__all__ = ["PCG_API_VERSIONS", "PCG_SERVER_VERSION", "Chunkedgraph"]
+__all__ = ["PCG_API_VERSIONS", "PCG_N_LAYERS", "PCG_SERVER_VERSION", "Chunkedgraph"]
 
 PCG_API_VERSIONS = [0, 1]
 #: a PyChunkedGraph version that satisfies every version gate of CAVEclient 8.2.1
 PCG_SERVER_VERSION = "3.0.5"
+#: the layers of a datastack's chunkedgraph: 1 = supervoxels, 2 = root ids (nothing in between)
+PCG_N_LAYERS = 2
+_UINT = re.compile(r"[0-9]{1,20}")
 
 
 def _epoch(params: Mapping[str, str], name: str, default: float | None) -> _dt.datetime | None:
@@ -63,6 +75,13 @@ def _ids(payload: Any, key: str) -> list[int]:
         except ValueError:
             raise WireError(f"{key}: {x!r} is not an id") from None
     return out
+
+
+def _node_id(raw: str) -> int:
+    """A node id from the URL path: decimal digits of a uint64."""
+    if not _UINT.fullmatch(raw or "") or int(raw) >= 2**64:
+        raise WireError(f"node id {raw!r} is not a uint64 id")
+    return int(raw)
 
 
 def _load(body: bytes) -> Any:
@@ -166,3 +185,41 @@ class Chunkedgraph:
             "nodes": [nodes[k] for k in sorted(nodes)],
             "links": [links[k] for k in sorted(links)],
         }
+
+    def info(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        """The segmentation info: only what this chunkedgraph knows (its layers, its API versions).
+
+        CAVEclient reads ``graph.n_layers`` to choose the layer of ``suggest_latest_roots``
+        (``n_layers - 4``, at least 1): with two layers it compares supervoxels."""
+        return {
+            "@type": "neuroglancer_multiscale_volume",
+            "type": "segmentation",
+            "data_type": "uint64",
+            "num_channels": 1,
+            "app": {"supported_api_versions": PCG_API_VERSIONS},
+            "graph": {"n_layers": PCG_N_LAYERS},
+        }
+
+    def leaves(self, params: Mapping[str, str], body: bytes, node_id: str) -> dict[str, Any]:
+        """The supervoxels of a root id (sorted): ``{"leaf_ids": [...]}``; strings with ``int64_as_str``."""
+        node = _node_id(node_id)
+        layer = parse_int(params.get("stop_layer"), "stop_layer")
+        if layer is not None and layer != 1:
+            raise WireError(
+                f"stop_layer={layer} is not supported: this chunkedgraph has {PCG_N_LAYERS} layers, "
+                "supervoxels (layer 1) under root ids, so the leaves of a root id are its supervoxels; "
+                "leave stop_layer out or pass stop_layer=1"
+            )
+        if "bounds" in params:
+            raise WireError(
+                "bounds is not supported: the segmentation history of this datastack holds no supervoxel "
+                "positions, so leaves cannot be limited to a box; leave bounds out to get every supervoxel"
+            )
+        as_str = parse_bool(params.get("int64_as_str"), False, "int64_as_str")
+        sv = self.history.supervoxels_of(node) if 0 < node < 2**63 else []
+        if not len(sv):
+            raise FilterValueError(
+                f"node id {node} is not a root id in the segmentation history of {self.client.datastack}"
+            )
+        ids = [int(x) for x in sv]
+        return {"leaf_ids": [str(x) for x in ids] if as_str else ids}

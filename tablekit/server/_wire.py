@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,6 +37,8 @@ from ..schema import ColumnKind, ColumnRole, TableSpec
 
 __all__ = [
     "FILTER_KEYS",
+    "PENDING_LOOKUPS",
+    "Abort",
     "Plan",
     "Translator",
     "WireError",
@@ -61,8 +64,27 @@ LIVE_LIMIT_WARNING = (
 )
 
 
+#: the live endpoint's text for annotations whose supervoxel lookup is pending (protocol §5.1, §5.3):
+#: the message of its ``abort(406, …)`` and, with ``allow_missing_lookups=true``, its warning
+PENDING_LOOKUPS = (
+    "There are {n} annotations that need supervoxel lookups, wait till new annotation ingest is done "
+    "or pick an less recent timestamp"
+)
+
+
 class WireError(TablekitError, ValueError):
     """A request the CAVE server would reject (bad body, bad parameter); sent as the 500 JSON."""
+
+
+class Abort(WireError):
+    """flask's ``abort(status, text)`` inside a materialization handler. The real server's catch-all
+    answers it as HTTP 500 ``{"code": 500, "message": "<status> <reason>: <text>"}`` (protocol §6.3),
+    and so does ``tablekit serve``."""
+
+    def __init__(self, status: int, reason: str, text: str):
+        super().__init__(f"{status} {reason}: {text}")
+        self.status = status
+        self.text = text
 
 
 def parse_bool(value: str | None, default: bool, name: str = "parameter") -> bool:
@@ -124,8 +146,15 @@ class Plan:
     offset: int
     live: bool
     shuffle: bool = False  # cave_quirks: no ORDER BY
-    #: live queries with allow_missing_lookups: drop rows whose supervoxel lookup is pending (null)
-    drop_missing_lookups: bool = False
+    #: live queries: rows whose supervoxel lookup is pending (null) are left out with a warning
+    #: (True) or refuse the query with 406, sent as 500 (False)
+    allow_missing_lookups: bool = False
+    #: cave_quirks: rows of the main table created at or before this time come from the real
+    #: server's materialized version, whose pending lookups refuse the query whatever
+    #: ``allow_missing_lookups`` says (protocol §5.1 step 4)
+    materialized_at: _dt.datetime | None = None
+    #: the result column holding the main table's ``created`` (compared with ``materialized_at``)
+    created_column: str | None = None
 
     def column_names(self) -> dict[str, dict[str, str]]:
         """The ``column_names`` header: ``{table: {db column: result column}}``."""
@@ -584,9 +613,31 @@ class Translator:
             allow_invalid=allow_invalid,
             live=True,
         )
-        # without allow_missing_lookups rows whose lookup is pending come back with null root ids
-        # (the real server refuses the whole query with 406, reported as 500)
-        plan.drop_missing_lookups = allow_missing
+        plan.allow_missing_lookups = allow_missing
+        # pending lookups are found in the supervoxel ids, selected or not (the real server checks
+        # them before it applies select_columns)
+        need = [rc.name for rc in cls._layout if rc.column.role is ColumnRole.SUPERVOXEL_ID]
+        if self.quirks:
+            created = next(
+                (rc.name for rc in cls._layout if rc.table == table and rc.column.name == "created"), None
+            )
+            with self.lock:
+                past = [
+                    m["time_stamp"]
+                    for m in self.client.get_versions_metadata()
+                    if m.get("valid", True) and m["time_stamp"] <= ts
+                ]
+            if created is not None and past:
+                plan.materialized_at, plan.created_column = max(past), created
+                need.append(created)
+        sel = plan.query.select_columns
+        extra = [] if sel is None else [n for n in need if n not in sel]
+        plan.query = attrs.evolve(
+            plan.query,
+            allow_missing_lookups=allow_missing,
+            select_columns=(*sel, *extra) if sel is not None and extra else sel,
+        )
+        plan.drop |= set(extra)
         return plan
 
     # ------------------------------------------------------------------ results
@@ -601,22 +652,8 @@ class Translator:
             if plan.limit is not None:
                 idx = idx[: plan.limit]
             table = table.take(pa.array(idx, type=pa.int64()))
-        if plan.drop_missing_lookups:
-            svs = [
-                rc.name
-                for rc in plan.layout
-                if rc.column.role is ColumnRole.SUPERVOXEL_ID and rc.name in table.column_names
-            ]
-            if svs:
-                pending = pc.is_null(table.column(svs[0]))
-                for c in svs[1:]:
-                    pending = pc.or_(pending, pc.is_null(table.column(c)))
-                n = pc.sum(pending.cast(pa.int64())).as_py() or 0
-                if n:
-                    table = table.filter(pc.invert(pending))
-                    plan.warnings.append(
-                        f"{n} annotations are missing supervoxel lookups and were dropped (allow_missing_lookups=True)"
-                    )
+        if plan.live:
+            table = self._pending_lookups(plan, table)
         physical: dict[str, str | None] = {}
         for rc in plan.layout:
             new = None if rc.name in plan.drop else plan.rename.get(rc.name, rc.name)
@@ -628,6 +665,42 @@ class Translator:
         keep = [n for n in table.column_names if physical.get(n, n) is not None]
         table = table.select(keep)
         return table.rename_columns([physical.get(n) or n for n in table.column_names])
+
+    @staticmethod
+    def _pending_lookups(plan: Plan, table: pa.Table) -> pa.Table:
+        """Rows whose supervoxel lookup is pending (null supervoxel id), as the real live endpoint
+        treats them (``update_rootids``, protocol §5.1 steps 4-5): supervoxel column by column,
+        :data:`PENDING_LOOKUPS` with the column's count is a warning and those rows are left out
+        (``allow_missing_lookups``), or the query fails with 406 (sent as 500). With ``cave_quirks``
+        the rows of the materialized version are checked first and fail whatever the flag says."""
+        svs = [
+            rc.name
+            for rc in plan.layout
+            if rc.column.role is ColumnRole.SUPERVOXEL_ID and rc.name in table.column_names
+        ]
+        nulls = [table.column(c).is_null().to_numpy(zero_copy_only=False) for c in svs]
+        if not any(x.any() for x in nulls):
+            return table
+        everything = np.ones(table.num_rows, dtype=bool)
+        parts = [(everything, plan.allow_missing_lookups)]
+        if plan.materialized_at is not None and plan.created_column in table.column_names:
+            created = table.column(plan.created_column)
+            at = pa.scalar(plan.materialized_at, type=created.type)
+            mat = pc.fill_null(pc.less_equal(created, at), False).to_numpy(zero_copy_only=False)
+            parts = [(mat, False), (~mat, plan.allow_missing_lookups)]
+        keep = everything.copy()
+        for part, allow in parts:
+            for isnull in nulls:
+                pending = part & keep & isnull
+                n = int(pending.sum())
+                if not n:
+                    continue
+                text = PENDING_LOOKUPS.format(n=n)
+                if not allow:
+                    raise Abort(406, "Not Acceptable", text)
+                plan.warnings.append(text)
+                keep &= ~pending
+        return table if keep.all() else table.filter(pa.array(keep))
 
     def limit_warnings(self, plan: Plan, rows: int) -> list[str]:
         if plan.limit is None:

@@ -490,7 +490,8 @@ def build_app(state: ServerState) -> Starlette:
     def pcg_route(name: str, binary: bool = False) -> Handler:
         async def handler(request: Request) -> Response:
             body = await request.body()
-            out = await run_in_threadpool(getattr(state.pcg, name), request.query_params, body)
+            ids = {k: v for k, v in request.path_params.items() if k != "table_id"}  # e.g. node_id
+            out = await run_in_threadpool(getattr(state.pcg, name), request.query_params, body, **ids)
             if binary:
                 return Response(out, media_type="application/octet-stream")
             return JSONResponse(out)
@@ -548,6 +549,8 @@ def build_app(state: ServerState) -> Starlette:
         (pcg + "/root_timestamps", pcg_route("root_timestamps"), ["POST"]),
         (pcg + "/past_id_mapping", pcg_route("past_id_mapping"), ["GET", "POST"]),
         (pcg + "/lineage_graph_multiple", pcg_route("lineage_graph"), ["POST"]),
+        (pcg + "/node/{node_id}/leaves", pcg_route("leaves"), ["GET"]),
+        ("/segmentation/table/{table_id}/info", pcg_route("info"), ["GET"]),
     ]
     app = Starlette(
         routes=[Route(path, guarded(fn), methods=methods) for path, fn, methods in routes],
