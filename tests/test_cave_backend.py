@@ -32,7 +32,14 @@ from _server import running_server
 import tablekit
 from tablekit.backends import _cave_compile as wire
 from tablekit.backends._cave_pages import Answer
-from tablekit.backends._http import HTTPSession, Response, Token, find_token, map_requests_error
+from tablekit.backends._http import (
+    HTTPSession,
+    RequestsTransport,
+    Response,
+    Token,
+    find_token,
+    map_requests_error,
+)
 from tablekit.backends.cave import CaveBackend
 from tablekit.errors import (
     AuthError,
@@ -99,6 +106,7 @@ def _record(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
         "query": parse_qsl(scope["query_string"].decode(), keep_blank_values=True),
         "headers": {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]},
         "body": body,
+        "peer": tuple(scope.get("client") or ()),  # (host, port): the TCP connection
     }
 
 
@@ -244,6 +252,27 @@ def test_auth_header_and_cookie_are_sent(canned):
     app.reset(_json(200, {"ok": True}))
     session().request("GET", f"{url}/x")
     assert "authorization" not in app.log[0]["headers"] and "cookie" not in app.log[0]["headers"]
+
+
+def test_clients_share_connections_but_never_credentials(canned):
+    """Sessions share one process-wide transport (kept-alive connections outlive a client), yet
+    a cookie the server sets for one token is never sent on another session's requests, and
+    closing one session leaves the others working."""
+    app, url = canned
+    a, b = session(token=Token("token-a", "test")), session()
+    assert a.transport is b.transport
+    app.reset(_json(200, {"ok": True}, ("set-cookie", "middle_auth_token=token-a; Path=/")))
+    a.request("GET", f"{url}/login")
+    login_peer = app.log[0]["peer"]
+    a.close()
+    app.reset(_json(200, {"ok": True}))
+    b.request("GET", f"{url}/x")
+    b.request("GET", f"{url}/y")
+    assert [r["path"] for r in app.log] == ["/x", "/y"]
+    assert [r["peer"] for r in app.log] == [login_peer, login_peer]  # the same kept-alive connection
+    assert all("cookie" not in r["headers"] and "authorization" not in r["headers"] for r in app.log)
+    own = session(transport=RequestsTransport())
+    assert own.transport is not a.transport
 
 
 def test_token_sources_in_caveclient_order(tmp_path, monkeypatch):

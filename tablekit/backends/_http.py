@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
+import http.cookiejar
 import json
 import logging
 import os
 import random
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +57,7 @@ __all__ = [
     "find_token",
     "redact",
     "secret_files",
+    "shared_transport",
 ]
 
 logger = logging.getLogger("tablekit.http")
@@ -202,13 +205,18 @@ class Transport(Protocol):
 
 
 class RequestsTransport:
-    """The default transport: one ``requests.Session`` with a connection pool, no redirects followed."""
+    """The default transport: one ``requests.Session`` with a connection pool, no redirects followed.
+
+    Cookies the servers set are not kept: every request carries its own credentials, so one
+    transport can serve clients with different tokens (see :func:`shared_transport`).
+    """
 
     def __init__(self, pool_size: int = 16):
         self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         # the environment (proxies, CA bundle) is read once per host rather than on every request
         self.session.trust_env = False
         self._env: dict[str, dict[str, Any]] = {}
@@ -255,6 +263,29 @@ class RequestsTransport:
         else:  # pragma: no cover - a transport adapter without urllib3 headers
             headers = {k.lower(): (v,) for k, v in r.headers.items()}
         return Response(r.status_code, r.url, headers, content)
+
+
+class _SharedTransport(RequestsTransport):
+    """The process-wide transport: clients come and go, its connections stay open for the next."""
+
+    def __repr__(self) -> str:
+        return "<RequestsTransport shared>"
+
+    def close(self) -> None:  # owned by the process, not by a client
+        pass
+
+
+_SHARED: list[_SharedTransport] = []
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_transport() -> RequestsTransport:
+    """The transport every HTTP client of this process uses unless given its own: a new client of
+    a server reuses the kept-alive connections (and TLS sessions) of the previous ones."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(_SharedTransport())
+        return _SHARED[0]
 
 
 def map_requests_error(e: requests.RequestException, request: Request) -> HTTPError:
@@ -356,7 +387,7 @@ class HTTPSession:
         self.max_retries = max_retries
         self.backoff = float(backoff)
         self.max_wait = float(max_wait)
-        self.transport: Transport = transport if transport is not None else RequestsTransport()
+        self.transport: Transport = transport if transport is not None else shared_transport()
         self.user_agent = user_agent
         self._sleep = sleep
 
