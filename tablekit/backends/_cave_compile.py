@@ -666,9 +666,12 @@ def finish(p: Plan, pages: Sequence[pa.Table], *, apply_filters: bool = True) ->
 
 
 def _align(t: pa.Table, p: Plan, need: Sequence[str], notes: list[str]) -> pa.Table:
+    if list(need) == t.column_names:
+        return t
     cols = []
+    have = set(t.column_names)
     for name in need:
-        if name in t.column_names:
+        if name in have:
             cols.append(t[name])
             continue
         typ = p.arrow_type(name) if name in p.sources else pa.null()

@@ -100,6 +100,9 @@ class Files:
 
     paths: tuple[str, ...] = attrs.field(converter=_paths)
     relation: tuple[str, str] | None = attrs.field(default=None, converter=_relation)
+    #: the relation's rows are ordered by ``(clustered_by, id)``: the rows matching one value of
+    #: that column are contiguous and already in id order
+    clustered_by: str | None = None
 
 
 @attrs.frozen
@@ -849,6 +852,8 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
         page += f" OFFSET {params(int(query.offset))}"
     if n is None:
         order = f" ORDER BY {key}" if key else " ORDER BY ALL"
+        if key and _stored_in_id_order(query, sources, params):
+            order = ""  # the scan returns them in id order (DuckDB preserves insertion order)
         sql = f"{with_sql}SELECT {', '.join(proj)} FROM {from_sql}{where_sql}{order}{page}"
     elif key:
         inner = (
@@ -862,6 +867,18 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
         sql = f"{with_sql}SELECT * FROM ({inner}) AS s ORDER BY ALL{page}"
     columns = tuple(x for o in outs for x in o.names)
     return CompiledSQL(sql, params.values, tuple(params.lists), columns, resolution)
+
+
+def _stored_in_id_order(query: Query, sources: Mapping[str, Source], params: Any) -> bool:
+    """True when a plain scan already yields the answer in id order: one table read from a copy
+    clustered by a column the query fixes with ``==``, filters that compile to plain conditions
+    (no membership tables joined in)."""
+    src = sources.get(query.table)
+    if query.join is not None or not isinstance(src, Files) or src.relation is None or params.lists:
+        return False
+    return src.clustered_by is not None and any(
+        p.table == query.table and p.column == src.clustered_by and p.op == "==" for p in query.predicates
+    )
 
 
 def _view_cast(e: str, col: ColumnSpec) -> str:

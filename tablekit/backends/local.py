@@ -154,6 +154,8 @@ class LocalBackend:
         for stmt in (
             "SET GLOBAL TimeZone = 'UTC'",
             "SET GLOBAL parquet_metadata_cache = true",
+            # scans without ORDER BY keep the stored order (relied on for clustered copies)
+            "SET GLOBAL preserve_insertion_order = true",
             # Parquet files written by pyarrow carry no nan_count; with the default (false) DuckDB
             # prunes row groups by min/max as if floats had no NaN and answers `x < 1e300` or
             # `isnan(x)` wrongly. Correctness first.
@@ -586,7 +588,8 @@ class LocalBackend:
                     )
             else:
                 files[t] = self._snapshot(t, query.version)  # type: ignore[arg-type]
-                src = _sql.Files(files[t], self._snapshot_relation(files[t], query, t))
+                relation, clustered_by = self._snapshot_relation(files[t], query, t)
+                src = _sql.Files(files[t], relation, clustered_by)
             specs[t] = self._spec(t)
             return src
 
@@ -650,13 +653,16 @@ class LocalBackend:
                 best = m
         return best
 
-    def _snapshot_relation(self, files: Sequence[str], query: Query, table: str) -> tuple[str, str] | None:
-        """The native copy a snapshot query reads: clustered by the root id it looks up when that
-        copy is ready (:data:`CLUSTER_MIN_ROWS`), otherwise the id-ordered one."""
+    def _snapshot_relation(
+        self, files: Sequence[str], query: Query, table: str
+    ) -> tuple[tuple[str, str] | None, str | None]:
+        """The native copy a snapshot query reads, and the column it is clustered by: the root id
+        it looks up when that copy is ready (:data:`CLUSTER_MIN_ROWS`), otherwise the id-ordered
+        copy (and None)."""
         plain = self._mirror(files)
         column = _lookup_column(query, table)
         if plain is None or column is None:
-            return plain
+            return plain, None
         key = tuple(files)
         if key not in self._rows:
             cur = self._con.cursor()
@@ -665,8 +671,9 @@ class LocalBackend:
             finally:
                 cur.close()
         if self._rows[key] < CLUSTER_MIN_ROWS:
-            return plain
-        return self._mirror(files, f"cluster:{column}", background=True) or plain
+            return plain, None
+        clustered = self._mirror(files, f"cluster:{column}", background=True)
+        return (plain, None) if clustered is None else (clustered, column)
 
     def wait_for_copies(self, timeout: float | None = None) -> None:
         """Wait until the native copies being built in the background are ready (tests, benchmarks)."""
