@@ -17,6 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+try:  # what pyarrow's pandas conversion imports on first use: loaded with tablekit instead
+    import pyarrow.pandas_compat
+    import pyarrow.vendored.version
+except ImportError:  # pragma: no cover - another pyarrow layout: imported on first use
+    pass
+
 __all__ = ["to_output"]
 
 
