@@ -608,6 +608,21 @@ def test_connect_is_two_requests_and_metadata_is_lazy_and_cached(served, client,
     assert any(p.endswith("/tables/metadata") for p in rec.paths())
 
 
+def test_cache_files_rewritten_elsewhere_are_read_again(served, client, tmp_path):
+    """Clients of one process keep parsed cache files in memory, but a file another process
+    rewrote (new size or time) is read again: the next client sees the new content."""
+    url, rec = served
+    tk = connect(client, url, cache_dir=tmp_path)
+    assert tk.info["description"] == client.info["description"]
+    (info_file,) = tmp_path.rglob("info.json")
+    entry = json.loads(info_file.read_text())
+    entry["value"]["description"] = "rewritten by another process"
+    info_file.write_text(json.dumps(entry))
+    rec.log.clear()
+    assert connect(client, url, cache_dir=tmp_path).info["description"] == "rewritten by another process"
+    assert rec.log == []  # still from the disk cache, not the server
+
+
 def test_failing_views_endpoints_never_break_tables(served, client):
     url, rec = served
     rec.faults.append(

@@ -81,6 +81,13 @@ def _read_json(path: Path) -> Any:
     return entry
 
 
+def _remember(path: Path, text: str) -> None:
+    """A cache file just written: the next client of this process reads it from memory."""
+    st = os.stat(path)
+    with _PARSED_LOCK:
+        _PARSED[path] = (st.st_mtime_ns, st.st_size, json.loads(text))
+
+
 class _DiskCache:
     """JSON files under ``{root}/cave/{server}/{datastack}/``, each stamped with its fetch time."""
 
@@ -113,8 +120,10 @@ class _DiskCache:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_text(json.dumps({"fetched_at": time.time(), "value": value}), encoding="utf-8")
+            text = json.dumps({"fetched_at": time.time(), "value": value})
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.dir / name)
+            _remember(self.dir / name, text)
         except OSError as e:  # a cache that cannot be written is only slower
             warnings.warn(f"tablekit: cannot write the metadata cache {self.dir}: {e}", stacklevel=3)
 
