@@ -108,6 +108,44 @@ def test_root_id_lookups_use_a_clustered_copy(ds, tmp_path, monkeypatch):
         b.close()
 
 
+def test_builds_clear_what_dead_builds_left_behind(ds, tmp_path, monkeypatch):
+    """A build removes the temporary files and spill directories of its copy that a killed
+    process left (older than six hours), and leaves a build in progress alone."""
+    import os
+    import time
+
+    import tablekit.backends.local as local
+
+    monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(local, "CLUSTER_MIN_ROWS", 1)
+    b = LocalBackend(ds)
+    try:
+        root = int(snap(ds, SYN)["pre_pt_root_id"].iloc[0])
+        query = q(SYN, (SYN, "pre_pt_root_id", "==", root))
+        files = b._snapshot(SYN, 3)
+        native = b._native_dir
+        stem = b._native_key(files, "cluster:pre_pt_root_id")
+        native.mkdir(parents=True, exist_ok=True)
+        old_file, old_dir = native / f"{stem}.1.2.tmp", native / f"{stem}.1.2.tmp.tmp"
+        running = native / f"{stem}.3.4.tmp"
+        other = native / "0123456789abcdef01234567.1.2.tmp"
+        old_file.write_bytes(b"x")
+        old_dir.mkdir()
+        (old_dir / "spill").write_bytes(b"x")
+        running.write_bytes(b"x")
+        other.write_bytes(b"x")
+        day_ago = time.time() - 24 * 3600
+        for p in (old_file, old_dir, other):
+            os.utime(p, (day_ago, day_ago))
+        b.execute(query)
+        b.wait_for_copies()
+        assert not old_file.exists() and not old_dir.exists()
+        assert running.exists() and other.exists()  # a live build, and another copy's leftovers
+        assert (native / f"{stem}.duckdb").exists()
+    finally:
+        b.close()
+
+
 def test_small_snapshots_get_no_clustered_copy(ds, tmp_path, monkeypatch):
     """Below :data:`CLUSTER_MIN_ROWS` a lookup reads the id-ordered copy and builds nothing."""
     monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))

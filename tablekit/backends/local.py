@@ -77,6 +77,8 @@ _LAYOUTS: dict[str | None, str] = {
 #: rows ordered by that column (built in the background); DuckDB's zone maps then confine a
 #: lookup to the row groups that hold the root instead of scanning every row
 CLUSTER_MIN_ROWS = 1_000_000
+#: memory a background build of a clustered copy may use before spilling to disk
+_BUILD_MEMORY = os.environ.get("TABLEKIT_BUILD_MEMORY", "1GB")
 #: ``in`` lists longer than this span too much of a column for a clustered copy to help
 _CLUSTER_MAX_VALUES = 64
 
@@ -98,6 +100,24 @@ def _lookup_column(query: Query, table: str) -> str | None:
         if n is not None and 0 < n <= _CLUSTER_MAX_VALUES and (best is None or n < best[0]):
             best = (n, p.column)
     return None if best is None else best[1]
+
+
+def _remove_abandoned(directory: Path, stem: str, age: float = 6 * 3600) -> None:
+    """Delete what a build of ``stem`` left behind when its process died (files and DuckDB's
+    spill directories older than ``age`` seconds; a build still running is younger)."""
+    import shutil
+    import time
+
+    for p in directory.glob(f"{stem}.*.tmp*"):
+        try:
+            if time.time() - p.stat().st_mtime <= age:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def _parse_time(value: Any, what: str) -> _dt.datetime | None:
@@ -694,10 +714,15 @@ class LocalBackend:
     def _build_native(self, files: Sequence[str], layout: str | None, db: Path) -> None:
         assert self._native_dir is not None
         self._native_dir.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(self._native_dir, db.stem)
         tmp = db.with_name(f"{db.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
         con = duckdb.connect(str(tmp))
         try:
             con.execute("SET parquet_can_have_nan = true")
+            if layout is not None and layout.startswith("cluster:"):
+                # a background job: sort within a bounded amount of memory (DuckDB spills the rest
+                # to a temporary directory next to the copy)
+                con.execute(f"SET memory_limit = '{_BUILD_MEMORY}'")
             con.execute(f"CREATE TABLE t AS {_layout_sql(layout)}", [list(files)])
         finally:
             con.close()
