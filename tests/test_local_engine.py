@@ -146,6 +146,39 @@ def test_builds_clear_what_dead_builds_left_behind(ds, tmp_path, monkeypatch):
         b.close()
 
 
+def test_a_failed_clustered_build_warns_and_lookups_still_answer(ds, tmp_path, monkeypatch):
+    """A background build that fails (here: an invalid TABLEKIT_BUILD_MEMORY) says so, and the
+    lookups keep reading the id-ordered copy with the same answers."""
+    import tablekit.backends.local as local
+
+    monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TABLEKIT_BUILD_MEMORY", "lots")
+    monkeypatch.setattr(local, "CLUSTER_MIN_ROWS", 1)
+    attempts: list[str] = []
+    build = LocalBackend._build_native
+
+    def counted(self, files, layout, db):
+        if layout:
+            attempts.append(layout)
+        return build(self, files, layout, db)
+
+    monkeypatch.setattr(LocalBackend, "_build_native", counted)
+    b = LocalBackend(ds)
+    try:
+        df = snap(ds, SYN)
+        root = int(df.loc[df["pre_pt_root_id"] != 0, "pre_pt_root_id"].iloc[0])
+        preds = [(SYN, "pre_pt_root_id", "==", root)]
+        with pytest.warns(UserWarning, match="cluster:pre_pt_root_id copy .* could not be built"):
+            b.execute(q(SYN, *preds))
+            b.wait_for_copies()
+        assert b.explain(q(SYN, *preds))["attach"] == b.explain(q(SYN))["attach"]
+        assert_same(b.execute(q(SYN, *preds)).table, expected(df, preds)[stored_columns(b, SYN)])
+        b.wait_for_copies()
+        assert attempts == ["cluster:pre_pt_root_id"]  # a failed build is not tried again
+    finally:
+        b.close()
+
+
 def test_small_snapshots_get_no_clustered_copy(ds, tmp_path, monkeypatch):
     """Below :data:`CLUSTER_MIN_ROWS` a lookup reads the id-ordered copy and builds nothing."""
     monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ _LAYOUTS: dict[str | None, str] = {
 #: lookup to the row groups that hold the root instead of scanning every row
 CLUSTER_MIN_ROWS = 1_000_000
 #: memory a background build of a clustered copy may use before spilling to disk
-_BUILD_MEMORY = os.environ.get("TABLEKIT_BUILD_MEMORY", "1GB")
+_BUILD_MEMORY = "1GB"  # $TABLEKIT_BUILD_MEMORY overrides it
 #: ``in`` lists longer than this span too much of a column for a clustered copy to help
 _CLUSTER_MAX_VALUES = 64
 
@@ -196,7 +197,8 @@ class LocalBackend:
         self._attached: dict[str, tuple[str, str]] = {}
         self._native_files: dict[str, str] = {}  # catalog alias → database file
         self._building: dict[str, threading.Thread] = {}  # clustered copies being built
-        self._rows: dict[tuple[str, ...], int] = {}
+        self._failed: set[str] = set()  # … and those whose build failed
+        self._rows: dict[str, int] = {}  # rows of a native copy, by alias
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -683,7 +685,7 @@ class LocalBackend:
         column = _lookup_column(query, table)
         if plain is None or column is None:
             return plain, None
-        key = tuple(files)
+        key = plain[0]  # the copy's alias: it changes with the files' contents
         if key not in self._rows:
             cur = self._con.cursor()
             try:
@@ -722,7 +724,8 @@ class LocalBackend:
             if layout is not None and layout.startswith("cluster:"):
                 # a background job: sort within a bounded amount of memory (DuckDB spills the rest
                 # to a temporary directory next to the copy)
-                con.execute(f"SET memory_limit = '{_BUILD_MEMORY}'")
+                limit = os.environ.get("TABLEKIT_BUILD_MEMORY", _BUILD_MEMORY).replace("'", "''")
+                con.execute(f"SET memory_limit = '{limit}'")
             con.execute(f"CREATE TABLE t AS {_layout_sql(layout)}", [list(files)])
         finally:
             con.close()
@@ -732,14 +735,20 @@ class LocalBackend:
         def work() -> None:
             try:
                 self._build_native(files, layout, db)
-            except (OSError, duckdb.Error):  # the id-ordered copy keeps answering
-                pass
+            except (OSError, duckdb.Error) as e:  # the id-ordered copy keeps answering
+                with self._lock:
+                    self._failed.add(key)  # not tried again by this process
+                warnings.warn(
+                    f"tablekit: the {layout} copy of {files[0]} could not be built ({e}); lookups keep "
+                    "reading the id-ordered copy",
+                    stacklevel=1,
+                )
             finally:
                 with self._lock:
                     self._building.pop(key, None)
 
         with self._lock:
-            if key in self._building:
+            if key in self._building or key in self._failed:
                 return
             th = threading.Thread(target=work, name=f"tablekit-native-{key[:8]}", daemon=True)
             self._building[key] = th
@@ -760,7 +769,7 @@ class LocalBackend:
         with self._lock:
             if key in self._attached:
                 return self._attached[key]
-            if background and key in self._building:
+            if background and (key in self._building or key in self._failed):
                 return None
             db = self._native_dir / f"{key}.duckdb"
             try:
