@@ -548,7 +548,9 @@ def decode(resp: Response, p: Plan) -> pa.Table:
         or ctype.endswith("vnd.apache.arrow.stream")
     ):
         try:
-            table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+            # small answers decode faster without handing buffers to pyarrow's thread pool
+            opts = pa.ipc.IpcReadOptions(use_threads=len(body) > 65536)
+            table = pa.ipc.open_stream(pa.py_buffer(body), options=opts).read_all()
         except pa.ArrowInvalid as e:
             raise ServerError(f"{p.url}: the server's Arrow answer cannot be read: {e}", url=p.url) from e
     elif ctype == "application/json":

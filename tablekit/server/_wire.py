@@ -792,7 +792,8 @@ def encode_arrow(table: pa.Table, compression: Literal["lz4", "zstd"] | None) ->
     meta[b"pandas"] = _pandas_metadata(table.schema)
     table = table.replace_schema_metadata(meta).combine_chunks()
     sink = pa.BufferOutputStream()
-    opts = pa.ipc.IpcWriteOptions(compression=compression)
+    # small answers are written faster without pyarrow's thread pool
+    opts = pa.ipc.IpcWriteOptions(compression=compression, use_threads=table.nbytes > 65536)
     with pa.ipc.new_stream(sink, table.schema, options=opts) as writer:
         if table.num_rows:
             for batch in table.to_batches(max_chunksize=max(table.num_rows, 1)):
