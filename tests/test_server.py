@@ -229,6 +229,19 @@ def test_arrow_buffer_compression_from_accept_encoding(m3, v, client, accept, ma
     same(decode(r2), df)
 
 
+def test_small_answers_are_sent_with_uncompressed_buffers(m3, v, client):
+    """Under SMALL_ANSWER raw bytes the buffers are not compressed whatever Accept-Encoding says,
+    and the answer reads the same."""
+    from tablekit.server._wire import SMALL_ANSWER
+
+    for accept in ("zstd", "lz4"):
+        r = post(f"{m3}/version/{v}/table/{NUC}/query", {"limit": 3}, accept=accept)
+        t = pa.ipc.open_stream(r.content).read_all()
+        assert t.num_rows == 3 and t.nbytes < SMALL_ANSWER
+        assert LZ4_MAGIC not in r.content and ZSTD_MAGIC not in r.content
+        same(decode(r), local(client, NUC, limit=3))
+
+
 def test_arrow_dtypes_are_the_servers_nullable_ones(m3, v):
     df = decode(post(f"{m3}/version/{v}/table/{NUC}/query", {"limit": 20}))
     assert str(df["id"].dtype) == "Int64" and str(df["pt_root_id"].dtype) == "Int64"

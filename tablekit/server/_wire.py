@@ -786,8 +786,17 @@ def _pandas_metadata(schema: pa.Schema) -> bytes:
     return json.dumps(doc).encode()
 
 
+#: answers smaller than this (raw Arrow bytes) are sent with uncompressed buffers: compressing
+#: a few hundred bytes costs more than it saves (as ``gzip_min_length`` in web servers); Arrow
+#: readers see the difference only in the stream's metadata
+SMALL_ANSWER = 16 * 1024
+
+
 def encode_arrow(table: pa.Table, compression: Literal["lz4", "zstd"] | None) -> bytes:
-    """One Arrow IPC stream with one record batch (buffers compressed with ``compression``)."""
+    """One Arrow IPC stream with one record batch (buffers compressed with ``compression``, unless
+    the answer is under :data:`SMALL_ANSWER` bytes)."""
+    if table.nbytes < SMALL_ANSWER:
+        compression = None
     meta = dict(table.schema.metadata or {})
     meta[b"pandas"] = _pandas_metadata(table.schema)
     table = table.replace_schema_metadata(meta).combine_chunks()
