@@ -275,6 +275,25 @@ def test_clients_share_connections_but_never_credentials(canned):
     assert own.transport is not a.transport
 
 
+def test_a_forked_child_does_not_reuse_the_parents_connections():
+    """Kept-alive sockets must not be shared between processes: after a fork, new sessions get
+    a transport of their own."""
+    import os
+
+    parent = session().transport
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether its new session got a fresh transport
+        child = session().transport
+        os.write(write, b"fresh" if child is not parent and child.pid == os.getpid() else b"shared")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.waitpid(pid, 0)
+    assert answer == b"fresh"
+    assert session().transport is parent  # the parent keeps its own
+
+
 def test_token_sources_in_caveclient_order(tmp_path, monkeypatch):
     """argument > $CAVE_TOKEN > {host}-cave-secret.json > cave-secret.json > chunkedgraph-secret.json."""
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -268,6 +268,10 @@ class RequestsTransport:
 class _SharedTransport(RequestsTransport):
     """The process-wide transport: clients come and go, its connections stay open for the next."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.pid = os.getpid()
+
     def __repr__(self) -> str:
         return "<RequestsTransport shared>"
 
@@ -281,10 +285,11 @@ _SHARED_LOCK = threading.Lock()
 
 def shared_transport() -> RequestsTransport:
     """The transport every HTTP client of this process uses unless given its own: a new client of
-    a server reuses the kept-alive connections (and TLS sessions) of the previous ones."""
+    a server reuses the kept-alive connections (and TLS sessions) of the previous ones. A forked
+    child gets its own (sockets must not be shared between processes)."""
     with _SHARED_LOCK:
-        if not _SHARED:
-            _SHARED.append(_SharedTransport())
+        if not _SHARED or _SHARED[0].pid != os.getpid():
+            _SHARED[:] = [_SharedTransport()]
         return _SHARED[0]
 
 
