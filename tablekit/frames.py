@@ -109,22 +109,11 @@ def to_output(
             out_t = out_t.replace_schema_metadata(meta)
         return out_t
     plain = list(scalars) + ([c for _, trio in groups for c in trio] if split_positions else [])
-    fast = len(plain) + len(groups) < 90  # (pandas warns when a frame of 100 blocks grows)
-    if fast and not any(pa.types.is_integer(table[c].type) and table[c].null_count for c in plain):
-        # no nullable integers: pyarrow converts the columns in one go (one block per column)
-        df = table.select(plain).to_pandas(split_blocks=True)
-        if not split_positions:
-            for p, trio in groups:
-                df[p] = _points(*(table[c] for c in trio))
-    else:
-        data: dict[str, Any] = {c: _series(table[c]) for c in scalars}
-        for p, trio in groups:
-            if split_positions:
-                for c in trio:
-                    data[c] = _series(table[c])
-            else:
-                data[p] = _points(*(table[c] for c in trio))
-        df = pd.DataFrame(data, copy=False)
+    df = table.select(plain).to_pandas(split_blocks=True)  # one conversion, one block per column
+    ints = {c: _series(table[c]) for c in plain if pa.types.is_integer(table[c].type) and table[c].null_count}
+    points = {} if split_positions else {p: _points(*(table[c] for c in trio)) for p, trio in groups}
+    if ints or points:  # integers with nulls become Int64 (never float); position arrays go last
+        df = pd.DataFrame({**{c: ints[c] if c in ints else df[c] for c in plain}, **points}, copy=False)
     if len(df.columns) == 0:
         df = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     if attrs is not None:

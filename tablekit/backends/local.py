@@ -681,7 +681,8 @@ class LocalBackend:
         """The native copy a snapshot query reads, and the column it is clustered by: the root id
         it looks up when that copy is ready (:data:`CLUSTER_MIN_ROWS`), otherwise the id-ordered
         copy (and None)."""
-        plain = self._mirror(files)
+        stamp = self._files_stamp(files)  # the files are looked at once for both copies
+        plain = self._mirror(files, stamp=stamp)
         column = _lookup_column(query, table)
         if plain is None or column is None:
             return plain, None
@@ -694,7 +695,7 @@ class LocalBackend:
                 cur.close()
         if self._rows[key] < CLUSTER_MIN_ROWS:
             return plain, None
-        clustered = self._mirror(files, f"cluster:{column}", background=True)
+        clustered = self._mirror(files, f"cluster:{column}", background=True, stamp=stamp)
         return (plain, None) if clustered is None else (clustered, column)
 
     def wait_for_copies(self, timeout: float | None = None) -> None:
@@ -704,14 +705,20 @@ class LocalBackend:
         for th in threads:
             th.join(timeout)
 
-    def _native_key(self, files: Sequence[str], layout: str | None) -> str:
+    @staticmethod
+    def _files_stamp(files: Sequence[str]) -> str:
+        """What a native copy is keyed by: the DuckDB version and each file's path, size and mtime."""
         stamp = [duckdb.__version__]
         for f in files:
             st = os.stat(f)
             stamp.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        return "\n".join(stamp)
+
+    def _native_key(self, files: Sequence[str], layout: str | None, stamp: str | None = None) -> str:
+        text = self._files_stamp(files) if stamp is None else stamp
         if layout is not None:
-            stamp.append(f"layout:{layout}")
-        return hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:24]
+            text += f"\nlayout:{layout}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def _build_native(self, files: Sequence[str], layout: str | None, db: Path) -> None:
         assert self._native_dir is not None
@@ -755,7 +762,12 @@ class LocalBackend:
         th.start()
 
     def _mirror(
-        self, files: Sequence[str], layout: str | None = None, *, background: bool = False
+        self,
+        files: Sequence[str],
+        layout: str | None = None,
+        *,
+        background: bool = False,
+        stamp: str | None = None,
     ) -> tuple[str, str] | None:
         """The native DuckDB copy of these Parquet files as ``(catalog, table)``, built on first use
         (with ``background``: started in a thread, and None until it is ready).
@@ -765,7 +777,7 @@ class LocalBackend:
         """
         if self._native_dir is None or not files:
             return None
-        key = self._native_key(files, layout)
+        key = self._native_key(files, layout, stamp)
         with self._lock:
             if key in self._attached:
                 return self._attached[key]
