@@ -83,30 +83,10 @@ LIVE_FLAGS = (
     ("allow_invalid_root_ids", "False"),
     ("direct_sql_pandas", "True"),
 )
-_DICTS = {
-    "==": "filter_equal_dict",
-    "in": "filter_in_dict",
-    "not in": "filter_notin_dict",
-    ">": "filter_greater_dict",
-    "<": "filter_less_dict",
-    ">=": "filter_greater_equal_dict",
-    "<=": "filter_less_equal_dict",
-    "regex": "filter_regex_dict",
-    "bbox": "filter_spatial_dict",
-}
+#: tablekit operator → the CAVE filter dict that carries it
+_DICTS = {op: key for key, op in CAVE_FILTER_DICTS.items()}
 #: body key order CAVEclient uses (bodies compare as dicts; the order only eases reading)
 _DICT_ORDER = tuple(CAVE_FILTER_DICTS)
-_DICT_ORDER = (
-    "filter_in_dict",
-    "filter_notin_dict",
-    "filter_equal_dict",
-    "filter_greater_dict",
-    "filter_less_dict",
-    "filter_greater_equal_dict",
-    "filter_less_equal_dict",
-    "filter_spatial_dict",
-    "filter_regex_dict",
-)
 _LIMITED = re.compile(r"Limited query to (\d+) rows")
 _MORE = re.compile(r"equal or more\s+than\s+limit of (\d+)")
 #: the live endpoint's words for annotations whose supervoxel lookup is pending (protocol §5.1, §5.3)

@@ -456,17 +456,7 @@ class HTTPSession:
                         url=req.url,
                         method=req.method,
                     ) from None
-                wait = self._backoff(attempt)
-                logger.warning(
-                    "tablekit: %s %s failed (%s); retry %d/%d in %.2fs",
-                    req.method,
-                    req.url,
-                    self.redact(str(e)),
-                    attempt + 1,
-                    self.max_retries,
-                    wait,
-                )
-                self._sleep(wait)
+                self._pause(req, f"failed ({self.redact(str(e))})", attempt, self._backoff(attempt))
                 attempt += 1
                 continue
             logger.debug(
@@ -511,19 +501,23 @@ class HTTPSession:
                 if after is not None and after > self.max_wait:
                     raise self._error(req, resp, f" (the server asks to retry in {after:.0f} s)")
                 wait = after if after is not None else self._backoff(attempt)
-                logger.warning(
-                    "tablekit: %s %s -> HTTP %d; retry %d/%d in %.2fs",
-                    req.method,
-                    req.url,
-                    resp.status,
-                    attempt + 1,
-                    self.max_retries,
-                    wait,
-                )
-                self._sleep(wait)
+                self._pause(req, f"-> HTTP {resp.status}", attempt, wait)
                 attempt += 1
                 continue
             raise self._error(req, resp, f" (after {attempt + 1} attempts)" if attempt else "")
+
+    def _pause(self, req: Request, why: str, attempt: int, wait: float) -> None:
+        """Say why a request is tried again, then wait."""
+        logger.warning(
+            "tablekit: %s %s %s; retry %d/%d in %.2fs",
+            req.method,
+            req.url,
+            why,
+            attempt + 1,
+            self.max_retries,
+            wait,
+        )
+        self._sleep(wait)
 
     def _backoff(self, attempt: int) -> float:
         return min(self.max_wait, self.backoff * (2**attempt) * random.uniform(0.75, 1.25))
