@@ -745,9 +745,13 @@ class LocalBackend:
             except (OSError, duckdb.Error) as e:  # the id-ordered copy keeps answering
                 with self._lock:
                     self._failed.add(key)  # not tried again by this process
+                snapshot = Path(files[0]).parent  # versions/<v>/<table>/
+                column = layout.split(":", 1)[-1]
                 warnings.warn(
-                    f"tablekit: the {layout} copy of {files[0]} could not be built ({e}); lookups keep "
-                    "reading the id-ordered copy",
+                    f"tablekit: {snapshot.name} (version {snapshot.parent.name}): the {layout} copy (rows "
+                    f"ordered by {column}) could not be built under {db.parent} ({e}); lookups by {column} "
+                    "keep reading the id-ordered copy, with the same answers. Fix: free space there, or set "
+                    "TABLEKIT_BUILD_MEMORY to a valid DuckDB size such as '2GB'",
                     stacklevel=1,
                 )
             finally:
