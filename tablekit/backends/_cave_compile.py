@@ -460,8 +460,9 @@ def is_truncation_warning(w: str) -> bool:
     return bool(_LIMITED.search(w) or _MORE.search(w))
 
 
-def _pending_text(p: Plan, n: int, detail: str) -> str:
-    """What the local engine says about ``n`` pending lookups (client.py), from a server's answer."""
+def _pending_text(p: Plan, n: int | str, detail: str) -> str:
+    """What the local engine says about ``n`` pending lookups (client.py), from a server's answer
+    (``n`` may be a bound such as ``"at least 3"``)."""
     q = p.query
     cols = [name for name, (_t, col, _k) in p.sources.items() if col.endswith("supervoxel_id")]
     ts = q.timestamp.isoformat() if q.timestamp is not None else "the query time"
@@ -482,9 +483,7 @@ def pending_lookups_error(p: Plan, server_message: str | None) -> QueryError | N
     n = int(m.group(1))
     several = sum(col.endswith("supervoxel_id") for _t, col, _k in p.sources.values()) > 1
     # the server counts the first supervoxel column that has pending lookups: a lower bound
-    text = _pending_text(p, n, f"; the server says {server_message!r}")
-    if several:
-        text = text.replace(f": {n} annotation(s)", f": at least {n} annotation(s)", 1)
+    text = _pending_text(p, f"at least {n}" if several else n, f"; the server says {server_message!r}")
     if p.query.allow_missing_lookups:
         # the server's materialized step refuses them whatever allow_missing_lookups says
         return QueryError(
