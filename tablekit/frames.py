@@ -42,13 +42,22 @@ def _position_groups(
     return out
 
 
-def _series(arr: pa.ChunkedArray) -> Any:
-    t = arr.type
-    if pa.types.is_integer(t):
-        if arr.null_count:
-            return arr.to_pandas(types_mapper={t: pd.Int64Dtype()}.get)
-        return arr.to_numpy()
-    return arr.to_pandas()
+def _column(col: pa.ChunkedArray) -> Any:
+    """One Arrow column → an array pandas adopts as it is (no Series, no alignment), always
+    writeable (Arrow's buffers are read-only, so zero-copy numbers are copied): integers with
+    nulls become ``Int64`` (never float), everything else converts as ``to_pandas`` does."""
+    t = col.type
+    if pa.types.is_integer(t) and col.null_count:
+        values = col.fill_null(0).to_numpy().astype(np.int64)  # a new array
+        mask = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        return pd.arrays.IntegerArray(values, mask)
+    if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)) and not col.null_count:
+        a = col.to_numpy()
+        return a if a.flags.writeable else a.copy()
+    a = col.to_pandas().array
+    if isinstance(a, pd.arrays.DatetimeArray) and not a.asi8.flags.writeable:
+        a = a.copy()
+    return a
 
 
 def _points(x: pa.ChunkedArray, y: pa.ChunkedArray, z: pa.ChunkedArray) -> np.ndarray:
@@ -109,13 +118,10 @@ def to_output(
             out_t = out_t.replace_schema_metadata(meta)
         return out_t
     plain = list(scalars) + ([c for _, trio in groups for c in trio] if split_positions else [])
-    df = table.select(plain).to_pandas(split_blocks=True)  # one conversion, one block per column
-    ints = {c: _series(table[c]) for c in plain if pa.types.is_integer(table[c].type) and table[c].null_count}
-    points = {} if split_positions else {p: _points(*(table[c] for c in trio)) for p, trio in groups}
-    if ints or points:  # integers with nulls become Int64 (never float); position arrays go last
-        df = pd.DataFrame({**{c: ints[c] if c in ints else df[c] for c in plain}, **points}, copy=False)
-    if len(df.columns) == 0:
-        df = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
+    arrays = {c: _column(table[c]) for c in plain}  # one DataFrame construction; positions go last
+    if not split_positions:
+        arrays.update((p, _points(*(table[c] for c in trio))) for p, trio in groups)
+    df = pd.DataFrame(arrays, copy=False) if arrays else pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     if attrs is not None:
         df.attrs.update(_jsonable(dict(attrs)))
     return df

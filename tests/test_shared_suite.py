@@ -173,6 +173,23 @@ def _plain(result: Any) -> Any:
     return result
 
 
+def _assert_writeable(df: pd.DataFrame) -> None:
+    """Users edit results in place (``df.loc[mask, col] = x``): no column may be backed by
+    Arrow's read-only buffers, on pandas 2 or 3; position arrays are writeable too."""
+    if not len(df):
+        return
+    first = df.index[0]
+    for c in df.columns:
+        value = df[c].iloc[-1]
+        if isinstance(value, np.ndarray) or value is None:  # a position column: arrays (or None)
+            arrays = [a for a in df[c] if a is not None]
+            assert all(a.flags.writeable for a in arrays[:50]), c
+            continue
+        df.loc[first, c] = value
+        after = df.loc[first, c]
+        assert (pd.isna(after) and pd.isna(value)) or after == value, c
+
+
 @pytest.mark.parametrize("name", list(QUESTIONS))
 def test_question(name, tk, client, v, path):
     question, oracle = QUESTIONS[name]
@@ -192,6 +209,7 @@ def test_question(name, tk, client, v, path):
         for f in filters:
             keep &= _oracle.apply(snap, *f)
         assert got["id"].tolist() == snap[keep]["id"].tolist()
+    _assert_writeable(got)
 
 
 def test_the_http_path_pages(http, v):
