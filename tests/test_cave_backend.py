@@ -10,6 +10,7 @@ compared with the local engine on the same datastack.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -34,11 +35,11 @@ from tablekit.backends import _cave_compile as wire
 from tablekit.backends._cave_pages import Answer
 from tablekit.backends._http import (
     HTTPSession,
-    RequestsTransport,
     Response,
     Token,
+    Urllib3Transport,
     find_token,
-    map_requests_error,
+    map_transport_error,
 )
 from tablekit.backends.cave import CaveBackend
 from tablekit.errors import (
@@ -271,8 +272,40 @@ def test_clients_share_connections_but_never_credentials(canned):
     assert [r["path"] for r in app.log] == ["/x", "/y"]
     assert [r["peer"] for r in app.log] == [login_peer, login_peer]  # the same kept-alive connection
     assert all("cookie" not in r["headers"] and "authorization" not in r["headers"] for r in app.log)
-    own = session(transport=RequestsTransport())
+    own = session(transport=Urllib3Transport())
     assert own.transport is not a.transport
+
+
+def test_proxies_from_the_environment(canned, monkeypatch):
+    """``http_proxy`` sends requests through the proxy (credentials in its URL go to the proxy as
+    Proxy-Authorization, the request keeps its own Host); ``no_proxy`` bypasses it. The loopback
+    canned server plays the proxy; the proxied host name is never resolved."""
+    app, url = canned
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    host_port = url.split("://", 1)[1]
+    monkeypatch.setenv("http_proxy", f"http://alice:s%40cret@{host_port}")
+    app.reset(_json(200, {"proxied": True}))
+    resp = session(transport=Urllib3Transport()).request(
+        "GET", "http://cave.invalid/info/x", params={"a": "1"}
+    )
+    assert resp.json() == {"proxied": True}
+    (seen,) = app.log
+    assert seen["path"].endswith("/info/x") and seen["query"] == [("a", "1")]
+    assert seen["headers"]["host"] == "cave.invalid"
+    assert seen["headers"]["proxy-authorization"] == "Basic " + base64.b64encode(b"alice:s@cret").decode()
+
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")  # nothing listens there
+    with pytest.raises(
+        ConnectionFailedError, match=r"the proxy http://127.0.0.1:1 comes from the environment"
+    ):
+        session(transport=Urllib3Transport(), max_retries=0).request("GET", f"{url}/direct")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    app.reset(_json(200, {"direct": True}))
+    assert session(transport=Urllib3Transport()).request("GET", f"{url}/direct").json() == {"direct": True}
+    assert [r["path"] for r in app.log] == ["/direct"] and "proxy-authorization" not in app.log[0]["headers"]
 
 
 def test_a_forked_child_does_not_reuse_the_parents_connections():
@@ -483,24 +516,60 @@ def test_redirects_to_a_login_page_or_another_host_are_not_followed(canned):
     assert [r["path"] for r in app.log] == ["/v", "/moved"]
 
 
-def test_every_requests_exception_is_mapped():
-    """Each ``requests`` exception class maps to an HTTPError subclass (never escapes unmapped)."""
+def test_every_transport_exception_is_mapped():
+    """Each urllib3 exception class (and socket errors) maps to an HTTPError subclass, never
+    escaping unmapped; timeouts, refused connections and bad URLs get their own classes."""
+
+    import urllib3
+
     from tablekit.backends._http import Request
 
     req = Request("GET", "http://127.0.0.1:1/x")
+    x = urllib3.exceptions
     classes = {
         c
-        for c in vars(requests.exceptions).values()
-        if isinstance(c, type) and issubclass(c, requests.RequestException)
+        for c in vars(x).values()
+        if isinstance(c, type) and issubclass(c, x.HTTPError) and not issubclass(c, Warning)
     }
-    assert len(classes) > 15
+    assert len(classes) > 20
+
+    class Partial:  # what InvalidChunkLength asks of a response
+        length_remaining = 1
+
+        def tell(self) -> int:
+            return 0
+
+    def make(cls: type) -> BaseException:
+        tries = (
+            (None, "boom"),
+            ("boom",),
+            ("boom", "doc"),
+            (0, 1),
+            ("host", None, "boom"),
+            (Partial(), b"zz"),
+        )
+        for args in tries:
+            try:
+                exc = cls(*args)
+                str(exc)  # some classes only format numbers
+                return exc
+            except (TypeError, AttributeError):
+                continue
+        raise AssertionError(cls)
+
     for cls in classes:
-        exc = cls("boom", "doc", 0) if issubclass(cls, json.JSONDecodeError) else cls("boom")
-        err = map_requests_error(exc, req)
+        err = map_transport_error(make(cls), req)
         assert isinstance(err, HTTPError) and isinstance(err, TablekitError), cls
         assert err.url == req.url
-    assert isinstance(map_requests_error(requests.ConnectTimeout("x"), req), ConnectionFailedError)
-    assert isinstance(map_requests_error(requests.ReadTimeout("x"), req), RequestTimeoutError)
+    assert isinstance(map_transport_error(x.ReadTimeoutError(None, "/x", "slow"), req), RequestTimeoutError)
+    assert isinstance(map_transport_error(TimeoutError("slow"), req), RequestTimeoutError)
+    connect_timeout = map_transport_error(x.ConnectTimeoutError(None, "slow"), req)
+    assert isinstance(connect_timeout, ConnectionFailedError) and "within the timeout" in str(connect_timeout)
+    refused = map_transport_error(x.NewConnectionError(None, "refused"), req)
+    assert isinstance(refused, ConnectionFailedError) and "connection failed" in str(refused)
+    assert isinstance(map_transport_error(ConnectionResetError("reset"), req), ConnectionFailedError)
+    bad_url = map_transport_error(x.LocationParseError("http://[::1"), req)
+    assert type(bad_url) is HTTPError and "check the server URL" in str(bad_url)
 
 
 # ============================================================================ decoding

@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
-import http.cookiejar
+import http.client
 import json
 import logging
 import os
 import random
 import threading
 import time
+import urllib.request
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import attrs
-import requests
-import requests.adapters
+import urllib3
 
 from ..errors import (
     AuthError,
@@ -50,10 +50,10 @@ __all__ = [
     "TOKEN_ENV",
     "HTTPSession",
     "Request",
-    "RequestsTransport",
     "Response",
     "Token",
     "Transport",
+    "Urllib3Transport",
     "find_token",
     "redact",
     "secret_files",
@@ -204,68 +204,145 @@ class Transport(Protocol):
     def send(self, request: Request, *, timeout: tuple[float, float]) -> Response: ...
 
 
-class RequestsTransport:
-    """The default transport: one ``requests.Session`` with a connection pool, no redirects followed.
+class Urllib3Transport:
+    """The default transport: urllib3 connection pools (kept-alive, thread-safe), no redirects
+    followed, no retries (:class:`HTTPSession` does those), cookies never stored.
 
-    Cookies the servers set are not kept: every request carries its own credentials, so one
-    transport can serve clients with different tokens (see :func:`shared_transport`).
+    Every request carries its own credentials, so one transport serves clients with different
+    tokens (see :func:`shared_transport`). Proxies come from the environment (``https_proxy``,
+    ``http_proxy``, ``all_proxy``, ``no_proxy``) and TLS is verified against
+    ``$REQUESTS_CA_BUNDLE`` or ``$CURL_CA_BUNDLE`` if set, else certifi's bundle (what
+    ``requests`` does); both are read once per host.
     """
 
     def __init__(self, pool_size: int = 16):
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        # the environment (proxies, CA bundle) is read once per host rather than on every request
-        self.session.trust_env = False
-        self._env: dict[str, dict[str, Any]] = {}
-
-    def _environment(self, url: str) -> dict[str, Any]:
-        scheme, _, rest = url.partition("://")
-        host = f"{scheme}://{rest.split('/', 1)[0]}"
-        env = self._env.get(host)
-        if env is None:
-            env = {"proxies": requests.utils.get_environ_proxies(host) or {}}
-            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            if bundle:
-                env["verify"] = bundle
-            self._env[host] = env
-        return env
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self._managers: dict[tuple[str | None, str | None], urllib3.PoolManager] = {}
+        self._hosts: dict[str, tuple[urllib3.PoolManager, str | None]] = {}
 
     def __repr__(self) -> str:
-        return "<RequestsTransport>"
+        return "<Urllib3Transport>"
 
     def close(self) -> None:
-        self.session.close()
+        with self._lock:
+            for m in self._managers.values():
+                m.clear()
+            self._managers.clear()
+            self._hosts.clear()
+
+    def _manager(self, url: str) -> tuple[urllib3.PoolManager, str | None]:
+        """The pool manager for ``url``'s host (direct or through its proxy, made on first use)
+        and the proxy's URL."""
+        scheme, _, rest = url.partition("://")
+        origin = f"{scheme.lower()}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+        known = self._hosts.get(origin)
+        if known is not None:
+            return known
+        with self._lock:
+            proxy = _environ_proxy(origin)
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+            key = (proxy, bundle)
+            m = self._managers.get(key)
+            if m is None:
+                kw: dict[str, Any] = {
+                    "num_pools": 8,
+                    "maxsize": self._pool_size,
+                    "cert_reqs": "CERT_REQUIRED",
+                    "ca_certs": bundle or _certifi_bundle(),
+                    "retries": False,
+                }
+                if proxy is None:
+                    m = urllib3.PoolManager(**kw)
+                elif proxy.lower().startswith("socks"):
+                    try:
+                        from urllib3.contrib.socks import SOCKSProxyManager
+                    except ImportError:  # pragma: no cover - PySocks is not installed
+                        raise HTTPError(
+                            f"{origin}: the environment names the SOCKS proxy {_without_userinfo(proxy)!r}; "
+                            "install PySocks (pip install pysocks) to use it, or unset the proxy",
+                            url=url,
+                        ) from None
+                    m = SOCKSProxyManager(proxy, **kw)
+                else:
+                    userinfo = urlsplit(proxy).netloc.rpartition("@")[0]
+                    if userinfo:  # credentials in the proxy URL: sent to the proxy, as requests does
+                        kw["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=unquote(userinfo))
+                    m = urllib3.ProxyManager(proxy, **kw)
+                self._managers[key] = m
+            self._hosts[origin] = (m, proxy)
+            return m, proxy
 
     def send(self, request: Request, *, timeout: tuple[float, float]) -> Response:
+        url = request.url
+        if request.params:
+            url += ("&" if "?" in url else "?") + urlencode(request.params)
+        headers = {"Accept-Encoding": "gzip, deflate", "Accept": "*/*"}
+        body = request.data
+        if request.json is not None:
+            try:
+                body = json.dumps(request.json, allow_nan=False).encode("utf-8")
+            except ValueError as e:
+                raise HTTPError(
+                    f"{request.method} {url}: the request body is not valid JSON ({e})", url=url
+                ) from None
+            headers["Content-Type"] = "application/json"
+        headers.update(request.headers)
+        manager, proxy = self._manager(url)
         try:
-            r = self.session.request(
+            r = manager.request(
                 request.method,
-                request.url,
-                params=list(request.params) or None,
-                json=request.json,
-                data=request.data,
-                headers=dict(request.headers),
-                timeout=timeout,
-                allow_redirects=False,
-                **self._environment(request.url),
+                url,
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                retries=False,
+                redirect=False,
+                preload_content=True,
+                decode_content=True,
             )
-            content = r.content
-        except requests.RequestException as e:
-            raise map_requests_error(e, request) from None
-        raw = getattr(r.raw, "headers", None)
-        headers: dict[str, tuple[str, ...]] = {}
-        if raw is not None and hasattr(raw, "getlist"):
-            for name in {k.lower() for k in raw.keys()}:
-                headers[name] = tuple(raw.getlist(name))
-        else:  # pragma: no cover - a transport adapter without urllib3 headers
-            headers = {k.lower(): (v,) for k, v in r.headers.items()}
-        return Response(r.status_code, r.url, headers, content)
+        except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException, ValueError) as e:
+            err = map_transport_error(e, request)
+            if proxy is not None and isinstance(e, urllib3.exceptions.ProxyError):
+                err.args = (
+                    f"{err} [the proxy {_without_userinfo(proxy)} comes from the environment "
+                    "(http_proxy/https_proxy/all_proxy); add the host to no_proxy to bypass it]",
+                )
+            raise err from None
+        raw = r.headers
+        headers_out = {name: tuple(raw.getlist(name)) for name in {k.lower() for k in raw}}
+        return Response(r.status, url, headers_out, r.data)
 
 
-class _SharedTransport(RequestsTransport):
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return url if "@" not in parts.netloc else url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1])
+
+
+def _environ_proxy(origin: str) -> str | None:
+    """The proxy the environment names for ``origin`` (``scheme://host[:port]``), honouring ``no_proxy``."""
+    proxies = urllib.request.getproxies()
+    if not proxies:
+        return None
+    host = urlsplit(origin).netloc
+    if urllib.request.proxy_bypass(host):
+        return None
+    scheme = origin.split("://", 1)[0]
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy
+    return proxy or None
+
+
+def _certifi_bundle() -> str | None:
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi is a dependency; the system store otherwise
+        return None
+    return certifi.where()
+
+
+class _SharedTransport(Urllib3Transport):
     """The process-wide transport: clients come and go, its connections stay open for the next."""
 
     def __init__(self) -> None:
@@ -273,7 +350,7 @@ class _SharedTransport(RequestsTransport):
         self.pid = os.getpid()
 
     def __repr__(self) -> str:
-        return "<RequestsTransport shared>"
+        return "<Urllib3Transport shared>"
 
     def close(self) -> None:  # owned by the process, not by a client
         pass
@@ -283,7 +360,7 @@ _SHARED: list[_SharedTransport] = []
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_transport() -> RequestsTransport:
+def shared_transport() -> Urllib3Transport:
     """The transport every HTTP client of this process uses unless given its own: a new client of
     a server reuses the kept-alive connections (and TLS sessions) of the previous ones. A forked
     child gets its own (sockets must not be shared between processes)."""
@@ -293,38 +370,28 @@ def shared_transport() -> RequestsTransport:
         return _SHARED[0]
 
 
-def map_requests_error(e: requests.RequestException, request: Request) -> HTTPError:
-    """A ``requests`` exception → the tablekit error for it (the most specific class wins)."""
+def map_transport_error(e: BaseException, request: Request) -> HTTPError:
+    """A urllib3 (or socket) exception → the tablekit error for it (the most specific class wins)."""
     what = f"{request.method} {request.url}"
     text = f"{type(e).__name__}: {e}"
     kw: dict[str, Any] = {"url": request.url, "method": request.method}
-    if isinstance(e, (requests.ConnectTimeout,)):
+    x = urllib3.exceptions
+    if isinstance(e, x.ProxyError):
+        return ConnectionFailedError(f"{what}: the proxy failed ({text})", **kw)
+    if isinstance(e, x.ConnectTimeoutError) and not isinstance(e, x.NewConnectionError):
         return ConnectionFailedError(f"{what}: could not connect within the timeout ({text})", **kw)
-    if isinstance(e, requests.ReadTimeout):
+    if isinstance(e, (x.ReadTimeoutError, TimeoutError)) and not isinstance(e, x.NewConnectionError):
         return RequestTimeoutError(
             f"{what}: the server did not answer within the read timeout ({text}); raise it with "
             "connect(..., timeout=SECONDS) or narrow the query",
             **kw,
         )
-    if isinstance(e, requests.Timeout):
-        return RequestTimeoutError(f"{what}: timed out ({text})", **kw)
-    if isinstance(e, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-        return ConnectionFailedError(f"{what}: connection failed ({text})", **kw)
-    if isinstance(e, requests.exceptions.ContentDecodingError):
+    if isinstance(e, x.DecodeError):
         return ConnectionFailedError(f"{what}: the response body could not be decoded ({text})", **kw)
-    if isinstance(
-        e,
-        (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.URLRequired,
-            requests.exceptions.InvalidHeader,
-            requests.exceptions.InvalidJSONError,
-        ),
-    ):
+    if isinstance(e, (x.LocationValueError, x.ProxySchemeUnsupported, x.InvalidHeader, ValueError)):
         return HTTPError(f"{what}: invalid request ({text}); check the server URL", **kw)
-    return HTTPError(f"{what}: request failed ({text})", **kw)
+    # refused or reset connections, name resolution, TLS, a connection closed mid-answer
+    return ConnectionFailedError(f"{what}: connection failed ({text})", **kw)
 
 
 # --------------------------------------------------------------------------- session
