@@ -21,6 +21,16 @@ def _load(name: str) -> dict:
     return json.loads(p.read_text())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory):
+    """Tests never write to the user's cache: the demo datastack, native DuckDB copies and CAVE
+    metadata of this session go to a temporary directory (subprocesses inherit it)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TABLEKIT_CACHE_DIR", str(tmp_path_factory.mktemp("tablekit-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def schemas_current() -> dict:
     return _load("types_all.json")

@@ -146,6 +146,84 @@ def test_builds_clear_what_dead_builds_left_behind(ds, tmp_path, monkeypatch):
         b.close()
 
 
+def test_native_copies_are_evicted_by_age_and_size(tmp_path, monkeypatch):
+    """Copies unused for 30 days go (also another DuckDB version's), then the least recently used
+    while the total exceeds TABLEKIT_NATIVE_CACHE_SIZE; ``keep`` (this process's copies) and
+    copies used in the last 10 minutes stay."""
+    import os
+
+    from tablekit.backends.local import _prune_native
+
+    now = 1_000_000_000.0
+    root = tmp_path / "native"
+    files = {  # name: (directory, size, last use in seconds before now)
+        "stale": ("duckdb-2.0.1", 100, 31 * 86400),
+        "old_version": ("duckdb-0.9.0", 100, 31 * 86400),
+        "kept_stale": ("duckdb-2.0.1", 100, 40 * 86400),
+        "lru": ("duckdb-2.0.1", 300, 7200),
+        "next": ("duckdb-2.0.1", 300, 5400),
+        "recent": ("duckdb-2.0.1", 300, 3600),
+        "in_use": ("duckdb-2.0.1", 300, 60),
+    }
+    paths = {}
+    for name, (d, size, age) in files.items():
+        f = root / d / f"{name}.duckdb"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x" * size)
+        os.utime(f, (now - age, now - age))
+        paths[name] = f
+    # after the stale ones: kept_stale 100 + 4 x 300 = 1300; a budget of 800 must drop 500 →
+    # lru, then next (in_use is too recent, kept_stale is kept)
+    monkeypatch.setenv("TABLEKIT_NATIVE_CACHE_SIZE", "800")
+    deleted = _prune_native(root, keep={paths["kept_stale"]}, now=now)
+    assert sorted(f.stem for f in deleted) == ["lru", "next", "old_version", "stale"]
+    assert {n for n, f in paths.items() if f.exists()} == {"kept_stale", "recent", "in_use"}
+    assert not (root / "duckdb-0.9.0").exists()
+    monkeypatch.setenv("TABLEKIT_NATIVE_CACHE_SIZE", "0.5 KiB")  # 512 bytes: in_use still stays
+    assert [f.stem for f in _prune_native(root, keep={paths["kept_stale"]}, now=now)] == ["recent"]
+    monkeypatch.setenv("TABLEKIT_NATIVE_CACHE_SIZE", "10GB")
+    later = now + 31 * 86400  # a month on, nothing kept: both go, least recently used first
+    assert _prune_native(root, keep=set(), now=later) == [paths["kept_stale"], paths["in_use"]]
+
+
+def test_a_build_prunes_and_attaching_marks_a_copy_used(ds, tmp_path, monkeypatch):
+    """Building a copy deletes stale ones (never this process's); attaching a copy sets its last
+    use; a bad TABLEKIT_NATIVE_CACHE_SIZE warns and deletes nothing; answers are unaffected."""
+    import os
+    import time
+
+    monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    month_ago = time.time() - 31 * 86400
+    b = LocalBackend(ds)
+    try:
+        b.execute(q(NUC))
+        native = b._native_dir
+        (mine,) = native.glob("*.duckdb")
+        stale = native / f"{'a' * 24}.duckdb"
+        stale.write_bytes(b"x")
+        for f in (stale, mine):
+            os.utime(f, (month_ago, month_ago))
+        b.execute(q(SYN))  # a build: prunes
+        assert not stale.exists() and mine.exists()
+        assert_same(b.execute(q(NUC)).table, expected(snap(ds, NUC), [])[stored_columns(b, NUC)])
+    finally:
+        b.close()
+    b = LocalBackend(ds)  # a new process's first use of the copy counts as a use
+    try:
+        b.execute(q(NUC))
+        assert time.time() - mine.stat().st_mtime < 60
+        monkeypatch.setenv("TABLEKIT_NATIVE_CACHE_SIZE", "lots")
+        stale.write_bytes(b"x")
+        os.utime(stale, (month_ago, month_ago))
+        with pytest.warns(
+            UserWarning, match=r"TABLEKIT_NATIVE_CACHE_SIZE='lots' is not a size.*no native copy"
+        ):
+            b.execute(q(CT))
+        assert stale.exists()
+    finally:
+        b.close()
+
+
 def test_a_failed_clustered_build_warns_and_lookups_still_answer(ds, tmp_path, monkeypatch):
     """A background build that fails (here: an invalid TABLEKIT_BUILD_MEMORY) says so, and the
     lookups keep reading the id-ordered copy with the same answers."""

@@ -14,10 +14,12 @@ backend can be shared between threads. Results are fetched as Arrow tables, neve
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -121,6 +123,66 @@ def _remove_abandoned(directory: Path, stem: str, age: float = 6 * 3600) -> None
             pass
 
 
+#: native copies not used for this long are deleted (when a new copy is built)
+NATIVE_MAX_AGE = 30 * 86400
+#: the native copies' total size above which the least recently used are deleted
+_NATIVE_BUDGET = "50GB"  # $TABLEKIT_NATIVE_CACHE_SIZE overrides it
+#: copies used this recently may be open in another process: never deleted for the budget
+_IN_USE = 600
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+def _parse_size(text: str) -> int:
+    """``"50GB"``, ``"512 MiB"``, ``"1e9"`` → bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if m is None or m.group(2).upper() not in _UNITS:
+        raise ValueError(
+            f"TABLEKIT_NATIVE_CACHE_SIZE={text!r} is not a size; use a number of bytes or one like '50GB'"
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def _prune_native(root: Path, keep: set[Path], now: float | None = None) -> list[Path]:
+    """Delete native copies (under ``root``, every DuckDB version's directory) that were not
+    used for :data:`NATIVE_MAX_AGE`, then the least recently used until the rest fit in
+    ``$TABLEKIT_NATIVE_CACHE_SIZE``. A copy's modification time is its last use (set when a
+    process attaches it); ``keep`` (this process's copies) and copies used in the last
+    :data:`_IN_USE` seconds are never deleted. Returns what was deleted."""
+    import time
+
+    now = time.time() if now is None else now
+    budget = _parse_size(os.environ.get("TABLEKIT_NATIVE_CACHE_SIZE") or _NATIVE_BUDGET)
+    copies = []
+    for f in root.glob("duckdb-*/*.duckdb"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        copies.append((st.st_mtime, st.st_size, f))
+    copies.sort()  # least recently used first
+    total = sum(size for _, size, _ in copies)
+    deleted = []
+    for used, size, f in copies:
+        stale = now - used > NATIVE_MAX_AGE
+        if not stale and (total <= budget or now - used < _IN_USE):
+            continue
+        if f in keep:
+            continue
+        try:
+            f.unlink()  # a process that has it open keeps reading it (POSIX)
+        except OSError:  # open elsewhere (Windows), or removed by another process
+            continue
+        total -= size
+        deleted.append(f)
+    for d in root.glob("duckdb-*"):  # a DuckDB version's directory left empty
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    return deleted
+
+
 def _parse_time(value: Any, what: str) -> _dt.datetime | None:
     """CAVE's naive-UTC ISO strings (or aware ones) → aware UTC datetime."""
     if value is None:
@@ -162,7 +224,9 @@ class LocalBackend:
         Live queries also use two time-ordered copies (an annotation history's deletion times,
         the segmentation history by ``valid_from``) so that "what changed since the version"
         reads only the row groups holding it. When the cache directory is not writable the
-        engine reads the Parquet files directly.
+        engine reads the Parquet files directly. Each time a copy is built, copies not used for
+        30 days are deleted, then the least recently used beyond ``$TABLEKIT_NATIVE_CACHE_SIZE``
+        (default 50GB) in total.
         """
         self.path = Path(path).expanduser().resolve()
         self.location = str(self.path)
@@ -737,6 +801,12 @@ class LocalBackend:
         finally:
             con.close()
         os.replace(tmp, db)
+        with self._lock:
+            keep = {Path(f) for f in self._native_files.values()} | {db}
+        try:
+            _prune_native(self._native_dir.parent, keep)
+        except ValueError as e:  # a bad $TABLEKIT_NATIVE_CACHE_SIZE: nothing is deleted
+            warnings.warn(f"tablekit: {e}; no native copy was deleted", stacklevel=2)
 
     def _build_in_background(self, files: Sequence[str], layout: str, db: Path, key: str) -> None:
         def work() -> None:
@@ -797,6 +867,8 @@ class LocalBackend:
                 alias = f"native_{key}"
                 literal = str(db).replace("'", "''")
                 self._con.execute(f"ATTACH '{literal}' AS {alias} (READ_ONLY)")
+                with contextlib.suppress(OSError):
+                    os.utime(db)  # its last use, which decides when it is deleted (_prune_native)
             except (OSError, duckdb.Error):  # read-only or full cache dir: read the Parquet files
                 return None
             self._attached[key] = (alias, "t")
