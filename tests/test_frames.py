@@ -1,0 +1,114 @@
+"""Arrow → DataFrame (``tablekit.frames.to_output``) against pyarrow's own ``to_pandas`` and
+hand-built expectations: dtypes, values, nulls, column order, position arrays, writeability."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from tablekit.frames import to_output
+
+UTC = dt.timezone.utc
+
+
+def _table(n_chunks: int = 1) -> pa.Table:
+    stamps = [dt.datetime(2024, 1, 1, 12, 0, 0, 123456), None, dt.datetime(1999, 12, 31, 23, 59, 59)]
+    cols = {
+        "id": pa.array([3, 1, 2], pa.int64()),
+        "created": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+        "created_full": pa.array(
+            [s or dt.datetime(2000, 1, 1) for s in stamps], pa.timestamp("us", tz="UTC")
+        ),
+        "naive": pa.array(stamps, pa.timestamp("us")),
+        "ns": pa.array(stamps, pa.timestamp("ns", tz="UTC")),
+        "other_zone": pa.array(stamps, pa.timestamp("us", tz="America/New_York")),
+        "valid": pa.array([True, False, True]),
+        "maybe": pa.array([True, None, False]),
+        "size": pa.array([1.5, float("nan"), -2.0]),
+        "size_null": pa.array([1.5, None, -2.0]),
+        "small": pa.array([1, 2, 3], pa.int32()),
+        "tag": pa.array(["a", None, "c"]),
+        "items": pa.array([[1, 2], [], None]),
+    }
+    t = pa.table(cols)
+    if n_chunks > 1:
+        t = pa.concat_tables([t.slice(0, 1), t.slice(1)])
+    return t
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2])
+def test_scalar_columns_convert_as_pyarrow_does(n_chunks):
+    """Every column without integer nulls comes out exactly as pyarrow's ``to_pandas`` makes it."""
+    t = _table(n_chunks)
+    got = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None)
+    pd.testing.assert_frame_equal(got, t.to_pandas())
+    assert str(got["created"].dtype) == "datetime64[us, UTC]" and str(got["naive"].dtype) == "datetime64[us]"
+    assert got["created"].iloc[1] is pd.NaT and got["created"].iloc[0] == pd.Timestamp(
+        "2024-01-01 12:00:00.123456", tz="UTC"
+    )
+
+
+def test_integers_with_nulls_are_Int64_and_keep_every_digit():
+    big = 864691135019149729
+    t = pa.table(
+        {"root": pa.array([big, None, big + 1], pa.int64()), "n": pa.array([None, 1, 2], pa.int32())}
+    )
+    got = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None)
+    assert str(got["root"].dtype) == "Int64" and str(got["n"].dtype) == "Int64"
+    assert got["root"].tolist() == [big, pd.NA, big + 1]
+    assert got["n"].isna().tolist() == [True, False, False]
+
+
+def test_positions_become_arrays_last_or_stay_split():
+    t = pa.table(
+        {
+            "pt_position_x": pa.array([1, None, 3], pa.int64()),
+            "id": pa.array([10, 11, 12], pa.int64()),
+            "pt_position_y": pa.array([4, 5, 6], pa.int64()),
+            "pt_position_z": pa.array([7, 8, 9], pa.int64()),
+            "size": pa.array([0.5, 1.5, 2.5]),
+        }
+    )
+    got = to_output(t, position_names=["pt_position"], split_positions=False, output="pandas", attrs={"a": 1})
+    assert list(got.columns) == ["id", "size", "pt_position"]
+    assert got["pt_position"].iloc[1] is None  # a point with a missing coordinate
+    assert [a.tolist() for a in got["pt_position"][[0, 2]]] == [[1, 4, 7], [3, 6, 9]]
+    assert got.attrs == {"a": 1}
+    split = to_output(t, position_names=["pt_position"], split_positions=True, output="pandas", attrs=None)
+    assert list(split.columns) == ["id", "size", "pt_position_x", "pt_position_y", "pt_position_z"]
+    assert str(split["pt_position_x"].dtype) == "Int64" and split["pt_position_z"].tolist() == [7, 8, 9]
+
+
+def test_every_column_is_writeable():
+    """Arrow's buffers are read-only: a zero-copy column would refuse ``df.loc[...] = x``."""
+    t = _table()
+    t = t.append_column("p_x", pa.array([1, 2, 3])).append_column("p_y", pa.array([4, 5, 6]))
+    t = t.append_column("p_z", pa.array([7, 8, 9]))
+    df = to_output(t, position_names=["p"], split_positions=False, output="pandas", attrs=None)
+    for c in df.columns:
+        if c in ("p", "items"):
+            continue
+        df.loc[0, c] = df.loc[2, c]
+        assert (pd.isna(df.loc[0, c]) and pd.isna(df.loc[2, c])) or df.loc[0, c] == df.loc[2, c], c
+    df["p"].iloc[0][0] = 42  # the arrays in a position column are writeable too
+    assert df["p"].iloc[0].tolist() == [42, 4, 7]
+    assert t["p_x"][0].as_py() == 1  # and the Arrow table is untouched
+
+
+def test_empty_answers_keep_their_columns_and_dtypes():
+    t = _table().slice(0, 0)
+    got = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None)
+    pd.testing.assert_frame_equal(got, t.to_pandas())
+    none = to_output(pa.table({}), position_names=[], split_positions=False, output="pandas", attrs=None)
+    assert none.shape == (0, 0)
+    rows_only = to_output(
+        pa.table({"a": [1, 2]}).select([]),
+        position_names=[],
+        split_positions=False,
+        output="pandas",
+        attrs=None,
+    )
+    assert rows_only.shape == (2, 0)  # the rows are counted even when no column is selected
