@@ -138,8 +138,24 @@ def test_unknown_root_is_an_error_over_http_too(remote, client, hist):
     unknown = int(hist["root_id"].max()) + 1
     with pytest.raises(FilterValueError, match="not in the segmentation history"):
         client.suggest_latest_roots(unknown)
-    with pytest.raises(ServerError, match=f"node id {unknown} is not a root id"):
-        tk.suggest_latest_roots(unknown)
+    known = int(hist["root_id"].min())
+    calls = {  # the same error class as the local engine's, with the server's own words
+        "suggest_latest_roots": (
+            lambda c: c.suggest_latest_roots(unknown),
+            f"node id {unknown} is not a root id",
+        ),
+        "get_latest_roots": (lambda c: c.get_latest_roots(unknown), "are not in the segmentation history"),
+        "get_root_timestamps": (lambda c: c.get_root_timestamps([known, unknown]), f"{unknown}"),
+    }
+    for name, (call, server_words) in calls.items():
+        with pytest.raises(FilterValueError, match=f"{unknown}.* not in the segmentation history"):
+            call(client)
+        with pytest.raises(
+            FilterValueError, match=f"root id {unknown} is not in the segmentation history"
+        ) as e:
+            call(tk)
+        assert server_words in str(e.value), name
+        assert isinstance(e.value.__cause__, ServerError) and e.value.__cause__.status == 500
 
 
 def test_supervoxels_over_http_equal_the_local_history(remote, client, hist, cases):
@@ -207,3 +223,18 @@ def test_leaves_and_info_of_another_table_are_refused(remote, cases):
     info = requests.get(f"{base}/segmentation/table/{table}/info", timeout=30)
     assert info.status_code == 200 and info.json()["graph"]["n_layers"] == 2
     assert requests.get(f"{base}/segmentation/table/nope/info", timeout=30).status_code == 500
+
+
+def test_only_errors_about_the_ids_become_filter_errors():
+    """A chunkedgraph failure that is not about the ids asked (a 500 that names none of them, a
+    lost connection) stays what it is; a 4xx, or a message naming an id, is about the ids."""
+    from tablekit.backends._cave_history import _unknown_ids
+
+    down = ServerError("boom", status=500, server_message="database unavailable")
+    assert _unknown_ids(down, [5, 6], "http://x") is down
+    lost = ServerError("boom", status=None)
+    assert _unknown_ids(lost, [5], "http://x") is lost
+    named = _unknown_ids(ServerError("e", status=500, server_message="node 6 missing"), [5, 6], "http://x")
+    assert isinstance(named, FilterValueError) and str(named).startswith("root id 6 is not")
+    refused = _unknown_ids(ServerError("e", status=400, server_message="bad ids"), [5, 6], "http://x")
+    assert isinstance(refused, FilterValueError) and "root ids [5, 6] are not" in str(refused)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ServerError, UnsupportedError
+from ..errors import FilterValueError, ServerError, UnsupportedError
 from ._cave_compile import parse_time
 from ._http import HTTPSession
 
@@ -63,9 +63,12 @@ class CaveHistory:
         last_f = self._pool.submit(
             self._post_json, "root_timestamps", {"latest": "True", "timestamp": now}, body
         )
-        current = self._post_json("is_latest_roots", {"timestamp": now}, body).get("is_latest", [])
-        created = [parse_time(t) for t in first_f.result().get("timestamp", [])]
-        last = [parse_time(t) for t in last_f.result().get("timestamp", [])]
+        try:
+            current = self._post_json("is_latest_roots", {"timestamp": now}, body).get("is_latest", [])
+            created = [parse_time(t) for t in first_f.result().get("timestamp", [])]
+            last = [parse_time(t) for t in last_f.result().get("timestamp", [])]
+        except ServerError as e:
+            raise _unknown_ids(e, ids, self.url) from e
         if not len(created) == len(last) == len(current) == len(ids):
             raise ServerError(
                 f"{self.url}: the chunkedgraph answered {len(created)} timestamps for {len(ids)} roots"
@@ -110,7 +113,10 @@ class CaveHistory:
         rid = int(root_id)
         if rid == 0:
             return np.zeros(0, dtype=np.int64)
-        resp = self._http.request("GET", f"{self.url}/node/{rid}/leaves", params={"stop_layer": 1})
+        try:
+            resp = self._http.request("GET", f"{self.url}/node/{rid}/leaves", params={"stop_layer": 1})
+        except ServerError as e:
+            raise _unknown_ids(e, [rid], self.url) from e
         data = resp.json()
         leaves = data.get("leaf_ids") if isinstance(data, dict) else None
         if not isinstance(leaves, list):
@@ -207,3 +213,17 @@ class CaveHistory:
                     changed = True
         has_child = {a for a, b in links if a in later and b in later}
         return np.array(sorted(later - has_child), dtype=np.int64)
+
+
+def _unknown_ids(e: ServerError, ids: Sequence[int], url: str) -> Exception:
+    """A chunkedgraph error about the ids asked (a 4xx, or a message that names one of them) → the
+    local engine's error for ids not in the segmentation history; any other error is itself."""
+    said = e.message or ""
+    named = [i for i in ids if str(i) in said]
+    if e.status is None or not (400 <= e.status < 500 or named):
+        return e
+    which = f"root id {named[0]}" if len(named) == 1 else f"root ids {named or list(ids)}"
+    return FilterValueError(
+        f"{which} {'is' if len(named) == 1 else 'are'} not in the segmentation history of {url} "
+        f"(HTTP {e.status}: {said or 'no message'}); check the ids, or the datastack they come from"
+    )
