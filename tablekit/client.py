@@ -522,7 +522,9 @@ class Client(ClassicMixin, RootsMixin):
     ) -> Any:
         if output not in ("pandas", "arrow"):
             raise QueryError(f"{query.table}: output must be 'pandas' or 'arrow', got {output!r}")
-        if query.live and not query.count:
+        if query.live and query.count:
+            result = self._live_count(query, layout, allow_missing_lookups)
+        elif query.live:
             result = self._pending_lookups(query, layout, allow_missing_lookups)
         else:
             result = self._backend.execute(query)
@@ -578,6 +580,20 @@ class Client(ClassicMixin, RootsMixin):
         if extra:
             result = attrs.evolve(result, table=result.table.drop_columns(extra))
         return result
+
+    def _live_count(self, query: Query, cols: tuple[ResultColumn, ...], allow: bool) -> Any:
+        """A live count counts the rows the live query gives: annotations still waiting for their
+        supervoxel lookup are refused, or (``allow``) left out with a warning, as for the rows."""
+        import attrs
+        import pyarrow as pa
+
+        from .backends.base import QueryResult
+
+        first = "id" if any(c.name == "id" for c in cols) else cols[0].name
+        rows = attrs.evolve(query, count=False, select_columns=(first,), offset=0, limit=None)
+        result = self._pending_lookups(rows, cols, allow)
+        table = pa.table({"count": pa.array([result.table.num_rows], pa.int64())})
+        return QueryResult(table=table, warnings=result.warnings, request=result.request, pages=result.pages)
 
     def _provenance(self, query: Query, result: Any, given: Mapping[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] = {

@@ -287,6 +287,7 @@ def test_tablekit_over_http_raises_the_local_error(tags_local, tags_http):
     calls = {
         "dsl": lambda c: c.tables.tags().live_query(LATER, select_columns=["id", "tag"]),
         "classic": lambda c: c.live_query("tags", LATER),
+        "count": lambda c: c.live_query("tags", LATER, get_counts=True),
     }
     for name, call in calls.items():
         local = _refusal(lambda call=call: call(tags_local))
@@ -325,6 +326,23 @@ def test_tablekit_over_http_allow_missing_lookups_gives_the_local_rows_and_warni
     pd.testing.assert_frame_equal(sel, want[["id", "tag"]])
 
 
+def test_a_live_count_counts_the_rows_the_live_query_gives(tags_local, tags_http):
+    """A count equals len() of the rows: the pending lookups are refused (above) or, allowed, left
+    out with the same single warning, on both paths; a root-id filter no pending row can match
+    counts without them."""
+    for c in (tags_local, tags_http):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            n = c.live_query("tags", LATER, get_counts=True, allow_missing_lookups=True, metadata=False)
+        rows = c.live_query("tags", LATER, allow_missing_lookups=True, metadata=False)
+        assert n["count"].tolist() == [len(rows)] == [4]
+        notes = [str(x.message) for x in w if "supervoxel lookup" in str(x.message)]
+        assert len(notes) == 1 and notes[0].endswith("; left out")
+        root = int(rows["pt_root_id"].iloc[0])
+        one = c.live_query("tags", LATER, get_counts=True, filter_equal_dict={"pt_root_id": root})
+        assert one["count"].tolist() == [int((rows["pt_root_id"] == root).sum())]
+
+
 def test_tablekit_over_http_two_points_and_joins(mini_local, mini_base):
     http = tablekit.connect("mini", server=mini_base, cache_dir=False)
     for table in (SYN, CT):  # two bound points; a reference table merged with the nuclei
@@ -360,3 +378,40 @@ def test_tablekit_over_http_names_the_materialized_rule(mini_quirks):
     e = _refusal(lambda: http.query_table(SYN, timestamp=AFTER, allow_missing_lookups=True))
     assert str(e).startswith(f"{SYN}: at least ")
     assert "even with allow_missing_lookups=True" in str(e) and "earlier time" in str(e)
+
+
+def test_a_paged_live_answer_warns_once_with_the_total(tags_path, tags_local):
+    """Through a 2-row limit the live answer comes in pages, each with its own server warning;
+    the user gets one warning with the total the server left out (2), as from the local engine."""
+    with running_server(tags_path, row_limit=2) as url:
+        http = tablekit.connect("pending", server=url, cache_dir=False, progress=False)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            got = http.tables.tags().live_query(LATER, allow_missing_lookups=True, metadata=False)
+    assert got.attrs == {} and len(got) == 4
+    notes = [str(x.message) for x in w if "supervoxel lookup" in str(x.message)]
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("tags: 2 annotation(s) matching this live query still wait")
+    want = tags_local.tables.tags().live_query(LATER, allow_missing_lookups=True, metadata=False)
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_paging_counts_rows_a_server_left_out_toward_its_limit(tags_path, tags_local, monkeypatch):
+    """A deployment may count its answer for the "there may be more results" warning after leaving
+    out the pending lookups (a page of 2 then holds 1 row and no warning). The client adds the rows
+    the server says it left out, sees the page was full, and still gets every row."""
+    from tablekit.server import _wire as server_wire
+
+    def after_leaving_out(self, plan, rows):  # the warning as such a deployment would count it
+        if plan.live and plan.limit is not None and rows >= plan.limit:
+            return [server_wire.LIVE_LIMIT_WARNING.format(n=rows, limit=plan.limit)]
+        return []
+
+    monkeypatch.setattr(server_wire.Translator, "limit_warnings", after_leaving_out)
+    with running_server(tags_path, row_limit=2) as url:
+        http = tablekit.connect("pending", server=url, cache_dir=False, progress=False)
+        with pytest.warns(UserWarning, match="2 annotation"):
+            got = http.tables.tags().live_query(LATER, allow_missing_lookups=True, metadata=False)
+    assert got["id"].tolist() == [1, 2, 4, 6]
+    want = tags_local.tables.tags().live_query(LATER, allow_missing_lookups=True, metadata=False)
+    pd.testing.assert_frame_equal(got, want)

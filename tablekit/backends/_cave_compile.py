@@ -59,10 +59,12 @@ __all__ = [
     "finish",
     "parse_resolution",
     "parse_time",
+    "pending_left_out",
     "pending_lookups_error",
     "pending_lookups_notes",
     "plan",
     "truncation",
+    "without_pending",
 ]
 
 ARROW_CONTENT_TYPE = "data.arrow"
@@ -512,6 +514,18 @@ def pending_lookups_notes(p: Plan, warnings: Sequence[str]) -> list[str]:
     if at is not None:
         out[at] = _pending_text(p, n, "; the server left them out") + "; left out"
     return out
+
+
+def pending_left_out(p: Plan, warnings: Sequence[str]) -> int:
+    """How many rows the live endpoint left out of its answer for pending lookups."""
+    if p.endpoint != "live":
+        return 0
+    return sum(int(m.group(1)) for w in warnings if (m := _PENDING.search(w)))
+
+
+def without_pending(warnings: Sequence[str]) -> tuple[str, ...]:
+    """``warnings`` without the live endpoint's pending-lookup ones."""
+    return tuple(w for w in warnings if not _PENDING.search(w))
 
 
 def decode(resp: Response, p: Plan) -> pa.Table:

@@ -541,7 +541,7 @@ class CaveBackend:
             n, ans = self._count(p)
             if n is not None:
                 return QueryResult(
-                    table=wire.count_table(n), warnings=_notices(ans.warnings), request=request
+                    table=wire.count_table(n), warnings=_notices(p, ans.warnings), request=request
                 )
         need = None if query.count or query.limit is None else query.offset + query.limit
         pages, answers, info = self._collect(p, need=need, complete=query.complete or query.count)
@@ -552,7 +552,9 @@ class CaveBackend:
             table, notes = wire.finish(p, pages)
             table = self._contiguous(table)
         warns = (
-            _notices(w for a in answers for w in a.warnings) + tuple(notes) + tuple(info.pop("warnings", ()))
+            _notices(p, [w for a in answers for w in a.warnings])
+            + tuple(notes)
+            + tuple(info.pop("warnings", ()))
         )
         res = next((a.resolution for a in answers if a.resolution is not None), None) or p.resolution
         request.update(info)
@@ -595,11 +597,13 @@ class CaveBackend:
             raise
         table = wire.decode(resp, p)
         warns = wire.warnings_of(resp)
-        truncated, cap = wire.truncation(warns, table.num_rows, limit, self._cap)
+        # rows the live endpoint left out for pending lookups were part of what its limit cut
+        left_out = wire.pending_left_out(p, warns)
+        truncated, cap = wire.truncation(warns, table.num_rows + left_out, limit, self._cap)
         if cap is not None and (self._cap is None or cap < self._cap):
             self._cap = cap
         res = wire.parse_resolution(resp.header_values("dataframe_resolution"))
-        return Answer(table, tuple(wire.pending_lookups_notes(p, warns)), truncated, cap, res)
+        return Answer(table, tuple(warns), truncated, cap, res)
 
     def _count(
         self, p: wire.Plan, id_range: tuple[int | None, int | None] = (None, None)
@@ -652,7 +656,11 @@ class CaveBackend:
             done.append(paging.Page(int(ids[0]), int(ids[-1]) + 1, 0, first.table, _rows(p, first.table)))
         if need is not None and paging.prefix_rows(done, pending) >= need:
             pending = []  # the first answer already holds the rows asked for
-        answers = [first]
+        # the answers whose rows are kept: a first answer cut short is refetched in pages, and
+        # only its other warnings stay (its pending lookups are counted again by the pages)
+        answers = [
+            first if keep_first else attrs.evolve(first, warnings=wire.without_pending(first.warnings))
+        ]
         total = None if counts is None else counts[0]
         bar = paging.progress_bar(self.progress, total, p.query.table) if pending else None
         if bar is not None and keep_first:
@@ -704,5 +712,8 @@ def _concat(p: wire.Plan, pages: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables(aligned, promote_options="default")
 
 
-def _notices(warns: Any) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(w for w in warns if not wire.is_truncation_warning(w)))
+def _notices(p: wire.Plan, warns: Sequence[str]) -> tuple[str, ...]:
+    """The server's warnings for the user: row-limit ones dropped (paging dealt with them), the
+    pending-lookup ones of every page as one (with their total), each other text once."""
+    kept = [w for w in warns if not wire.is_truncation_warning(w)]
+    return tuple(dict.fromkeys(wire.pending_lookups_notes(p, kept)))

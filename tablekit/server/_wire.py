@@ -155,6 +155,8 @@ class Plan:
     materialized_at: _dt.datetime | None = None
     #: the result column holding the main table's ``created`` (compared with ``materialized_at``)
     created_column: str | None = None
+    #: rows left out for pending lookups (they were part of the sub-query the limit applied to)
+    left_out: int = 0
 
     def column_names(self) -> dict[str, dict[str, str]]:
         """The ``column_names`` header: ``{table: {db column: result column}}``."""
@@ -699,13 +701,15 @@ class Translator:
                 if not allow:
                     raise Abort(406, "Not Acceptable", text)
                 plan.warnings.append(text)
+                plan.left_out += n
                 keep &= ~pending
         return table if keep.all() else table.filter(pa.array(keep))
 
     def limit_warnings(self, plan: Plan, rows: int) -> list[str]:
         if plan.limit is None:
             return []
-        if plan.live:
+        if plan.live:  # counted before the pending lookups were left out, as the sub-query's rows
+            rows += plan.left_out
             return [LIVE_LIMIT_WARNING.format(n=rows, limit=plan.limit)] if rows >= plan.limit else []
         return [LIMIT_WARNING.format(limit=plan.limit)] if rows == plan.limit else []
 
