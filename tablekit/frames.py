@@ -42,20 +42,46 @@ def _position_groups(
     return out
 
 
-def _column(col: pa.ChunkedArray) -> Any:
+def _own_view(col: pa.ChunkedArray, taken: set[int]) -> np.ndarray | None:
+    """A writeable zero-copy numpy view of a column's values, when Arrow allows one: one chunk, no
+    nulls, numbers or timestamps, in a mutable buffer (what decoding a compressed answer allocates)
+    that no other column of this result views (``taken``: buffer addresses). Else None."""
+    if col.num_chunks != 1 or col.null_count:
+        return None
+    chunk = col.chunk(0)
+    t = chunk.type
+    if pa.types.is_timestamp(t):
+        dtype = np.dtype(f"M8[{t.unit}]")
+    elif pa.types.is_integer(t) or pa.types.is_floating(t):
+        dtype = np.dtype(t.to_pandas_dtype())
+    else:
+        return None
+    buf = chunk.buffers()[1]
+    if buf is None or not buf.is_mutable or buf.address in taken:
+        return None
+    taken.add(buf.address)
+    return np.frombuffer(buf, dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
+
+
+def _column(col: pa.ChunkedArray, taken: set[int]) -> Any:
     """One Arrow column → an array pandas adopts as it is (no Series, no alignment), always
-    writeable (Arrow's buffers are read-only, so zero-copy numbers are copied): integers with
-    nulls become ``Int64`` (never float), everything else converts as ``to_pandas`` does."""
+    writeable: a view of the column's own mutable buffer (:func:`_own_view`), else a copy (Arrow
+    shares read-only buffers). Integers with nulls become ``Int64`` (never float); everything
+    else converts as ``to_pandas`` does."""
     t = col.type
     if pa.types.is_integer(t) and col.null_count:
         values = col.fill_null(0).to_numpy().astype(np.int64)  # a new array
         mask = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         return pd.arrays.IntegerArray(values, mask)
     if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)) and not col.null_count:
+        own = _own_view(col, taken)
+        if own is not None:
+            return own
         a = col.to_numpy()
         return a if a.flags.writeable else a.copy()
     if pa.types.is_timestamp(t) and t.tz in (None, "UTC"):  # 6x faster than to_pandas
-        stamps = col.to_numpy()  # datetime64 of the column's unit, NaT for nulls
+        own = _own_view(col, taken)
+        stamps = own if own is not None else col.to_numpy()  # datetime64 of the column's unit, NaT for nulls
         a = pd.array(stamps, dtype=pd.DatetimeTZDtype(t.unit, "UTC") if t.tz else stamps.dtype)
     else:
         a = col.to_pandas().array
@@ -122,7 +148,8 @@ def to_output(
             out_t = out_t.replace_schema_metadata(meta)
         return out_t
     plain = list(scalars) + ([c for _, trio in groups for c in trio] if split_positions else [])
-    arrays = {c: _column(table[c]) for c in plain}  # one DataFrame construction; positions go last
+    taken: set[int] = set()
+    arrays = {c: _column(table[c], taken) for c in plain}  # one DataFrame construction; positions last
     if not split_positions:
         arrays.update((p, _points(*(table[c] for c in trio))) for p, trio in groups)
     df = pd.DataFrame(arrays, copy=False) if arrays else pd.DataFrame(index=pd.RangeIndex(table.num_rows))

@@ -106,6 +106,7 @@ def _record(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
         "path": scope["path"],
         "query": parse_qsl(scope["query_string"].decode(), keep_blank_values=True),
         "headers": {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]},
+        "header_names": [k.decode().lower() for k, _ in scope["headers"]],
         "body": body,
         "peer": tuple(scope.get("client") or ()),  # (host, port): the TCP connection
     }
@@ -274,6 +275,24 @@ def test_clients_share_connections_but_never_credentials(canned):
     assert all("cookie" not in r["headers"] and "authorization" not in r["headers"] for r in app.log)
     own = session(transport=Urllib3Transport())
     assert own.transport is not a.transport
+
+
+def test_request_bodies_and_default_headers(canned):
+    """A JSON body is sent compact-enough JSON with its content type; query parameters are
+    encoded in order; the defaults (gzip) yield to the request's own header in any letter case."""
+    app, url = canned
+    app.reset(_json(200, {"ok": True}))
+    s = session()
+    s.request("POST", f"{url}/q?x=1", params=[("b", "2 3"), ("a", "é")], json={"k": [1, 2]})
+    s.request("GET", f"{url}/g", headers={"accept-encoding": "zstd"})
+    post, get = app.log
+    assert post["query"] == [("x", "1"), ("b", "2 3"), ("a", "é")]
+    assert json.loads(post["body"]) == {"k": [1, 2]} and post["headers"]["content-type"] == "application/json"
+    assert post["headers"]["accept-encoding"] == "gzip, deflate"
+    assert get["headers"]["accept-encoding"] == "zstd" and get["header_names"].count("accept-encoding") == 1
+    with pytest.raises(HTTPError, match="not valid JSON"):
+        s.request("POST", f"{url}/q", json={"v": float("nan")})
+    assert len(app.log) == 2  # nothing was sent
 
 
 def test_proxies_from_the_environment(canned, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -112,3 +113,37 @@ def test_empty_answers_keep_their_columns_and_dtypes():
         attrs=None,
     )
     assert rows_only.shape == (2, 0)  # the rows are counted even when no column is selected
+
+
+def _decoded(t: pa.Table) -> pa.Table:
+    """``t`` through a zstd-compressed Arrow IPC stream, as an HTTP answer arrives."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, t.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(t)
+    return pa.ipc.open_stream(sink.getvalue()).read_all()
+
+
+def test_decoded_answers_are_adopted_without_a_copy_and_never_aliased():
+    """A decoded answer's own (mutable) buffers become the columns as they are (no second copy of
+    a large download), still writeable; one buffer under two names is copied for the second, so
+    editing one column never changes another; the values equal pyarrow's conversion."""
+    n = 50_000
+    t = _decoded(
+        pa.table(
+            {
+                "id": pa.array(np.arange(n), pa.int64()),
+                "size": pa.array(np.linspace(0, 1, n)),
+                "created": pa.array(np.arange(n).astype("M8[us]"), pa.timestamp("us", tz="UTC")),
+            }
+        )
+    )
+    t = t.append_column("id_again", t["id"])
+    df = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None)
+    pd.testing.assert_frame_equal(df, t.to_pandas())
+    raw = np.frombuffer(t["id"].chunk(0).buffers()[1], dtype=np.int64)
+    assert np.shares_memory(df["id"].to_numpy(), raw)  # adopted
+    assert not np.shares_memory(df["id_again"].to_numpy(), raw)  # the same buffer again: copied
+    df.loc[0, "id"] = -1
+    df.loc[1, "created"] = pd.Timestamp("2030-01-01", tz="UTC")
+    assert df["id_again"].iloc[0] == 0 and df["id"].iloc[0] == -1
+    assert df["created"].iloc[1] == pd.Timestamp("2030-01-01", tz="UTC")

@@ -277,7 +277,7 @@ class Urllib3Transport:
         url = request.url
         if request.params:
             url += ("&" if "?" in url else "?") + urlencode(request.params)
-        headers = {"Accept-Encoding": "gzip, deflate", "Accept": "*/*"}
+        headers = urllib3.HTTPHeaderDict({"Accept-Encoding": "gzip, deflate", "Accept": "*/*"})
         body = request.data
         if request.json is not None:
             try:
@@ -287,7 +287,8 @@ class Urllib3Transport:
                     f"{request.method} {url}: the request body is not valid JSON ({e})", url=url
                 ) from None
             headers["Content-Type"] = "application/json"
-        headers.update(request.headers)
+        for name, value in request.headers:  # the request's own replace the defaults, whatever the case
+            headers[name] = value
         manager, proxy = self._manager(url)
         try:
             r = manager.request(
