@@ -538,6 +538,7 @@ class Client(ClassicMixin, RootsMixin):
             split_positions=split_positions,
             output=output,
             attrs=attrs,
+            adopt=result.owned,
         )
 
     def _pending_lookups(self, query: Query, cols: tuple[ResultColumn, ...], allow: bool) -> Any:

@@ -42,11 +42,12 @@ def _position_groups(
     return out
 
 
-def _own_view(col: pa.ChunkedArray, taken: set[int]) -> np.ndarray | None:
+def _own_view(col: pa.ChunkedArray, taken: set[int] | None) -> np.ndarray | None:
     """A writeable zero-copy numpy view of a column's values, when Arrow allows one: one chunk, no
     nulls, numbers or timestamps, in a mutable buffer (what decoding a compressed answer allocates)
-    that no other column of this result views (``taken``: buffer addresses). Else None."""
-    if col.num_chunks != 1 or col.null_count:
+    that no other column of this result views (``taken``: buffer addresses; None: the table's
+    buffers may be referenced elsewhere, e.g. cached, so none is adopted). Else None."""
+    if taken is None or col.num_chunks != 1 or col.null_count:
         return None
     chunk = col.chunk(0)
     t = chunk.type
@@ -63,7 +64,7 @@ def _own_view(col: pa.ChunkedArray, taken: set[int]) -> np.ndarray | None:
     return np.frombuffer(buf, dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
 
 
-def _column(col: pa.ChunkedArray, taken: set[int]) -> Any:
+def _column(col: pa.ChunkedArray, taken: set[int] | None) -> Any:
     """One Arrow column → an array pandas adopts as it is (no Series, no alignment), always
     writeable: a view of the column's own mutable buffer (:func:`_own_view`), else a copy (Arrow
     shares read-only buffers). Integers with nulls become ``Int64`` (never float); everything
@@ -116,8 +117,10 @@ def to_output(
     split_positions: bool,
     output: str,
     attrs: Mapping[str, Any] | None,
+    adopt: bool = False,
 ) -> pd.DataFrame | pa.Table:
-    """Turn a backend's Arrow table into the user's result."""
+    """Turn a backend's Arrow table into the user's result. ``adopt``: nothing else references the
+    table's buffers, so the DataFrame may take over the mutable ones instead of copying them."""
     groups = _position_groups(table, position_names)
     split_cols = {c for _, trio in groups for c in trio}
     scalars = [c for c in table.column_names if c not in split_cols]
@@ -148,7 +151,7 @@ def to_output(
             out_t = out_t.replace_schema_metadata(meta)
         return out_t
     plain = list(scalars) + ([c for _, trio in groups for c in trio] if split_positions else [])
-    taken: set[int] = set()
+    taken: set[int] | None = set() if adopt else None
     arrays = {c: _column(table[c], taken) for c in plain}  # one DataFrame construction; positions last
     if not split_positions:
         arrays.update((p, _points(*(table[c] for c in trio))) for p, trio in groups)

@@ -124,8 +124,8 @@ def _decoded(t: pa.Table) -> pa.Table:
 
 
 def test_decoded_answers_are_adopted_without_a_copy_and_never_aliased():
-    """A decoded answer's own (mutable) buffers become the columns as they are (no second copy of
-    a large download), still writeable; one buffer under two names is copied for the second, so
+    """A decoded answer's own (mutable) buffers become the columns as they are when the backend
+    says nothing else references them (no second copy of a large download), still writeable; one buffer under two names is copied for the second, so
     editing one column never changes another; the values equal pyarrow's conversion."""
     n = 50_000
     t = _decoded(
@@ -138,9 +138,11 @@ def test_decoded_answers_are_adopted_without_a_copy_and_never_aliased():
         )
     )
     t = t.append_column("id_again", t["id"])
-    df = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None)
-    pd.testing.assert_frame_equal(df, t.to_pandas())
     raw = np.frombuffer(t["id"].chunk(0).buffers()[1], dtype=np.int64)
+    kept = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None)
+    assert not np.shares_memory(kept["id"].to_numpy(), raw)  # not told it owns the table: copied
+    df = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None, adopt=True)
+    pd.testing.assert_frame_equal(df, t.to_pandas())
     assert np.shares_memory(df["id"].to_numpy(), raw)  # adopted
     assert not np.shares_memory(df["id_again"].to_numpy(), raw)  # the same buffer again: copied
     df.loc[0, "id"] = -1

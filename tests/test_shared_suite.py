@@ -217,3 +217,16 @@ def test_the_http_path_pages(http, v):
     df = http.tables[SYN]().query(offset=1000, limit=700)
     assert df.attrs["request"]["paged"] and df.attrs["pages"] > 1
     assert df.attrs["backend"] == "cave"
+
+
+def test_editing_a_result_changes_no_later_answer(tk, v):
+    """A result's columns may be the backend's own buffers: writing into every cell of one must
+    leave the next answers (cached metadata, native copies, pages) untouched."""
+    question = QUESTIONS["equality"][0]
+    first = question(tk, v)
+    before = first.copy(deep=True)
+    for c in first.columns:
+        if first[c].dtype.kind in "iuf":
+            first.loc[:, c] = 7
+    assert (first["id"] == 7).all()
+    pd.testing.assert_frame_equal(question(tk, v), before)

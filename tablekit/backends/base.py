@@ -35,7 +35,8 @@ class QueryResult:
     ``resolution`` (nm per unit; ``None`` when the result has no positions). ``warnings`` are
     human-readable notices (table notices, substitutions). ``request`` describes what was run
     (SQL and parameters, or the HTTP request) and must be JSON-serialisable. ``pages`` is the
-    number of backend requests the result was assembled from.
+    number of backend requests the result was assembled from. ``owned``: nothing else references
+    the table's buffers (a decoded answer), so the DataFrame may adopt them instead of copying.
     """
 
     table: pa.Table
@@ -43,6 +44,7 @@ class QueryResult:
     warnings: tuple[str, ...] = ()
     request: Mapping[str, Any] = attrs.field(factory=dict)
     pages: int = 1
+    owned: bool = False
 
 
 @runtime_checkable

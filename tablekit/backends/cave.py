@@ -564,6 +564,7 @@ class CaveBackend:
             warnings=tuple(dict.fromkeys(warns)),
             request=request,
             pages=info["requests"],
+            owned=True,  # decoded here, referenced nowhere else
         )
 
     def _contiguous(self, table: pa.Table) -> pa.Table:
