@@ -715,6 +715,31 @@ def test_connect_is_two_requests_and_metadata_is_lazy_and_cached(served, client,
     assert any(p.endswith("/tables/metadata") for p in rec.paths())
 
 
+def test_a_cached_start_opens_the_first_querys_connection_in_advance(served, client, tmp_path):
+    """When every start-up answer comes from the disk cache, the connection the first query needs is
+    opened in the background (a TLS handshake to a remote server costs round trips), without a
+    request; the first query then goes over that very connection."""
+    url, rec = served
+    connect(client, url, cache_dir=tmp_path).tables[NUC](volume={">": 100}).query()  # fills the cache
+    rec.log.clear()
+    transport = Urllib3Transport()  # no kept-alive connection from earlier tests
+    backend = CaveBackend(client.datastack, url, cache_dir=tmp_path, transport=transport, progress=False)
+    pool = transport._manager(url)[0].connection_from_url(url)
+    deadline = time.monotonic() + 10
+    while not [c for c in list(pool.pool.queue) if c is not None and c.is_connected]:
+        assert time.monotonic() < deadline, "no connection was opened in advance"
+        time.sleep(0.01)
+    assert rec.log == []  # opened, not used
+    (opened,) = [c for c in list(pool.pool.queue) if c is not None and c.is_connected]
+    port = opened.sock.getsockname()[1]
+    tk = tablekit.Client(backend)
+    tk.tables[NUC](volume={">": 100}).query()
+    assert [r["peer"][1] for r in rec.log] == [port]
+    assert pool.num_connections == 1
+    transport.preconnect(url)  # already open: nothing new
+    assert pool.num_connections == 1
+
+
 def test_cache_files_rewritten_elsewhere_are_read_again(served, client, tmp_path):
     """Clients of one process keep parsed cache files in memory, but a file another process
     rewrote (new size or time) is read again: the next client sees the new content."""

@@ -273,6 +273,25 @@ class Urllib3Transport:
             self._hosts[origin] = (m, proxy)
             return m, proxy
 
+    def preconnect(self, url: str, timeout: float = 10.0) -> None:
+        """Open a kept-alive connection (TCP, and TLS for https) to ``url``'s host unless one is
+        already open, so that the next request there starts without a handshake. Failures are
+        ignored: the request itself reports them."""
+        try:
+            manager, _ = self._manager(url)
+            pool = manager.connection_from_url(url)
+            if any(c is not None and getattr(c, "is_connected", False) for c in list(pool.pool.queue)):
+                return
+            conn = pool._get_conn(timeout=0)
+            try:
+                if not getattr(conn, "is_connected", False):
+                    conn.timeout = timeout
+                    conn.connect()
+            finally:
+                pool._put_conn(conn)
+        except Exception:  # best effort by design: the request itself reports failures
+            logger.debug("tablekit: could not open a connection to %s in advance", url, exc_info=True)
+
     def send(self, request: Request, *, timeout: tuple[float, float]) -> Response:
         url = request.url
         if request.params:
@@ -482,6 +501,12 @@ class HTTPSession:
 
     def redact(self, text: str) -> str:
         return redact(text, self.token)
+
+    def preconnect(self, url: str) -> None:
+        """Open a connection to ``url``'s host ahead of the first request, if the transport can."""
+        pre = getattr(self.transport, "preconnect", None)
+        if pre is not None:
+            pre(url, timeout=self.timeout[0])
 
     def request(
         self,
