@@ -774,6 +774,29 @@ def test_failing_views_endpoints_never_break_tables(served, client):
         rec.faults.clear()
 
 
+def test_a_materialization_service_without_api_v3_is_named(served, client):
+    """A service whose API versions lack v3 is refused with what to use instead, whether its
+    versions request fails (an old server has no v3 route) or answers."""
+    url, rec = served
+    v2_only = (200, [("content-type", "application/json")], b"[2]")
+    missing = (404, [("content-type", "application/json")], b'{"message": "not found"}')
+    for versions_fail in (True, False):
+        rec.faults.append(
+            lambda r, fail=versions_fail: (
+                v2_only
+                if r["path"] == "/materialize/api/versions"
+                else missing
+                if fail and r["path"].endswith("/metadata")
+                else None
+            )
+        )
+        try:
+            with pytest.raises(UnsupportedError, match=r"speaks API versions \[2\]; tablekit needs API v3"):
+                connect(client, url).get_versions()
+        finally:
+            rec.faults.clear()
+
+
 def test_unknown_datastack_is_a_clear_error(served):
     url, _ = served
     with pytest.raises(DatastackError, match="knows no datastack 'nope'"):

@@ -54,7 +54,7 @@ from . import _cave_pages as paging
 from ._cave_history import CaveHistory
 from ._cave_pages import Answer
 from ._http import HTTPSession, Response, Token, Transport, find_token
-from .base import QueryResult
+from .base import QueryResult, count_table
 
 __all__ = ["CaveBackend", "CaveHistory"]
 
@@ -311,29 +311,30 @@ class CaveBackend:
             try:
                 versions = futures["versions"].result()
             except HTTPError as e:
-                api = None
-                try:
-                    api = futures["api"].result()
-                except HTTPError:
-                    pass
-                if isinstance(api, list) and 3 not in api:
-                    raise UnsupportedError(
-                        f"{self._mem['local']}: the materialization service speaks API versions {api}; tablekit "
-                        "needs API v3 (MaterializationEngine >= 4.x). Use CAVEclient < 8 for this server"
-                    ) from None
+                unsupported = self._without_v3(futures["api"])
+                if unsupported is not None:
+                    raise unsupported from None
                 raise e
-            try:  # issued with the versions request, so waiting for it costs no round trip
-                api = futures["api"].result()
-            except HTTPError:
-                api = None
-            if isinstance(api, list) and api and 3 not in api:
-                raise UnsupportedError(
-                    f"{self._mem['local']}: the materialization service speaks API versions {api}; tablekit "
-                    "needs API v3 (MaterializationEngine >= 4.x). Use CAVEclient < 8 for this server"
-                )
+            unsupported = self._without_v3(futures["api"])
+            if unsupported is not None:
+                raise unsupported
             return versions
 
         return self._cached("versions.json", fetch, VERSIONS_TTL)
+
+    def _without_v3(self, api_future: cf.Future[Any]) -> UnsupportedError | None:
+        """The error for a materialization service whose API versions (asked for with the versions,
+        so waiting for them costs no round trip) do not include v3; None if they do or are unknown."""
+        try:
+            api = api_future.result()
+        except HTTPError:
+            return None
+        if not isinstance(api, list) or not api or 3 in api:
+            return None
+        return UnsupportedError(
+            f"{self._mem['local']}: the materialization service speaks API versions {api}; tablekit "
+            "needs API v3 (MaterializationEngine >= 4.x). Use CAVEclient < 8 for this server"
+        )
 
     def versions_metadata(self, expired: bool = False) -> list[dict[str, Any]]:
         out = []
@@ -536,21 +537,19 @@ class CaveBackend:
         p = self.plan(query)
         request = self._describe(p)
         if p.matches_nothing:
-            table = wire.count_table(0) if query.count else p.empty()
+            table = count_table(0) if query.count else p.empty()
             return QueryResult(
                 table=table, resolution=None if query.count else p.resolution, request=request, pages=0
             )
         if query.count and not p.client_filters and p.endpoint != "live":
             n, ans = self._count(p)
             if n is not None:
-                return QueryResult(
-                    table=wire.count_table(n), warnings=_notices(p, ans.warnings), request=request
-                )
+                return QueryResult(table=count_table(n), warnings=_notices(p, ans.warnings), request=request)
         need = None if query.count or query.limit is None else query.offset + query.limit
         pages, answers, info = self._collect(p, need=need, complete=query.complete or query.count)
         notes: list[str] = []
         if query.count:  # counted here: some condition is applied client-side, or the endpoint has no count
-            table = wire.count_table(wire.apply_client_filters(_concat(p, pages), p.client_filters).num_rows)
+            table = count_table(wire.apply_client_filters(_concat(p, pages), p.client_filters).num_rows)
         else:
             table, notes = wire.finish(p, pages)
             table = self._contiguous(table)
