@@ -586,14 +586,13 @@ class Client(ClassicMixin, RootsMixin):
         """A live count counts the rows the live query gives: annotations still waiting for their
         supervoxel lookup are refused, or (``allow``) left out with a warning, as for the rows."""
         import attrs
-        import pyarrow as pa
 
-        from .backends.base import QueryResult
+        from .backends.base import QueryResult, count_table
 
         first = "id" if any(c.name == "id" for c in cols) else cols[0].name
         rows = attrs.evolve(query, count=False, select_columns=(first,), offset=0, limit=None)
         result = self._pending_lookups(rows, cols, allow)
-        table = pa.table({"count": pa.array([result.table.num_rows], pa.int64())})
+        table = count_table(result.table.num_rows)
         return QueryResult(table=table, warnings=result.warnings, request=result.request, pages=result.pages)
 
     def _provenance(self, query: Query, result: Any, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -731,10 +731,6 @@ def sort(table: pa.Table, p: Plan) -> pa.Table:
     return table
 
 
-def count_table(n: int) -> pa.Table:
-    return pa.table({"count": pa.array([int(n)], type=pa.int64())})
-
-
 def is_count(table: pa.Table) -> int | None:
     """The number in a count answer (one row, a ``count`` column), or None if it is not one."""
     if table.num_rows == 1 and "count" in table.column_names:

@@ -15,7 +15,7 @@ import pyarrow as pa
 from ..query import Query
 from ..schema import ColumnKind
 
-__all__ = ["ARROW_TYPES", "Backend", "QueryResult"]
+__all__ = ["ARROW_TYPES", "Backend", "QueryResult", "count_table"]
 
 #: the Arrow type of each non-position column kind, as every backend returns it
 ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
@@ -25,6 +25,11 @@ ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
     ColumnKind.BOOL: pa.bool_(),
     ColumnKind.DATETIME: pa.timestamp("us", tz="UTC"),
 }
+
+
+def count_table(n: int) -> pa.Table:
+    """A count answer: one row, one int64 ``count`` column."""
+    return pa.table({"count": pa.array([int(n)], type=pa.int64())})
 
 
 @attrs.frozen
