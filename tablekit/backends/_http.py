@@ -303,7 +303,9 @@ class Urllib3Transport:
                 body = json.dumps(request.json, allow_nan=False).encode("utf-8")
             except ValueError as e:
                 raise HTTPError(
-                    f"{request.method} {url}: the request body is not valid JSON ({e})", url=url
+                    f"{request.method} {url}: the request body is not valid JSON ({e}); a value is NaN "
+                    "or infinite: pass finite numbers",
+                    url=url,
                 ) from None
             headers["Content-Type"] = "application/json"
         for name, value in request.headers:  # the request's own replace the defaults, whatever the case
@@ -322,13 +324,7 @@ class Urllib3Transport:
                 decode_content=True,
             )
         except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException, ValueError) as e:
-            err = map_transport_error(e, request)
-            if proxy is not None and isinstance(e, urllib3.exceptions.ProxyError):
-                err.args = (
-                    f"{err} [the proxy {_without_userinfo(proxy)} comes from the environment "
-                    "(http_proxy/https_proxy/all_proxy); add the host to no_proxy to bypass it]",
-                )
-            raise err from None
+            raise map_transport_error(e, request, proxy) from None
         raw = r.headers
         headers_out = {name: tuple(raw.getlist(name)) for name in {k.lower() for k in raw}}
         return Response(r.status, url, headers_out, r.data)
@@ -390,14 +386,21 @@ def shared_transport() -> Urllib3Transport:
         return _SHARED[0]
 
 
-def map_transport_error(e: BaseException, request: Request) -> HTTPError:
-    """A urllib3 (or socket) exception → the tablekit error for it (the most specific class wins)."""
+def map_transport_error(e: BaseException, request: Request, proxy: str | None = None) -> HTTPError:
+    """A urllib3 (or socket) exception → the tablekit error for it (the most specific class wins);
+    ``proxy``: the environment's proxy the request went through."""
     what = f"{request.method} {request.url}"
     text = f"{type(e).__name__}: {e}"
     kw: dict[str, Any] = {"url": request.url, "method": request.method}
     x = urllib3.exceptions
     if isinstance(e, x.ProxyError):
-        return ConnectionFailedError(f"{what}: the proxy failed ({text})", **kw)
+        fix = (
+            ""
+            if proxy is None
+            else f" [the proxy {_without_userinfo(proxy)} comes from the environment "
+            "(http_proxy/https_proxy/all_proxy); add the host to no_proxy to bypass it]"
+        )
+        return ConnectionFailedError(f"{what}: the proxy failed ({text}){fix}", **kw)
     if isinstance(e, x.ConnectTimeoutError) and not isinstance(e, x.NewConnectionError):
         return ConnectionFailedError(f"{what}: could not connect within the timeout ({text})", **kw)
     if isinstance(e, (x.ReadTimeoutError, TimeoutError)) and not isinstance(e, x.NewConnectionError):
