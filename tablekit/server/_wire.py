@@ -799,14 +799,15 @@ SMALL_ANSWER = 16 * 1024
 def encode_arrow(table: pa.Table, compression: Literal["lz4", "zstd"] | None) -> bytes:
     """One Arrow IPC stream with one record batch (buffers compressed with ``compression``, unless
     the answer is under :data:`SMALL_ANSWER` bytes)."""
-    if table.nbytes < SMALL_ANSWER:
+    size = table.nbytes
+    if size < SMALL_ANSWER:
         compression = None
     meta = dict(table.schema.metadata or {})
     meta[b"pandas"] = _pandas_metadata(table.schema)
     table = table.replace_schema_metadata(meta).combine_chunks()
     sink = pa.BufferOutputStream()
     # small answers are written faster without pyarrow's thread pool
-    opts = pa.ipc.IpcWriteOptions(compression=compression, use_threads=table.nbytes > 65536)
+    opts = pa.ipc.IpcWriteOptions(compression=compression, use_threads=size > 65536)
     with pa.ipc.new_stream(sink, table.schema, options=opts) as writer:
         if table.num_rows:
             for batch in table.to_batches(max_chunksize=max(table.num_rows, 1)):

@@ -424,9 +424,10 @@ def build_app(state: ServerState) -> Starlette:
         extra = [w for w in result.warnings if not any(x.endswith(": " + w) for x in plan.warnings)]
         return table, [*plan.warnings, *extra, *tr.limit_warnings(plan, table.num_rows)]
 
-    def _encode(request: Request, table: pa.Table) -> tuple[bytes, str, list[tuple[str, str]]]:
-        """The response body (Arrow or JSON, maybe gzipped), its media type and encoding headers."""
-        arrow, _ = _flags(request)
+    def _respond(
+        request: Request, plan: Plan, table: pa.Table, warn: list[str], *, resolution_header: bool = True
+    ) -> Response:
+        arrow, flag_warn = _flags(request)
         accept = request.headers.get("accept-encoding")
         if arrow:
             ipc = parse_bool(request.query_params.get("ipc_compress"), True, "ipc_compress")
@@ -436,18 +437,6 @@ def build_app(state: ServerState) -> Starlette:
             body = _wire.encode_json_records(table)
             media = "application/json"
         body, enc_headers = _wire.maybe_gzip(body, accept)
-        return body, media, enc_headers
-
-    def _respond(
-        request: Request,
-        plan: Plan,
-        encoded: tuple[bytes, str, list[tuple[str, str]]],
-        warn: list[str],
-        *,
-        resolution_header: bool = True,
-    ) -> Response:
-        _, flag_warn = _flags(request)
-        body, media, enc_headers = encoded
         resp = Response(body, media_type=media)
         for k, val in enc_headers:
             resp.headers[k] = val
@@ -469,14 +458,13 @@ def build_app(state: ServerState) -> Starlette:
             if v2 and isinstance(body, dict):
                 body = {k: x for k, x in body.items() if k != "desired_resolution"}  # v2 ignores it
 
-            def work() -> tuple[Plan, tuple[bytes, str, list[tuple[str, str]]], list[str]]:
+            def work() -> Response:
                 plan = build(request, body)
                 table, warn = _execute(plan)
-                # encoded here too: compression does not hold up the event loop's other requests
-                return plan, _encode(request, table), warn
+                # answered here too: compression does not hold up the event loop's other requests
+                return _respond(request, plan, table, warn, resolution_header=not v2)
 
-            plan, encoded, warn = await run_in_threadpool(work)
-            return _respond(request, plan, encoded, warn, resolution_header=not v2)
+            return await run_in_threadpool(work)
 
         return handler
 
