@@ -131,11 +131,7 @@ class CaveHistory:
         (a root's supervoxels never change while it is valid)."""
         info = self.root_info(root_ids)
         valid = [r for r, (c, x) in info.items() if c <= ts and (x is None or x > ts)]
-        parts = (
-            list(self._pool.map(self.supervoxels_of, valid))
-            if len(valid) > 1
-            else [self.supervoxels_of(r) for r in valid]
-        )
+        parts = list(self._pool.map(self.supervoxels_of, valid))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def edges(self) -> list[tuple[int, int, _dt.datetime]]:

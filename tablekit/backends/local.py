@@ -21,6 +21,7 @@ import json
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -109,7 +110,6 @@ def _remove_abandoned(directory: Path, stem: str, age: float = 6 * 3600) -> None
     """Delete what a build of ``stem`` left behind when its process died (files and DuckDB's
     spill directories older than ``age`` seconds; a build still running is younger)."""
     import shutil
-    import time
 
     for p in directory.glob(f"{stem}.*.tmp*"):
         try:
@@ -149,8 +149,6 @@ def _prune_native(root: Path, keep: set[Path], now: float | None = None) -> list
     ``$TABLEKIT_NATIVE_CACHE_SIZE``. A copy's modification time is its last use (set when a
     process attaches it); ``keep`` (this process's copies) and copies used in the last
     :data:`_IN_USE` seconds are never deleted. Returns what was deleted."""
-    import time
-
     now = time.time() if now is None else now
     budget = _parse_size(os.environ.get("TABLEKIT_NATIVE_CACHE_SIZE") or _NATIVE_BUDGET)
     copies = []
