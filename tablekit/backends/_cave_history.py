@@ -120,11 +120,17 @@ class CaveHistory:
         data = resp.json()
         leaves = data.get("leaf_ids") if isinstance(data, dict) else None
         if not isinstance(leaves, list):
-            raise ServerError(f"{self.url}/node/{rid}/leaves: the answer has no leaf_ids list")
+            raise ServerError(
+                f"{self.url}/node/{rid}/leaves: the answer has no leaf_ids list; the datastack's "
+                "segmentation source is not a PyChunkedGraph tablekit can read"
+            )
         try:
             return np.unique(np.array([int(x) for x in leaves], dtype=np.int64))
         except (TypeError, ValueError, OverflowError):
-            raise ServerError(f"{self.url}/node/{rid}/leaves: leaf_ids are not int64 ids") from None
+            raise ServerError(
+                f"{self.url}/node/{rid}/leaves: leaf_ids are not int64 ids; the datastack's segmentation "
+                "source is not a PyChunkedGraph tablekit can read"
+            ) from None
 
     def supervoxels_at(self, root_ids: Sequence[int], ts: _dt.datetime) -> np.ndarray:
         """The supervoxels whose root at ``ts`` is one of ``root_ids``: the leaves of those valid then

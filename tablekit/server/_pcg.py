@@ -80,7 +80,7 @@ def _ids(payload: Any, key: str) -> list[int]:
 def _node_id(raw: str) -> int:
     """A node id from the URL path: decimal digits of a uint64."""
     if not _UINT.fullmatch(raw or "") or int(raw) >= 2**64:
-        raise WireError(f"node id {raw!r} is not a uint64 id")
+        raise WireError(f"node id {raw!r} is not a uint64 id; pass a root id in decimal digits")
     return int(raw)
 
 
@@ -219,7 +219,8 @@ class Chunkedgraph:
         sv = self.history.supervoxels_of(node) if 0 < node < 2**63 else []
         if not len(sv):
             raise FilterValueError(
-                f"node id {node} is not a root id in the segmentation history of {self.client.datastack}"
+                f"node id {node} is not a root id in the segmentation history of {self.client.datastack}; "
+                "check the id (the root ids of this datastack are in its tables' *_root_id columns)"
             )
         ids = [int(x) for x in sv]
         return {"leaf_ids": [str(x) for x in ids] if as_str else ids}
