@@ -96,7 +96,10 @@ class RootsMixin:
         """For each root id: is it valid (current) at ``timestamp`` (default now)?"""
         ids = _ids(root_ids)
         ts = self._ts(timestamp)
-        info = self._history().root_info(ids)
+        h = self._history()
+        if hasattr(h, "is_latest"):  # the backend answers it directly (chunkedgraph)
+            return np.asarray(h.is_latest(ids, ts), dtype=bool)
+        info = h.root_info(ids)
         return np.array([_status(info, r, ts) == "valid" and r != 0 for r in ids], dtype=bool)
 
     def _successors(self, root_id: int, ts: _dt.datetime) -> tuple[np.ndarray, np.ndarray]:

@@ -158,6 +158,28 @@ def test_unknown_root_is_an_error_over_http_too(remote, client, hist):
         assert isinstance(e.value.__cause__, ServerError) and e.value.__cause__.status == 500
 
 
+def test_is_latest_roots_over_http_answers_unknown_ids_like_the_local_engine(remote, client, hist):
+    """An id the chunkedgraph does not know (and 0) is not current, as in PyChunkedGraph; the
+    answer keeps the order and repeats of the ids asked."""
+    tk, _ = remote
+    unknown = int(hist["root_id"].max()) + 1
+    retired = hist[hist["valid_to"].notna()].iloc[0]
+    current = int(hist.loc[hist["valid_to"].isna(), "root_id"].iloc[0])
+    ids = [unknown, int(retired["root_id"]), 0, current, unknown, int(retired["root_id"])]
+    before_retired = (retired["valid_to"] - pd.Timedelta(seconds=1)).to_pydatetime()
+
+    def oracle(r: int, ts: dt.datetime) -> bool:
+        rows = hist[hist["root_id"] == r]
+        t = pd.Timestamp(ts)
+        return bool(((rows["valid_from"] <= t) & (rows["valid_to"].isna() | (rows["valid_to"] > t))).any())
+
+    for ts in (dt.datetime.now(dt.timezone.utc), before_retired):
+        want = [oracle(r, ts) for r in ids]
+        assert want[1] == (ts == before_retired) and want[0] is False and want[2] is False
+        assert tk.is_latest_roots(ids, timestamp=ts).tolist() == want
+        assert client.is_latest_roots(ids, timestamp=ts).tolist() == want
+
+
 def test_supervoxels_over_http_equal_the_local_history(remote, client, hist, cases):
     tk, _ = remote
     h_remote, h_local = tk.backend.history, client.backend.history

@@ -79,6 +79,24 @@ class CaveHistory:
             if c is not None
         }
 
+    def is_latest(self, root_ids: Sequence[int], ts: _dt.datetime) -> np.ndarray:
+        """For each id, is it a current root at ``ts``: one ``is_latest_roots`` request (0 is never
+        sent and is never current). An id the chunkedgraph does not know is not current, as in
+        PyChunkedGraph and the local engine."""
+        ids = [int(r) for r in root_ids]
+        asked = sorted({r for r in ids if r != 0})
+        if not asked:
+            return np.zeros(len(ids), dtype=bool)
+        answer = self._post_json("is_latest_roots", {"timestamp": str(ts.timestamp())}, {"node_ids": asked})
+        flags = answer.get("is_latest") if isinstance(answer, dict) else None
+        if not isinstance(flags, list) or len(flags) != len(asked):
+            raise ServerError(
+                f"{self.url}/is_latest_roots: the answer has no is_latest list of {len(asked)} flags; the "
+                "datastack's segmentation source is not a PyChunkedGraph tablekit can read"
+            )
+        current = {r for r, f in zip(asked, flags, strict=True) if f}
+        return np.array([r in current for r in ids], dtype=bool)
+
     def roots_at(self, supervoxel_ids: Sequence[int] | np.ndarray, ts: _dt.datetime) -> np.ndarray:
         """The root of each supervoxel at ``ts`` (``0`` for supervoxel 0, which is never sent)."""
         sv = np.asarray(supervoxel_ids, dtype=np.int64)
