@@ -738,6 +738,12 @@ def test_a_cached_start_opens_the_first_querys_connection_in_advance(served, cli
     assert pool.num_connections == 1
     transport.preconnect(url)  # already open: nothing new
     assert pool.num_connections == 1
+    assert transport.connected(url)
+    # a second client of this process finds the idle connection: no background work at all
+    again = CaveBackend(client.datastack, url, cache_dir=tmp_path, transport=transport, progress=False)
+    assert again._pool._threads == set()
+    tablekit.Client(again).tables[NUC](volume={">": 100}).query()
+    assert pool.num_connections == 1
 
 
 def test_cache_files_rewritten_elsewhere_are_read_again(served, client, tmp_path):

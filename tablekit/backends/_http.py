@@ -273,15 +273,25 @@ class Urllib3Transport:
             self._hosts[origin] = (m, proxy)
             return m, proxy
 
+    def connected(self, url: str) -> bool:
+        """Whether a kept-alive connection to ``url``'s host is open and idle (a request there
+        needs no handshake)."""
+        try:
+            manager, _ = self._manager(url)
+            pool = manager.connection_from_url(url)
+            return any(c is not None and getattr(c, "is_connected", False) for c in list(pool.pool.queue))
+        except Exception:  # best effort: "not known to be connected"
+            return False
+
     def preconnect(self, url: str, timeout: float = 10.0) -> None:
         """Open a kept-alive connection (TCP, and TLS for https) to ``url``'s host unless one is
         already open, so that the next request there starts without a handshake. Failures are
         ignored: the request itself reports them."""
         try:
             manager, _ = self._manager(url)
-            pool = manager.connection_from_url(url)
-            if any(c is not None and getattr(c, "is_connected", False) for c in list(pool.pool.queue)):
+            if self.connected(url):
                 return
+            pool = manager.connection_from_url(url)
             conn = pool._get_conn(timeout=0)
             try:
                 if not getattr(conn, "is_connected", False):
@@ -504,6 +514,11 @@ class HTTPSession:
 
     def redact(self, text: str) -> str:
         return redact(text, self.token)
+
+    def connected(self, url: str) -> bool:
+        """Whether the transport holds an idle open connection to ``url``'s host (False if it cannot tell)."""
+        known = getattr(self.transport, "connected", None)
+        return bool(known(url)) if known is not None else False
 
     def preconnect(self, url: str) -> None:
         """Open a connection to ``url``'s host ahead of the first request, if the transport can."""

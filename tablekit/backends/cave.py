@@ -275,8 +275,10 @@ class CaveBackend:
         self._v2 = f"{local}/materialize/api/v2"
         if self._disk.get("versions.json", VERSIONS_TTL) is not None:
             # everything came from the cache: open the connection the first query will use while
-            # the caller builds it (a TLS handshake to a remote server costs round trips)
-            self._pool.submit(self._http.preconnect, local)
+            # the caller builds it (a TLS handshake to a remote server costs round trips); not when
+            # this process already holds one (no thread is started then)
+            if not self._http.connected(local):
+                self._pool.submit(self._http.preconnect, local)
             return
         if local != self.location or not speculative:
             speculative = self._versions_requests(local)
