@@ -746,6 +746,29 @@ def test_a_cached_start_opens_the_first_querys_connection_in_advance(served, cli
     assert pool.num_connections == 1
 
 
+def test_a_request_waits_for_the_connection_being_opened_for_it(served, client, tmp_path):
+    """A query sent while its connection is still being opened in advance (a slow handshake,
+    played by a transport whose handshake takes 0.3 s) goes over that connection instead of
+    opening a second one."""
+    url, rec = served
+    connect(client, url, cache_dir=tmp_path).tables[NUC](volume={">": 100}).query()  # fills the cache
+
+    class SlowHandshake(Urllib3Transport):
+        def preconnect(self, url: str, timeout: float = 10.0) -> None:
+            time.sleep(0.3)
+            super().preconnect(url, timeout)
+
+    transport = SlowHandshake()
+    rec.log.clear()
+    t0 = time.monotonic()
+    backend = CaveBackend(client.datastack, url, cache_dir=tmp_path, transport=transport, progress=False)
+    tablekit.Client(backend).tables[NUC](volume={">": 100}).query()
+    assert time.monotonic() - t0 >= 0.3  # it waited for the handshake under way
+    pool = transport._manager(url)[0].connection_from_url(url)
+    assert pool.num_connections == 1
+    assert len(rec.log) == 1 and transport._opening == {}
+
+
 def test_cache_files_rewritten_elsewhere_are_read_again(served, client, tmp_path):
     """Clients of one process keep parsed cache files in memory, but a file another process
     rewrote (new size or time) is read again: the next client sees the new content."""

@@ -220,6 +220,7 @@ class Urllib3Transport:
         self._lock = threading.Lock()
         self._managers: dict[tuple[str | None, str | None], urllib3.PoolManager] = {}
         self._hosts: dict[str, tuple[urllib3.PoolManager, str | None]] = {}
+        self._opening: dict[str, threading.Event] = {}  # origin → set once its connection is open
 
     def __repr__(self) -> str:
         return "<Urllib3Transport>"
@@ -234,8 +235,7 @@ class Urllib3Transport:
     def _manager(self, url: str) -> tuple[urllib3.PoolManager, str | None]:
         """The pool manager for ``url``'s host (direct or through its proxy, made on first use)
         and the proxy's URL."""
-        scheme, _, rest = url.partition("://")
-        origin = f"{scheme.lower()}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+        origin = _origin(url)
         known = self._hosts.get(origin)
         if known is not None:
             return known
@@ -302,8 +302,33 @@ class Urllib3Transport:
         except Exception:  # best effort by design: the request itself reports failures
             logger.debug("tablekit: could not open a connection to %s in advance", url, exc_info=True)
 
+    def open_ahead(self, url: str, timeout: float = 10.0) -> None:
+        """:meth:`preconnect` in a background thread. A request to that host made meanwhile waits
+        for this connection instead of opening a second one: the handshake under way finishes
+        before a new one would."""
+        origin = _origin(url)
+        if self.connected(url):
+            return
+        with self._lock:
+            if origin in self._opening:
+                return
+            done = self._opening[origin] = threading.Event()
+
+        def run() -> None:
+            try:
+                self.preconnect(url, timeout)
+            finally:
+                with self._lock:
+                    self._opening.pop(origin, None)
+                done.set()
+
+        threading.Thread(target=run, name="tablekit-preconnect", daemon=True).start()
+
     def send(self, request: Request, *, timeout: tuple[float, float]) -> Response:
         url = request.url
+        opening = self._opening.get(_origin(url)) if self._opening else None
+        if opening is not None:
+            opening.wait(timeout[0])
         if request.params:
             url += ("&" if "?" in url else "?") + urlencode(request.params)
         headers = urllib3.HTTPHeaderDict({"Accept-Encoding": "gzip, deflate", "Accept": "*/*"})
@@ -338,6 +363,12 @@ class Urllib3Transport:
         raw = r.headers
         headers_out = {name: tuple(raw.getlist(name)) for name in {k.lower() for k in raw}}
         return Response(r.status, url, headers_out, r.data)
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` (the scheme in lower case)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].split('?', 1)[0]}"
 
 
 def _without_userinfo(url: str) -> str:
@@ -515,16 +546,12 @@ class HTTPSession:
     def redact(self, text: str) -> str:
         return redact(text, self.token)
 
-    def connected(self, url: str) -> bool:
-        """Whether the transport holds an idle open connection to ``url``'s host (False if it cannot tell)."""
-        known = getattr(self.transport, "connected", None)
-        return bool(known(url)) if known is not None else False
-
-    def preconnect(self, url: str) -> None:
-        """Open a connection to ``url``'s host ahead of the first request, if the transport can."""
-        pre = getattr(self.transport, "preconnect", None)
-        if pre is not None:
-            pre(url, timeout=self.timeout[0])
+    def open_ahead(self, url: str) -> None:
+        """Start opening a connection to ``url``'s host in the background, ahead of the first
+        request there, if the transport can."""
+        ahead = getattr(self.transport, "open_ahead", None)
+        if ahead is not None:
+            ahead(url, timeout=self.timeout[0])
 
     def request(
         self,

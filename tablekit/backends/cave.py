@@ -277,8 +277,7 @@ class CaveBackend:
             # everything came from the cache: open the connection the first query will use while
             # the caller builds it (a TLS handshake to a remote server costs round trips); not when
             # this process already holds one (no thread is started then)
-            if not self._http.connected(local):
-                self._pool.submit(self._http.preconnect, local)
+            self._http.open_ahead(local)
             return
         if local != self.location or not speculative:
             speculative = self._versions_requests(local)
