@@ -249,6 +249,7 @@ class LocalBackend:
             except duckdb.Error:  # pragma: no cover - ICU missing: timestamps are re-labelled below
                 pass
         self._lock = threading.RLock()
+        self._statements = threading.local()  # per thread: SQL text → parsed statement
         self._cache: dict[Any, Any] = {}
         if native_cache is None:
             native_cache = os.environ.get("TABLEKIT_NATIVE_CACHE", "1") != "0"
@@ -912,12 +913,26 @@ class LocalBackend:
                         table=query.table,
                     ) from e
                 cur.register(vl.name, pa.table({"v": arr}))
-            table = cur.sql(compiled.sql, params=compiled.params or None).to_arrow_table()
+            table = cur.sql(self._parsed(compiled.sql), params=compiled.params or None).to_arrow_table()
         except duckdb.Error as e:
             raise self._error(e, query) from e
         finally:
             cur.close()
         return _utc(table)
+
+    def _parsed(self, sql: str) -> Any:
+        """``sql`` parsed once per thread: DuckDB takes a parsed statement without parsing its text
+        again (a query's text repeats; its values are parameters)."""
+        cache: dict[str, Any] | None = getattr(self._statements, "cache", None)
+        if cache is None:
+            cache = self._statements.cache = {}
+        statement = cache.get(sql)
+        if statement is None:
+            (statement,) = self._con.extract_statements(sql)
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[sql] = statement
+        return statement
 
     def _error(self, e: duckdb.Error, query: Query) -> Exception:
         msg = str(e).strip()
