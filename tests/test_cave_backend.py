@@ -16,6 +16,8 @@ import datetime as dt
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -767,6 +769,14 @@ def test_a_request_waits_for_the_connection_being_opened_for_it(served, client, 
     pool = transport._manager(url)[0].connection_from_url(url)
     assert pool.num_connections == 1
     assert len(rec.log) == 1 and transport._opening == {}
+
+
+def test_the_idna_codec_is_loaded_with_the_http_module():
+    """urllib3 encodes every host name with the idna codec; it comes with tablekit's HTTP module,
+    so a new process's first request (or its preconnect thread) does not import it."""
+    code = "import sys, tablekit.backends._http; print('encodings.idna' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
 
 
 def test_cache_files_rewritten_elsewhere_are_read_again(served, client, tmp_path):

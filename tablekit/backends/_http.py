@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
+
+# urllib3 checks host names with the idna codec: loaded with this module, not lazily inside the
+# first request (or a preconnect thread)
+import encodings.idna  # noqa: F401
 import http.client
 import json
 import logging
