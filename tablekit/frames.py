@@ -103,8 +103,7 @@ def _points(x: pa.ChunkedArray, y: pa.ChunkedArray, z: pa.ChunkedArray) -> np.nd
     xyz = np.empty((n, 3), dtype=np.result_type(*(c.type.to_pandas_dtype() for c in (x, y, z))))
     for i, c in enumerate((x, y, z)):
         xyz[:, i] = c.to_numpy()
-    out = np.empty(n, dtype=object)
-    out[:] = list(xyz)
+    out = np.fromiter(xyz, dtype=object, count=n)  # one view per row, no list in between
     if nulls is not None:
         out[nulls] = None
     return out
