@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as _dt
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,7 +54,8 @@ class CaveHistory:
         ids = sorted({int(r) for r in root_ids if int(r) != 0})
         if not ids:
             return {}
-        now = str(time.time())
+        moment = _dt.datetime.now(_dt.timezone.utc)
+        now = str(moment.timestamp())
         body = {"node_ids": ids}
         first_f = self._pool.submit(
             self._post_json, "root_timestamps", {"latest": "False", "timestamp": now}, body
@@ -64,12 +64,12 @@ class CaveHistory:
             self._post_json, "root_timestamps", {"latest": "True", "timestamp": now}, body
         )
         try:
-            current = self._post_json("is_latest_roots", {"timestamp": now}, body).get("is_latest", [])
+            current = self.is_latest(ids, moment)
             created = [parse_time(t) for t in first_f.result().get("timestamp", [])]
             last = [parse_time(t) for t in last_f.result().get("timestamp", [])]
         except ServerError as e:
             raise _unknown_ids(e, ids, self.url) from e
-        if not len(created) == len(last) == len(current) == len(ids):
+        if not len(created) == len(last) == len(ids):
             raise ServerError(
                 f"{self.url}: the chunkedgraph answered {len(created)} timestamps for {len(ids)} roots"
             )

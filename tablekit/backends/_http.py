@@ -277,13 +277,19 @@ class Urllib3Transport:
             self._hosts[origin] = (m, proxy)
             return m, proxy
 
+    def _pool(self, url: str) -> Any:
+        """The connection pool requests to ``url`` take their connections from."""
+        return self._manager(url)[0].connection_from_url(url)
+
+    @staticmethod
+    def _idle(pool: Any) -> bool:
+        return any(c is not None and getattr(c, "is_connected", False) for c in list(pool.pool.queue))
+
     def connected(self, url: str) -> bool:
         """Whether a kept-alive connection to ``url``'s host is open and idle (a request there
         needs no handshake)."""
         try:
-            manager, _ = self._manager(url)
-            pool = manager.connection_from_url(url)
-            return any(c is not None and getattr(c, "is_connected", False) for c in list(pool.pool.queue))
+            return self._idle(self._pool(url))
         except Exception:  # best effort: "not known to be connected"
             return False
 
@@ -292,10 +298,9 @@ class Urllib3Transport:
         already open, so that the next request there starts without a handshake. Failures are
         ignored: the request itself reports them."""
         try:
-            manager, _ = self._manager(url)
-            if self.connected(url):
+            pool = self._pool(url)
+            if self._idle(pool):
                 return
-            pool = manager.connection_from_url(url)
             conn = pool._get_conn(timeout=0)
             try:
                 if not getattr(conn, "is_connected", False):
