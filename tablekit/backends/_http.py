@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import _thread
 import datetime as _dt
 import email.utils
 
@@ -331,7 +332,9 @@ class Urllib3Transport:
                     self._opening.pop(origin, None)
                 done.set()
 
-        threading.Thread(target=run, name="tablekit-preconnect", daemon=True).start()
+        # not threading.Thread: its start() waits until the new thread runs, which costs the caller
+        # a GIL hand-off; nothing needs to wait for this one but a request to the same host
+        _thread.start_new_thread(run, ())
 
     def send(self, request: Request, *, timeout: tuple[float, float]) -> Response:
         url = request.url
