@@ -121,7 +121,8 @@ async def _send(send: Any, status: int, headers: list[tuple[str, str]], content:
 
 
 class Recorder:
-    """ASGI wrapper: records every request (method, path, query pairs, headers, body), answers
+    """ASGI wrapper: records every request (method, path, query pairs, headers, body, and the
+    response's headers), answers
     ``GET /__case__/<name>`` markers itself, can delay every request, and lets ``faults``
     (``record -> (status, headers, body) | None``) answer instead of the wrapped app."""
 
@@ -157,7 +158,14 @@ class Recorder:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        async def keep(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                rec["response_headers"] = {
+                    k.decode().lower(): v.decode("latin-1") for k, v in message["headers"]
+                }
+            await send(message)
+
+        await self.app(scope, replay, keep)
 
     def paths(self, method: str | None = None) -> list[str]:
         return [r["path"] for r in self.log if method is None or r["method"] == method]
@@ -743,7 +751,7 @@ def test_a_cached_start_opens_the_first_querys_connection_in_advance(served, cli
     assert transport.connected(url)
     # a second client of this process finds the idle connection: no background work at all
     again = CaveBackend(client.datastack, url, cache_dir=tmp_path, transport=transport, progress=False)
-    assert again._pool._threads == set()
+    assert again._pool._threads == set() and transport._opening == {}  # no preconnect under way
     tablekit.Client(again).tables[NUC](volume={">": 100}).query()
     assert pool.num_connections == 1
 
@@ -1026,3 +1034,40 @@ def test_desired_resolution_counts_and_regex_and_boxes(limited, client):
     ]
     for case in cases:
         pd.testing.assert_frame_equal(case(tk), case(client))
+
+
+def test_a_small_answer_is_decoded_outside_pyarrows_default_memory_pool(served, client, values, monkeypatch):
+    """pyarrow's default memory pool (mimalloc) costs a process about 0.5 ms, at times 10 ms, to set
+    up on first use; a small answer (a zstd-compressed Arrow body) is decoded into the system
+    allocator's memory, so a first query does not pay for that. Rows equal the local engine's."""
+    url, rec = served
+    pool = pa.default_memory_pool()
+    seen: list[tuple[int, int]] = []  # (body size, default-pool allocations while decoding it)
+    decode = wire.decode
+
+    def counted(resp: Any, p: Any) -> pa.Table:
+        before = pool.num_allocations()  # the server runs in this process: count the decode only
+        table = decode(resp, p)
+        seen.append((len(resp.content), pool.num_allocations() - before))
+        return table
+
+    monkeypatch.setattr(wire, "decode", counted)
+    tk = connect(client, url)
+    root = values["busy_root"]
+    rec.log.clear()
+    got = tk.tables[SYN](pre_pt_root_id=root).query(split_positions=True)
+    (req,) = [r for r in rec.log if r["path"].endswith("/query")]
+    assert req["response_headers"]["content-type"] == wire.ARROW_CONTENT_TYPE
+    assert "zstd" in req["headers"]["accept-encoding"]  # Arrow buffers compressed: decoding allocates
+    assert len(seen) == 1 and seen[0][0] <= wire._SMALL_ANSWER and seen[0][1] == 0, seen
+    want = client.tables[SYN](pre_pt_root_id=root).query(split_positions=True)
+    assert len(got) == len(want) > 0
+    pd.testing.assert_frame_equal(got, want)
+    # a large answer keeps the default pool (faster for big buffers): the decode does allocate there
+    seen.clear()
+    tk.query_table(SYN, split_positions=True)
+    assert (
+        seen
+        and max(size for size, _ in seen) > wire._SMALL_ANSWER
+        and all(n > 0 for size, n in seen if size > wire._SMALL_ANSWER)
+    )
