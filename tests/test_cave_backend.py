@@ -106,6 +106,8 @@ def _record(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
     return {
         "method": scope["method"],
         "path": scope["path"],
+        "target": scope["raw_path"].decode("latin-1")
+        + ("?" + scope["query_string"].decode() if scope["query_string"] else ""),
         "query": parse_qsl(scope["query_string"].decode(), keep_blank_values=True),
         "headers": {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]},
         "header_names": [k.decode().lower() for k, _ in scope["headers"]],
@@ -303,6 +305,21 @@ def test_request_bodies_and_default_headers(canned):
     with pytest.raises(HTTPError, match="not valid JSON"):
         s.request("POST", f"{url}/q", json={"v": float("nan")})
     assert len(app.log) == 2  # nothing was sent
+
+
+def test_the_request_line_is_encoded_as_requests_encodes_it(canned):
+    """Requests go straight to the host's connection pool with the URL's path and query (urllib3
+    does not take the whole URL apart again): spaces, non-ASCII and existing %-escapes in the path,
+    and parameters, reach the server as ``requests`` (what CAVEclient uses) encodes them."""
+    app, url = canned
+    app.reset(_json(200, {}))
+    s = session(transport=Urllib3Transport())
+    cases = [("/a b/ü", {"q": "a b/é", "n": "1"}), ("/x%20y/z", None), ("", {"k": "v"}), ("/t", {"e": ""})]
+    for path, params in cases:
+        s.request("GET", url + path, params=params)
+    want = [requests.Request("GET", url + path, params=params).prepare().path_url for path, params in cases]
+    assert [r["target"] for r in app.log] == want
+    assert [r["path"] for r in app.log] == ["/a b/ü", "/x y/z", "/", "/t"]
 
 
 def test_proxies_from_the_environment(canned, monkeypatch):
