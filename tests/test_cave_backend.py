@@ -819,6 +819,39 @@ def test_cache_files_rewritten_elsewhere_are_read_again(served, client, tmp_path
     assert not any("/info/" in p for p in rec.paths())  # still from the disk cache, not the server
 
 
+def test_a_cached_start_parses_only_the_schema_documents_it_uses(served, client, tmp_path):
+    """The schema documents are cached one per line: a new process (played by forgetting what this
+    one parsed) reads the file and parses only the documents of the tables it queries. A damaged
+    file is fetched again, never trusted."""
+    from tablekit.backends import cave
+
+    url, rec = served
+    want = connect(client, url, cache_dir=tmp_path).tables[SYN](id=1).query()  # fills the cache
+    (path,) = tmp_path.rglob(cave._SCHEMAS)
+    n_docs = len(path.read_bytes().split(b"\n")) - 1
+    assert n_docs == len(connect(client, url).backend._types_all()) > 1
+    cave._PARSED.clear()
+    rec.log.clear()
+    tk = connect(client, url, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(tk.tables[SYN](id=1).query(), want)
+    assert not any("/schema/" in p for p in rec.paths())  # from the disk cache
+    docs = tk.backend._mem[cave._SCHEMAS]
+    used = {m["schema_type"] for m in tk.backend.tables_metadata(tk.version) if m["table_name"] == SYN}
+    assert set(docs._parsed) == used and len(docs) == n_docs
+    assert dict(docs) == connect(client, url).backend._types_all()  # every line is its document
+
+    for damage in (b"not json", path.read_bytes().replace(b"\n", b"\n\n", 1)):
+        path.write_bytes(damage)
+        cave._PARSED.clear()
+        rec.log.clear()
+        again = connect(client, url, cache_dir=tmp_path)
+        pd.testing.assert_frame_equal(again.tables[SYN](id=1).query(), want)
+        assert any(p.startswith("/schema/api/v2/types") for p in rec.paths())  # asked again
+        cave._PARSED.clear()
+        _, rewritten = cave._Sections.read(path)  # written again, whole
+        assert used <= set(rewritten) and all(rewritten[t] == docs[t] for t in rewritten)
+
+
 def test_failing_views_endpoints_never_break_tables(served, client):
     url, rec = served
     rec.faults.append(

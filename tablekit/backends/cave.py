@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ from .base import QueryResult, count_table
 __all__ = ["CaveBackend", "CaveHistory"]
 
 DEFAULT_TTL = 12 * 3600.0
+#: the schema documents' cache file (one document per line: see :class:`_Sections`)
+_SCHEMAS = "schemas.v2.json"
 VERSIONS_TTL = 600.0
 
 
@@ -81,11 +83,64 @@ def _read_json(path: Path) -> Any:
     return entry
 
 
-def _remember(path: Path, text: str) -> None:
+def _remember(path: Path, entry: Any) -> None:
     """A cache file just written: the next client of this process reads it from memory."""
     st = os.stat(path)
     with _PARSED_LOCK:
-        _PARSED[path] = (st.st_mtime_ns, st.st_size, json.loads(text))
+        _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
+
+
+class _Sections(Mapping[str, Any]):
+    """A mapping stored one JSON document per line, each parsed when first looked up: a client
+    reads the few schema documents its tables use, not all of them (a new process saves about
+    0.6 ms on the 57 documents of a datastack)."""
+
+    def __init__(self, names: list[str], lines: list[bytes]):
+        if len(names) != len(lines) or len(set(names)) != len(names):
+            raise ValueError("a sectioned cache file whose names and lines do not match")
+        self._lines = dict(zip(names, lines, strict=True))
+        self._parsed: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._parsed[name]
+        except KeyError:
+            doc = self._parsed[name] = json.loads(self._lines[name])
+            return doc
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._lines
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @classmethod
+    def encode(cls, fetched_at: float, docs: Mapping[str, Any]) -> tuple[bytes, tuple[float, _Sections]]:
+        """The file's bytes, and what :meth:`read` returns for them."""
+        names = list(docs)
+        lines = [json.dumps(docs[n]).encode() for n in names]  # JSON text has no raw newline
+        head = json.dumps({"fetched_at": fetched_at, "names": names}).encode()
+        return b"\n".join([head, *lines]), (fetched_at, cls(names, lines))
+
+    @classmethod
+    def read(cls, path: Path) -> tuple[float, _Sections]:
+        """(fetch time, mapping) of a file :meth:`encode` wrote, parsed once per process while it is
+        unchanged."""
+        st = os.stat(path)
+        with _PARSED_LOCK:
+            hit = _PARSED.get(path)
+        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+            return hit[2]
+        with open(path, "rb") as f:
+            head, *lines = f.read().split(b"\n")
+        meta = json.loads(head)
+        entry = (float(meta["fetched_at"]), cls(list(meta["names"]), lines))
+        with _PARSED_LOCK:
+            _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
+        return entry
 
 
 class _DiskCache:
@@ -114,18 +169,41 @@ class _DiskCache:
             pass
         return None
 
-    def put(self, name: str, value: Any) -> None:
+    def get_sections(self, name: str) -> Mapping[str, Any] | None:
+        """A mapping :meth:`put_sections` stored, each entry parsed when looked up; None when absent,
+        expired or unreadable."""
         if self.dir is None:
-            return
+            return None
+        try:
+            fetched_at, docs = _Sections.read(self.dir / name)
+            if time.time() - fetched_at <= self.ttl:
+                return docs
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def put(self, name: str, value: Any) -> None:
+        if self.dir is not None:
+            text = json.dumps({"fetched_at": time.time(), "value": value})
+            self._write(name, text.encode(), json.loads(text))
+
+    def put_sections(self, name: str, docs: Mapping[str, Any]) -> None:
+        """Store ``docs`` one per line, for :meth:`get_sections`."""
+        if self.dir is not None:
+            self._write(name, *_Sections.encode(time.time(), docs))
+
+    def _write(self, name: str, data: bytes, entry: Any) -> None:
+        """Write a cache file whole (readers never see half of one); ``entry`` is what reading it
+        back gives, for the next client of this process."""
+        assert self.dir is not None
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-            text = json.dumps({"fetched_at": time.time(), "value": value})
-            tmp.write_text(text, encoding="utf-8")
+            tmp.write_bytes(data)
             os.replace(tmp, self.dir / name)
-            _remember(self.dir / name, text)
+            _remember(self.dir / name, entry)
         except OSError as e:  # a cache that cannot be written is only slower
-            warnings.warn(f"tablekit: cannot write the metadata cache {self.dir}: {e}", stacklevel=3)
+            warnings.warn(f"tablekit: cannot write the metadata cache {self.dir}: {e}", stacklevel=4)
 
     def clear(self) -> None:
         if self.dir is not None and self.dir.is_dir():
@@ -354,7 +432,7 @@ class CaveBackend:
         url = f"{self._v3}/datastack/{self.datastack}/version/{int(version)}/tables/metadata"
 
         def fetch() -> Any:
-            if self._schema_docs(None) is None and "schemas_future" not in self._mem:
+            if self._schema_docs() is None and "schemas_future" not in self._mem:
                 self._mem["schemas_future"] = self._pool.submit(self._types_all)
             return self._json(url, missing=[])
 
@@ -363,21 +441,19 @@ class CaveBackend:
     def _types_all(self) -> dict[str, Any]:
         return self._json(f"{self.location}/schema/api/v2/types_all")
 
-    def _schema_docs(self, fetch: Callable[[], Any] | None) -> dict[str, Any] | None:
+    def _schema_docs(self) -> Mapping[str, Any] | None:
+        """The schema documents known so far (memory, else the disk cache), or None."""
         with self._lock:
-            if "schemas.json" in self._mem:
-                return self._mem["schemas.json"]
-        docs = self._disk.get("schemas.json")
-        if docs is None and fetch is not None:
-            docs = fetch()
-            self._disk.put("schemas.json", docs)
+            if _SCHEMAS in self._mem:
+                return self._mem[_SCHEMAS]
+        docs = self._disk.get_sections(_SCHEMAS)
         if docs is not None:
             with self._lock:
-                self._mem["schemas.json"] = docs
+                self._mem[_SCHEMAS] = docs
         return docs
 
     def schemas(self, schema_types: list[str]) -> dict[str, Mapping[str, Any]]:
-        docs = self._schema_docs(None) or {}
+        docs = self._schema_docs() or {}
         missing = [s for s in schema_types if s not in docs]
         if missing:
             fut = self._mem.pop("schemas_future", None)
@@ -392,8 +468,8 @@ class CaveBackend:
                 fetched.update(self._fetch_schemas(still))
             docs = {**docs, **fetched}
             with self._lock:
-                self._mem["schemas.json"] = docs
-            self._disk.put("schemas.json", docs)
+                self._mem[_SCHEMAS] = docs
+            self._disk.put_sections(_SCHEMAS, docs)
         absent = [s for s in schema_types if s not in docs]
         if absent:
             raise SchemaError(
