@@ -771,3 +771,18 @@ def test_concurrent_requests_get_their_own_answers(m3, v, client, sample_values)
         again = list(pool.map(lambda i: decode(post(*jobs[i % len(jobs)])), range(4 * len(jobs))))
     for i, df in enumerate(again):
         pd.testing.assert_frame_equal(df, first[i % len(jobs)])
+
+
+def test_the_pandas_metadata_of_an_answer_follows_its_column_names_and_types():
+    """The ``pandas`` metadata (remembered per schema) changes with a column's type or name, not
+    with the schema's own metadata."""
+    from tablekit.server import _wire
+
+    def numpy_types(schema: pa.Schema) -> list[tuple[str, str]]:
+        return [(c["name"], c["numpy_type"]) for c in json.loads(_wire._pandas_metadata(schema))["columns"]]
+
+    a = pa.schema([("x", pa.int64()), ("t", pa.timestamp("us", tz="UTC")), ("ok", pa.bool_())])
+    assert numpy_types(a) == [("x", "Int64"), ("t", "datetime64[us]"), ("ok", "boolean")]
+    assert numpy_types(pa.schema([("x", pa.float64()), *list(a)[1:]]))[0] == ("x", "float64")
+    assert numpy_types(pa.schema([("y", pa.int64()), *list(a)[1:]]))[0] == ("y", "Int64")
+    assert numpy_types(a.with_metadata({b"k": b"v"})) == numpy_types(a)

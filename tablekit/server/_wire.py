@@ -16,6 +16,7 @@ same :class:`~tablekit.query.Query`.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import gzip
 import json
 import random
@@ -754,6 +755,7 @@ def arrow_compression(
     return None
 
 
+@functools.lru_cache(maxsize=256)  # a table's answers share one schema (names and types)
 def _pandas_metadata(schema: pa.Schema) -> bytes:
     """The ``pandas`` schema metadata a pandas-built table carries, with the nullable extension
     dtypes the CAVE server produces (``Int64``, ``boolean``), so readers get the same dtypes."""
