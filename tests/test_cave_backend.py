@@ -314,12 +314,19 @@ def test_the_request_line_is_encoded_as_requests_encodes_it(canned):
     app, url = canned
     app.reset(_json(200, {}))
     s = session(transport=Urllib3Transport())
-    cases = [("/a b/ü", {"q": "a b/é", "n": "1"}), ("/x%20y/z", None), ("", {"k": "v"}), ("/t", {"e": ""})]
+    cases = [
+        ("/a b/ü", {"q": "a b/é", "n": "1"}),
+        ("/x%20y/z", None),
+        ("", {"k": "v"}),
+        ("/t", {"e": ""}),
+        ("/d/./e/../f", {"p": "../x"}),  # dot segments go, as requests removes them
+        ("/.hidden/g", None),
+    ]
     for path, params in cases:
         s.request("GET", url + path, params=params)
     want = [requests.Request("GET", url + path, params=params).prepare().path_url for path, params in cases]
     assert [r["target"] for r in app.log] == want
-    assert [r["path"] for r in app.log] == ["/a b/ü", "/x y/z", "/", "/t"]
+    assert [r["path"] for r in app.log] == ["/a b/ü", "/x y/z", "/", "/t", "/d/f", "/.hidden/g"]
 
 
 def test_proxies_from_the_environment(canned, monkeypatch):

@@ -397,11 +397,12 @@ def _origin(url: str) -> str:
 
 def _request_target(url: str) -> str | None:
     """The path and query of an absolute ``url`` (what the request line carries); None for a URL
-    urllib3 must take apart itself (user info, a fragment)."""
+    urllib3 must take apart itself (user info, a fragment, a path with ``.``/``..`` segments to
+    remove)."""
     _, sep, rest = url.partition("://")
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     target = rest[cut:]
-    if not sep or "@" in rest[:cut] or "#" in target:
+    if not sep or "@" in rest[:cut] or "#" in target or "/." in target.split("?", 1)[0]:
         return None
     return target if target.startswith("/") else "/" + target
 
