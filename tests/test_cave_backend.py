@@ -829,7 +829,8 @@ def test_cache_files_rewritten_elsewhere_are_read_again(served, client, tmp_path
 def test_a_cached_start_parses_only_the_schema_documents_it_uses(served, client, tmp_path):
     """The schema documents are cached one per line: a new process (played by forgetting what this
     one parsed) reads the file and parses only the documents of the tables it queries. A damaged
-    file is fetched again, never trusted."""
+    file, or a damaged document a table needs, is asked for again (the readable lines are kept); a
+    damaged line nothing reads costs nothing."""
     from tablekit.backends import cave
 
     url, rec = served
@@ -847,7 +848,23 @@ def test_a_cached_start_parses_only_the_schema_documents_it_uses(served, client,
     assert set(docs._parsed) == used and len(docs) == n_docs
     assert dict(docs) == connect(client, url).backend._types_all()  # every line is its document
 
-    for damage in (b"not json", path.read_bytes().replace(b"\n", b"\n\n", 1)):
+    good = path.read_bytes()
+    head, *lines = good.split(b"\n")
+    names = json.loads(head)["names"]
+    (mine,) = used
+    other = next(n for n in names if n != mine)
+
+    def garbled(*cut: str) -> bytes:  # documents' lines cut short; the file keeps its shape
+        at = {names.index(n) for n in cut}
+        return b"\n".join([head, *(ln[: len(ln) // 2] if i in at else ln for i, ln in enumerate(lines))])
+
+    # a line nobody reads is never parsed: the query needs no schema request
+    path.write_bytes(garbled(other))
+    cave._PARSED.clear()
+    rec.log.clear()
+    pd.testing.assert_frame_equal(connect(client, url, cache_dir=tmp_path).tables[SYN](id=1).query(), want)
+    assert not any("/schema/" in p for p in rec.paths())
+    for damage in (b"not json", good.replace(b"\n", b"\n\n", 1), garbled(mine), garbled(mine, other)):
         path.write_bytes(damage)
         cave._PARSED.clear()
         rec.log.clear()
@@ -857,6 +874,8 @@ def test_a_cached_start_parses_only_the_schema_documents_it_uses(served, client,
         cave._PARSED.clear()
         _, rewritten = cave._Sections.read(path)  # written again, whole
         assert used <= set(rewritten) and all(rewritten[t] == docs[t] for t in rewritten)
+        if damage == garbled(mine, other):  # the good lines are kept, the damaged ones are not
+            assert other not in rewritten and len(rewritten) == n_docs - 1
 
 
 def test_failing_views_endpoints_never_break_tables(served, client):

@@ -143,6 +143,18 @@ class _Sections(Mapping[str, Any]):
         return entry
 
 
+def _readable(docs: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """``{name: docs[name]}`` for the names whose cached document reads; a damaged line of the
+    disk cache is left out (and so asked for again)."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = docs[n]
+        except ValueError:
+            pass
+    return out
+
+
 class _DiskCache:
     """JSON files under ``{root}/cave/{server}/{datastack}/``, each stamped with its fetch time."""
 
@@ -454,7 +466,8 @@ class CaveBackend:
 
     def schemas(self, schema_types: list[str]) -> dict[str, Mapping[str, Any]]:
         docs = self._schema_docs() or {}
-        missing = [s for s in schema_types if s not in docs]
+        known = _readable(docs, [s for s in schema_types if s in docs])
+        missing = [s for s in schema_types if s not in known]
         if missing:
             fut = self._mem.pop("schemas_future", None)
             fetched: dict[str, Any] = {}
@@ -466,7 +479,7 @@ class CaveBackend:
             still = [s for s in missing if s not in fetched]
             if still:
                 fetched.update(self._fetch_schemas(still))
-            docs = {**docs, **fetched}
+            docs = {**_readable(docs, [s for s in docs if s not in fetched]), **fetched}
             with self._lock:
                 self._mem[_SCHEMAS] = docs
             self._disk.put_sections(_SCHEMAS, docs)
