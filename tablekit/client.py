@@ -13,8 +13,11 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+import pyarrow.compute as pc
+
 from . import _values
-from .backends.base import Backend
+from .backends.base import Backend, QueryResult, count_table
 from .classic import ClassicMixin
 from .errors import (
     FilterValueError,
@@ -28,7 +31,15 @@ from .filters import ResultColumn, TableFilter, check_select, make_filter_class
 from .frames import to_output
 from .query import Join, Predicate, Query
 from .roots import RootsMixin, check_roots_valid
-from .schema import ColumnKind, TableSpec, load_schema_documents, resolution_triple, table_spec, view_spec
+from .schema import (
+    ColumnKind,
+    ColumnRole,
+    TableSpec,
+    load_schema_documents,
+    resolution_triple,
+    table_spec,
+    view_spec,
+)
 from .tables import Tables, Views, namespace_attribute
 
 __all__ = ["Client"]
@@ -443,8 +454,6 @@ class Client(ClassicMixin, RootsMixin):
         allow_invalid: bool,
     ) -> tuple[Predicate, ...]:
         """Root-id filters of a live query must name roots valid at ``ts``."""
-        from .schema import ColumnRole
-
         roots = {(c.table, c.column.name) for c in cols if c.column.role is ColumnRole.ROOT_ID}
         out: list[Predicate] = []
         history = getattr(self._backend, "history", None)
@@ -545,11 +554,6 @@ class Client(ClassicMixin, RootsMixin):
         """Run a live query and deal with annotations whose supervoxel lookup is still pending
         (null supervoxel id, hence no root id at any time): refuse them, or leave them out with a
         warning when ``allow``."""
-        import attrs
-        import pyarrow.compute as pc
-
-        from .schema import ColumnRole
-
         svs = [c.name for c in cols if c.column.role is ColumnRole.SUPERVOXEL_ID]
         extra: list[str] = []
         q = attrs.evolve(query, allow_missing_lookups=allow)  # an HTTP backend sends it to the server
@@ -585,10 +589,6 @@ class Client(ClassicMixin, RootsMixin):
     def _live_count(self, query: Query, cols: tuple[ResultColumn, ...], allow: bool) -> Any:
         """A live count counts the rows the live query gives: annotations still waiting for their
         supervoxel lookup are refused, or (``allow``) left out with a warning, as for the rows."""
-        import attrs
-
-        from .backends.base import QueryResult, count_table
-
         first = "id" if any(c.name == "id" for c in cols) else cols[0].name
         rows = attrs.evolve(query, count=False, select_columns=(first,), offset=0, limit=None)
         result = self._pending_lookups(rows, cols, allow)
