@@ -281,15 +281,18 @@ class Urllib3Transport:
             self._hosts[origin] = (m, proxy)
             return m, proxy
 
-    def _pool(self, url: str) -> Any:
-        """The connection pool requests to ``url`` take their connections from."""
+    def _pool(self, url: str, manager: urllib3.PoolManager | None = None) -> Any:
+        """The connection pool requests to ``url`` take their connections from (``manager``: the
+        host's, when the caller already has it)."""
         origin = _origin(url)
         place = self._places.get(origin)
         if place is None:
             u = urllib3.util.parse_url(origin)
             place = self._places[origin] = (u.scheme or "http", u.host, u.port)
         scheme, host, port = place
-        return self._manager(url)[0].connection_from_host(host, port=port, scheme=scheme)
+        if manager is None:
+            manager = self._manager(origin)[0]
+        return manager.connection_from_host(host, port=port, scheme=scheme)
 
     @staticmethod
     def _idle(pool: Any) -> bool:
@@ -347,7 +350,8 @@ class Urllib3Transport:
 
     def send(self, request: Request, *, timeout: tuple[float, float]) -> Response:
         url = request.url
-        opening = self._opening.get(_origin(url)) if self._opening else None
+        origin = _origin(url)
+        opening = self._opening.get(origin) if self._opening else None
         if opening is not None:
             opening.wait(timeout[0])
         if request.params:
@@ -366,7 +370,7 @@ class Urllib3Transport:
             headers["Content-Type"] = "application/json"
         for name, value in request.headers:  # the request's own replace the defaults, whatever the case
             headers[name] = value
-        manager, proxy = self._manager(url)
+        manager, proxy = self._manager(origin)
         kw: dict[str, Any] = {
             "body": body,
             "headers": headers,
@@ -379,7 +383,7 @@ class Urllib3Transport:
         try:
             target = _request_target(url) if proxy is None else None
             if target is not None:  # straight to the host's pool: the URL is not parsed again
-                r = self._pool(url).request(request.method, target, assert_same_host=False, **kw)
+                r = self._pool(origin, manager).request(request.method, target, assert_same_host=False, **kw)
             else:
                 r = manager.request(request.method, url, **kw)
         except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException, ValueError) as e:
