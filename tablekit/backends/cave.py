@@ -69,25 +69,32 @@ _PARSED: dict[Path, tuple[int, int, Any]] = {}
 _PARSED_LOCK = threading.Lock()
 
 
-def _read_json(path: Path) -> Any:
-    """A cache file's JSON, parsed once per process while the file is unchanged (treat it as read-only)."""
+def _read_cached(path: Path, parse: Callable[[bytes], tuple[float, Any]]) -> tuple[float, Any]:
+    """A cache file's (fetch time, value), parsed with ``parse`` once per process while the file is
+    unchanged (treat the value as read-only)."""
     st = os.stat(path)
     with _PARSED_LOCK:
         hit = _PARSED.get(path)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2]
-    with open(path, encoding="utf-8") as f:
-        entry = json.load(f)
+    with open(path, "rb") as f:
+        entry = parse(f.read())
     with _PARSED_LOCK:
         _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
     return entry
 
 
-def _remember(path: Path, entry: Any) -> None:
+def _remember(path: Path, entry: tuple[float, Any]) -> None:
     """A cache file just written: the next client of this process reads it from memory."""
     st = os.stat(path)
     with _PARSED_LOCK:
         _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
+
+
+def _parse_json(data: bytes) -> tuple[float, Any]:
+    """A cache file of one JSON document ``{"fetched_at": t, "value": v}``."""
+    entry = json.loads(data)
+    return float(entry["fetched_at"]), entry["value"]
 
 
 class _Sections(Mapping[str, Any]):
@@ -117,30 +124,24 @@ class _Sections(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._lines)
 
-    @classmethod
-    def encode(cls, fetched_at: float, docs: Mapping[str, Any]) -> tuple[bytes, tuple[float, _Sections]]:
-        """The file's bytes, and what :meth:`read` returns for them."""
+    @staticmethod
+    def encode(fetched_at: float, docs: Mapping[str, Any]) -> bytes:
+        """A header line (fetch time, names), then each document on its own line."""
         names = list(docs)
-        lines = [json.dumps(docs[n]).encode() for n in names]  # JSON text has no raw newline
-        head = json.dumps({"fetched_at": fetched_at, "names": names}).encode()
-        return b"\n".join([head, *lines]), (fetched_at, cls(names, lines))
+        head = json.dumps({"fetched_at": fetched_at, "names": names})
+        return "\n".join([head, *(json.dumps(docs[n]) for n in names)]).encode()  # JSON has no raw newline
+
+    @classmethod
+    def parse(cls, data: bytes) -> tuple[float, _Sections]:
+        """(fetch time, mapping) of what :meth:`encode` wrote; only the header is parsed here."""
+        head, *lines = data.split(b"\n")
+        meta = json.loads(head)
+        return float(meta["fetched_at"]), cls(list(meta["names"]), lines)
 
     @classmethod
     def read(cls, path: Path) -> tuple[float, _Sections]:
-        """(fetch time, mapping) of a file :meth:`encode` wrote, parsed once per process while it is
-        unchanged."""
-        st = os.stat(path)
-        with _PARSED_LOCK:
-            hit = _PARSED.get(path)
-        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            return hit[2]
-        with open(path, "rb") as f:
-            head, *lines = f.read().split(b"\n")
-        meta = json.loads(head)
-        entry = (float(meta["fetched_at"]), cls(list(meta["names"]), lines))
-        with _PARSED_LOCK:
-            _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
-        return entry
+        """:meth:`parse` of the file at ``path``, once per process while it is unchanged."""
+        return _read_cached(path, cls.parse)
 
 
 def _readable(docs: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
@@ -171,49 +172,45 @@ class _DiskCache:
         self.dir = base.expanduser() / "cave" / f"{host}-{key}" / name
 
     def get(self, name: str, ttl: float | None = None) -> Any:
-        if self.dir is None:
-            return None
-        try:
-            entry = _read_json(self.dir / name)
-            if time.time() - float(entry["fetched_at"]) <= (self.ttl if ttl is None else min(ttl, self.ttl)):
-                return entry["value"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        return None
+        """The value :meth:`put` stored; None when absent, expired (``ttl``, at most the cache's)
+        or unreadable."""
+        return self._get(name, _parse_json, self.ttl if ttl is None else min(ttl, self.ttl))
 
     def get_sections(self, name: str) -> Mapping[str, Any] | None:
         """A mapping :meth:`put_sections` stored, each entry parsed when looked up; None when absent,
         expired or unreadable."""
+        return self._get(name, _Sections.parse, self.ttl)
+
+    def _get(self, name: str, parse: Callable[[bytes], tuple[float, Any]], ttl: float) -> Any:
         if self.dir is None:
             return None
         try:
-            fetched_at, docs = _Sections.read(self.dir / name)
-            if time.time() - fetched_at <= self.ttl:
-                return docs
+            fetched_at, value = _read_cached(self.dir / name, parse)
+            if time.time() - fetched_at <= ttl:
+                return value
         except (OSError, ValueError, KeyError, TypeError):
             pass
         return None
 
     def put(self, name: str, value: Any) -> None:
-        if self.dir is not None:
-            text = json.dumps({"fetched_at": time.time(), "value": value})
-            self._write(name, text.encode(), json.loads(text))
+        self._write(name, json.dumps({"fetched_at": time.time(), "value": value}).encode(), _parse_json)
 
     def put_sections(self, name: str, docs: Mapping[str, Any]) -> None:
         """Store ``docs`` one per line, for :meth:`get_sections`."""
-        if self.dir is not None:
-            self._write(name, *_Sections.encode(time.time(), docs))
+        self._write(name, _Sections.encode(time.time(), docs), _Sections.parse)
 
-    def _write(self, name: str, data: bytes, entry: Any) -> None:
-        """Write a cache file whole (readers never see half of one); ``entry`` is what reading it
-        back gives, for the next client of this process."""
-        assert self.dir is not None
+    def _write(self, name: str, data: bytes, parse: Callable[[bytes], tuple[float, Any]]) -> None:
+        """Write a cache file whole (readers never see half of one); the next client of this process
+        reads it back from memory (``parse`` of what was written, so it shares nothing with the
+        caller's objects)."""
+        if self.dir is None:
+            return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
             tmp.write_bytes(data)
             os.replace(tmp, self.dir / name)
-            _remember(self.dir / name, entry)
+            _remember(self.dir / name, parse(data))
         except OSError as e:  # a cache that cannot be written is only slower
             warnings.warn(f"tablekit: cannot write the metadata cache {self.dir}: {e}", stacklevel=4)
 
