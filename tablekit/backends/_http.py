@@ -483,7 +483,11 @@ def map_transport_error(e: BaseException, request: Request, proxy: str | None = 
         )
         return ConnectionFailedError(f"{what}: the proxy failed ({text}){fix}", **kw)
     if isinstance(e, x.ConnectTimeoutError) and not isinstance(e, x.NewConnectionError):
-        return ConnectionFailedError(f"{what}: could not connect within the timeout ({text})", **kw)
+        return ConnectionFailedError(
+            f"{what}: could not connect within the timeout ({text}); check the server URL and that the "
+            "host is reachable, or give connect(..., timeout=(CONNECT, READ)) a longer connect time",
+            **kw,
+        )
     if isinstance(e, (x.ReadTimeoutError, TimeoutError)) and not isinstance(e, x.NewConnectionError):
         return RequestTimeoutError(
             f"{what}: the server did not answer within the read timeout ({text}); raise it with "
@@ -491,11 +495,19 @@ def map_transport_error(e: BaseException, request: Request, proxy: str | None = 
             **kw,
         )
     if isinstance(e, x.DecodeError):
-        return ConnectionFailedError(f"{what}: the response body could not be decoded ({text})", **kw)
+        return ConnectionFailedError(
+            f"{what}: the response body could not be decoded ({text}); the server or a proxy sent a "
+            "damaged answer: retry, or check the proxy settings (http_proxy/https_proxy)",
+            **kw,
+        )
     if isinstance(e, (x.LocationValueError, x.ProxySchemeUnsupported, x.InvalidHeader, ValueError)):
         return HTTPError(f"{what}: invalid request ({text}); check the server URL", **kw)
     # refused or reset connections, name resolution, TLS, a connection closed mid-answer
-    return ConnectionFailedError(f"{what}: connection failed ({text})", **kw)
+    return ConnectionFailedError(
+        f"{what}: connection failed ({text}); check the server URL, that the server is up and "
+        "reachable from here, and the proxy settings (http_proxy/https_proxy/no_proxy)",
+        **kw,
+    )
 
 
 # --------------------------------------------------------------------------- session
