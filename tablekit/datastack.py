@@ -60,6 +60,7 @@ __all__ = [
     "annotation_schema",
     "build_datastack",
     "bundled_schemas",
+    "check_datastack_name",
     "check_views",
     "format_timestamp",
     "load_table_specs",
@@ -86,7 +87,8 @@ FORMAT_VERSION = 1
 ROW_GROUP_ROWS = 1_000_000  # rows per Parquet row group
 FILE_ROWS = 16_000_000  # rows per part file before a new one is started
 COMPRESSION: Literal["zstd"] = "zstd"
-TABLE_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+TABLE_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
+DATASTACK_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 _TS = pa.timestamp("us", tz="UTC")
 _INT64_MAX = np.iinfo(np.int64).max
@@ -175,12 +177,36 @@ def _resolution(value: Any, what: str) -> list[float]:
 
 
 def _check_table_name(name: Any, what: str = "table") -> str:
-    if not isinstance(name, str) or not TABLE_NAME_RE.match(name):
+    if not isinstance(name, str) or not TABLE_NAME_RE.fullmatch(name):
         raise DatastackError(
-            f"{what} name {name!r} is invalid: names must match ^[a-z_][a-z0-9_]*$ (lowercase letters, "
-            "digits and underscores, not starting with a digit), e.g. 'synapses_v2'"
+            f"{what} name {_short(name)} is invalid: names must match ^[a-z_][a-z0-9_]*$ (lowercase "
+            "letters, digits and underscores, not starting with a digit, at most 128 characters), "
+            "e.g. 'synapses_v2'"
         )
     return name
+
+
+def check_datastack_name(name: Any, where: str = "") -> str:
+    """``name`` if it can name a datastack (1–128 letters, digits, ``_``, ``-``, ``.``), else a
+    :class:`DatastackError` (prefixed with ``where``). The name reaches file names, generated
+    stubs and log lines, so quotes, spaces, line breaks and control characters are refused."""
+    if not isinstance(name, str) or not DATASTACK_NAME_RE.fullmatch(name):
+        raise DatastackError(
+            f"{where}datastack name {_short(name)} is invalid: it must be 1–128 letters, digits, '_', "
+            "'-' or '.', not starting with '-' or '.' (no spaces, quotes, line breaks or control "
+            "characters), e.g. 'my_stack'"
+        )
+    return name
+
+
+def _short(value: Any, n: int = 60) -> str:
+    """``repr(value)``, cut to about ``n`` characters for a message."""
+    r = repr(value)
+    return (
+        r
+        if len(r) <= n
+        else f"{r[: n - 12]}…{r[-8:]} ({len(value) if isinstance(value, str) else '?'} characters)"
+    )
 
 
 # --------------------------------------------------------------------------- schema documents
@@ -253,8 +279,7 @@ def write_datastack_json(
     segmentation_source: str | None = None,
 ) -> dict[str, Any]:
     """Write ``datastack.json`` and return its content."""
-    if not isinstance(name, str) or not name:
-        raise DatastackError(f"datastack name {name!r} must be a non-empty string")
+    check_datastack_name(name)
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -281,6 +306,7 @@ def read_datastack_json(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: datastack format version {info.get('format_version')!r}; this tablekit reads "
             f"version {FORMAT_VERSION}. Rebuild the datastack with this tablekit"
         )
+    check_datastack_name(info.get("name"), f"{path}/datastack.json: ")
     return info
 
 
@@ -923,8 +949,7 @@ def build_datastack(
     from ._ingest import _check_supervoxel_roots, _check_targets, _history_from_pairs, _normalize
 
     dest = Path(path)
-    if not isinstance(name, str) or not name:
-        raise DatastackError(f"datastack name {name!r} must be a non-empty string")
+    check_datastack_name(name, "build_datastack: ")
     docs = dict(_bundled())
     if schemas:
         docs.update(schemas)

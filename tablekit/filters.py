@@ -21,8 +21,8 @@ import difflib
 import functools
 import inspect
 import keyword
-import re
 import threading
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -187,8 +187,10 @@ def layout(
 
 
 def _safe(name: str, taken: set[str]) -> str:
-    a = re.sub(r"\W", "_", name)
-    if a[:1].isdigit():
+    # NFKC as Python's parser normalises identifiers (a keyword ``ﬁ=`` arrives as ``fi``); every
+    # character that cannot continue an identifier becomes ``_``
+    a = "".join(ch if ("a" + ch).isidentifier() else "_" for ch in unicodedata.normalize("NFKC", name))
+    if not a or a[:1].isdigit():
         a = "f_" + a
     if keyword.iskeyword(a) or keyword.issoftkeyword(a) or a in RESERVED or a.startswith("_"):
         a = a + "_"

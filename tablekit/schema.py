@@ -30,6 +30,7 @@ __all__ = [
     "PointKind",
     "PointSpec",
     "TableSpec",
+    "check_name",
     "load_schema_documents",
     "normalize_table_metadata",
     "schema_hash",
@@ -154,6 +155,21 @@ class TableSpec:
         for c in self.columns:
             out.extend(c.split_names if c.kind is ColumnKind.POSITION else (c.name,))
         return tuple(out)
+
+
+def check_name(what: str, name: Any) -> str:
+    """``name`` if it can name a table, view or column: a non-empty string of printable
+    characters. A line break, CR, NUL, U+2028, U+0085, a lone surrogate or another control
+    character would end a line of generated code or a log line; such a name is refused."""
+    if not isinstance(name, str) or not name:
+        raise SchemaError(f"{what} name {name!r} must be a non-empty string")
+    bad = next((ch for ch in name if not ch.isprintable()), None)
+    if bad is not None:
+        raise SchemaError(
+            f"{what} name {name!r} contains the non-printable character U+{ord(bad):04X}; names "
+            "must be printable text (no line breaks, control characters or surrogates): rename it"
+        )
+    return name
 
 
 # --------------------------------------------------------------------------- schema documents
@@ -293,6 +309,7 @@ def _columns_from_document(
     else:
         for field in sorted(props):
             prop = props[field]
+            check_name(f"schema {schema_type!r}: field", field)
             if field == "valid":
                 continue
             ref = prop.get("$ref")
@@ -399,7 +416,7 @@ def normalize_table_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
 def table_spec(metadata: Mapping[str, Any], schemas: Mapping[str, Mapping[str, Any]]) -> TableSpec:
     """Build the TableSpec of one table from its metadata and the schema documents."""
     meta = normalize_table_metadata(metadata)
-    name = meta["table_name"]
+    name = check_name("table", meta["table_name"])
     st = meta["schema_type"]
     if not st:
         raise SchemaError(f"table {name!r}: metadata names no schema_type")
@@ -450,9 +467,11 @@ def view_spec(
     root and supervoxel ids are recognised by their names.
     """
     meta = dict(metadata or {})
+    check_name("view", name)
     cols: list[ColumnSpec] = []
     points: list[PointSpec] = []
     for col, t in schema.items():
+        check_name(f"view {name!r}: column", col)
         typ = t.get("type") if isinstance(t, Mapping) else t
         fmt = t.get("format") if isinstance(t, Mapping) else None
         if typ == "SpatialPoint":

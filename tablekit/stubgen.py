@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import inspect
 import keyword
 import os
@@ -125,12 +126,14 @@ class StaleStubsWarning(UserWarning):
 
 def module_name(datastack: str) -> str:
     """The stub module of a datastack: its name made a Python identifier (``minnie65-public`` →
-    ``minnie65_public``)."""
+    ``minnie65_public``; a name of more than 100 characters is cut and gets a digest)."""
     m = re.sub(r"\W", "_", datastack)
     if not m or m[0].isdigit():
         m = "ds_" + m
     if keyword.iskeyword(m):
         m += "_"
+    if len(m) > 100:  # a file name has at most 255 bytes: a long name keeps its start and a digest
+        m = f"{m[:80]}_{hashlib.sha256(datastack.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
     return m
 
 
@@ -142,21 +145,63 @@ def stub_path(out: str | os.PathLike[str], datastack: str) -> Path:
 # --------------------------------------------------------------------------- types per column
 
 
+def _escape(ch: str) -> str:
+    """A backslash escape of one character that must not appear raw in a stub."""
+    o = ord(ch)
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
 def _q(s: str) -> str:
-    """A double-quoted Python string literal."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A double-quoted Python string literal of ``s``, whatever it holds: backslashes and quotes
+    are escaped, and so is every character that is not printable (line breaks, CR, NUL, U+2028,
+    U+0085, lone surrogates…), so a name or enum value can never end the literal or the line."""
+    out = ['"']
+    for ch in s:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(_escape(ch))
+    out.append('"')
+    return "".join(out)
+
+
+def _comment(s: str) -> str:
+    """``s`` as text in a ``#`` comment: itself when printable, else escaped as in :func:`_q`
+    (a raw line break would end the comment and start a statement)."""
+    return s if s.isprintable() else _q(s)[1:-1]
 
 
 def _docstring(text: str, indent: str) -> str:
-    body = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').rstrip()
-    lines = body.splitlines() or [""]
-    out = [f'{indent}"""{lines[0]}']
-    out += [f"{indent}{ln}".rstrip() for ln in lines[1:]]
-    if len(lines) > 1:
-        out.append(f'{indent}"""')
+    """A triple-quoted docstring whose value is ``text`` (line breaks normalised, trailing
+    space stripped): backslashes, non-printable characters and every quote that could close the
+    literal (one followed by another, or the last) are escaped; a lone surrogate shows as its
+    escape (``\\ud800``)."""
+    lines = text.rstrip().splitlines() or [""]
+    body = []
+    for ln in lines:
+        ln = ln.rstrip()
+        out = []
+        for i, ch in enumerate(ln):
+            if ch == "\\":
+                out.append("\\\\")
+            elif ch == '"' and (i + 1 == len(ln) or ln[i + 1] == '"'):
+                out.append('\\"')
+            elif ch.isprintable():
+                out.append(ch)
+            elif "\ud800" <= ch <= "\udfff":  # CPython cannot make a docstring of a lone surrogate
+                out.append("\\" + _escape(ch))  # so the docstring shows its escape as text
+            else:
+                out.append(_escape(ch))
+        body.append("".join(out))
+    out_lines = [f'{indent}"""{body[0]}']
+    out_lines += [f"{indent}{ln}".rstrip() for ln in body[1:]]
+    if len(body) > 1:
+        out_lines.append(f'{indent}"""')
     else:
-        out[-1] += '"""'
-    return "\n".join(out)
+        out_lines[-1] += '"""'
+    return "\n".join(out_lines)
 
 
 _SCALAR = {
@@ -431,11 +476,12 @@ def _namespace_class(
 
 
 def _header(datastack: str, version: int | None, digest: str) -> str:
+    name = _comment(datastack)
     return (
         f"# Typed stubs of the tables and views of datastack {datastack!r}, written by `tablekit stubs`.\n"
         "# DO NOT EDIT: regenerate with\n"
-        f"#   tablekit stubs {datastack} --out DIR\n"
-        f"# datastack: {datastack}\n"
+        f"#   tablekit stubs {name} --out DIR\n"
+        f"# datastack: {name}\n"
         f"# version: {version}\n"
         f"# schema_hash: {digest}\n"
         f"# tablekit: {_tablekit_version()}\n"
@@ -528,7 +574,7 @@ def _render_client(client: Client, version: int | None = None) -> str:
 def _write_text(path: Path, text: str) -> None:
     """Write atomically: a temporary file in the same directory, renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
@@ -554,7 +600,7 @@ def _read_header(text: str) -> dict[str, str]:
     for line in text.splitlines()[:12]:
         m = re.match(r"# (\w+): (.*)$", line)
         if m and m.group(1) in _HEADER_KEYS:
-            out[m.group(1)] = m.group(2).strip()
+            out[m.group(1)] = m.group(2)
     return out
 
 
@@ -622,7 +668,7 @@ def check_stubs(
     else:
         head = _read_header(p.read_text(encoding="utf-8"))
         problems = []
-        if head.get("datastack") != client.datastack:
+        if head.get("datastack") != _comment(client.datastack):
             problems.append(f"they describe datastack {head.get('datastack')!r}, not {client.datastack!r}")
         if head.get("schema_hash") != want:
             problems.append(

@@ -312,6 +312,9 @@ class LocalBackend:
             )
         if not info.get("name"):
             raise DatastackError(f"{self.location}: datastack.json has no 'name'")
+        from ..datastack import check_datastack_name
+
+        check_datastack_name(info["name"], f"{self.location}/datastack.json: ")
         return info
 
     def _fresh(self) -> None:
