@@ -20,6 +20,7 @@ from . import _values
 from .backends.base import Backend, QueryResult, count_table
 from .classic import ClassicMixin
 from .errors import (
+    DatastackError,
     FilterValueError,
     QueryError,
     UnknownTableError,
@@ -209,6 +210,8 @@ class Client(ClassicMixin, RootsMixin):
             try:
                 meta = self._backend.views_metadata(version)
                 schemas = self._backend.view_schemas(version) if meta else {}
+            except DatastackError:  # a refused or damaged view file of a local datastack: say so
+                raise
             except Exception as e:  # an optional endpoint must never break tables
                 warnings.warn(f"{self.datastack}: views unavailable ({e})", stacklevel=user_stacklevel())
                 meta, schemas = {}, {}

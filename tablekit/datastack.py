@@ -1116,13 +1116,23 @@ def check_views(path: str | os.PathLike[str], version: int) -> None:
     vfiles = sorted((root / "views").glob("*.json"))
     if not vfiles:
         return
+    from .backends._duckdb import lock_down, view_sql_problem
+
     con = duckdb.connect()
     try:
-        for d in sorted((root / "versions" / str(version)).iterdir()):
+        lock_down(con, [root])
+        snapshots = sorted((root / "versions" / str(version)).iterdir())
+        for d in snapshots:
             glob = str(d / "*.parquet").replace("'", "''")
             con.execute(f"CREATE VIEW \"{d.name}\" AS SELECT * FROM read_parquet('{glob}')")
         for vf in vfiles:
             sql = _read_json(vf)["sql"]
+            problem = view_sql_problem(con, sql, [d.name for d in snapshots])
+            if problem is not None:
+                raise DatastackError(
+                    f"view {vf.stem!r} ({vf.name}) is refused: {problem}. Fix: make its 'sql' one SELECT "
+                    "over the datastack's tables by their quoted names"
+                )
             try:
                 con.execute(f"SELECT * FROM ({sql}) AS v LIMIT 0")
             except duckdb.Error as e:

@@ -13,12 +13,15 @@ it), so it is loaded once into DuckDB and queried with bound parameters.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import threading
 from collections.abc import Sequence
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+
+from ._duckdb import lock_down
 
 __all__ = ["History"]
 
@@ -35,6 +38,7 @@ class History:
         with self._lock:
             if self._con is None:
                 con = duckdb.connect()
+                lock_down(con, sorted({os.path.dirname(f) for f in self._files}))
                 if self._files:
                     con.execute(
                         "CREATE TABLE h AS SELECT * FROM read_parquet(?) ORDER BY supervoxel_id, valid_from",

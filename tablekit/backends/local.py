@@ -43,6 +43,7 @@ from ..errors import (
 from ..query import Query, jsonable
 from ..schema import TableSpec, table_spec, view_spec
 from . import _sql
+from ._duckdb import lock_down, view_sql_problem
 from ._history import History
 from .base import ARROW_TYPES, QueryResult
 
@@ -234,6 +235,14 @@ class LocalBackend:
         if threads is not None:
             config["threads"] = int(threads)
         self._con = duckdb.connect(":memory:", config=config)
+        if native_cache is None:
+            native_cache = os.environ.get("TABLEKIT_NATIVE_CACHE", "1") != "0"
+        root = os.environ.get("TABLEKIT_CACHE_DIR") or "~/.cache/tablekit"
+        self._native_dir: Path | None = (
+            Path(root).expanduser().absolute() / "native" / f"duckdb-{duckdb.__version__}"
+            if native_cache
+            else None
+        )
         for stmt in (
             "SET GLOBAL TimeZone = 'UTC'",
             "SET GLOBAL parquet_metadata_cache = true",
@@ -248,15 +257,11 @@ class LocalBackend:
                 self._con.execute(stmt)
             except duckdb.Error:  # pragma: no cover - ICU missing: timestamps are re-labelled below
                 pass
+        # from here on the connection reads only the datastack's files and the native copies
+        lock_down(self._con, [self.path, *([self._native_dir] if self._native_dir else [])])
         self._lock = threading.RLock()
         self._statements = threading.local()  # per thread: SQL text → parsed statement
         self._cache: dict[Any, Any] = {}
-        if native_cache is None:
-            native_cache = os.environ.get("TABLEKIT_NATIVE_CACHE", "1") != "0"
-        root = os.environ.get("TABLEKIT_CACHE_DIR") or "~/.cache/tablekit"
-        self._native_dir: Path | None = (
-            Path(root).expanduser() / "native" / f"duckdb-{duckdb.__version__}" if native_cache else None
-        )
         self._attached: dict[str, tuple[str, str]] = {}
         self._native_files: dict[str, str] = {}  # catalog alias → database file
         self._building: dict[str, threading.Thread] = {}  # clustered copies being built
@@ -530,6 +535,13 @@ class LocalBackend:
                     v = self._read_json(f"views/{p.name}", f"view {p.stem!r}")
                     if not isinstance(v, dict) or not isinstance(v.get("sql"), str):
                         raise DatastackError(f"{self.location}: views/{p.name} has no 'sql' string")
+                    problem = view_sql_problem(self._con, v["sql"], self._table_names())
+                    if problem is not None:
+                        raise DatastackError(
+                            f"{self.location}: view {p.stem!r} (views/{p.name}) is refused: {problem}. "
+                            "Fix: make its 'sql' one SELECT over the datastack's tables by their quoted names, "
+                            "or remove the file"
+                        )
                     out[p.stem] = v
             return out
 
@@ -799,6 +811,7 @@ class LocalBackend:
                 # to a temporary directory next to the copy)
                 limit = os.environ.get("TABLEKIT_BUILD_MEMORY", _BUILD_MEMORY).replace("'", "''")
                 con.execute(f"SET memory_limit = '{limit}'")
+            lock_down(con, [self.path, self._native_dir])
             con.execute(f"CREATE TABLE t AS {_layout_sql(layout)}", [list(files)])
         finally:
             con.close()
