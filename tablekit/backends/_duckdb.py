@@ -5,7 +5,7 @@ native copies, attach) files only under the directories it is given — the data
 and the native-copy cache — never load or install an extension, and its configuration is locked
 so that no later statement can widen that (:func:`lock_down`). A view's SQL comes from a file of
 the datastack directory, so it is also checked before it runs (:func:`view_sql_problem`): one
-``SELECT`` over the datastack's tables, with no table functions (``read_text``, ``read_csv``,
+``SELECT`` over the datastack's tables (or plain names, which may be tables of other versions), with no table functions (``read_text``, ``read_csv``,
 ``glob``…), no file paths, catalogs or schemas, no parameters and no functions that read the
 engine's settings. Either defence alone refuses ``read_text('/etc/hostname')``.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,6 +32,10 @@ _LOCKED = (
 )
 #: scalar functions a view may not call: they read the engine's configuration or variables
 _DENIED_FUNCTIONS = frozenset({"current_setting", "getvariable", "getenv"})
+#: a name that may be a table of another version (the view is then left out of this one's views);
+#: anything else unknown — a path, a DuckDB or SQLite catalog table — is refused
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*", re.IGNORECASE)
+_SYSTEM_PREFIXES = ("duckdb_", "sqlite_", "pg_", "information_schema")
 #: FROM-clause node types a view may use
 _FROM_TYPES = frozenset({"BASE_TABLE", "JOIN", "SUBQUERY", "EXPRESSION_LIST", "EMPTY_FROM", "EMPTY", "PIVOT"})
 
@@ -90,7 +95,8 @@ def view_sql_problem(con: duckdb.DuckDBPyConnection, sql: str, tables: Iterable[
             if n.get("schema_name") or n.get("catalog_name"):
                 qual = ".".join(p for p in (n.get("catalog_name"), n.get("schema_name"), name) if p)
                 return f"it reads {qual!r}; a view reads the datastack's tables by their plain names"
-            if name.lower() not in known:
+            plain = _PLAIN_NAME.fullmatch(name) and not name.lower().startswith(_SYSTEM_PREFIXES)
+            if name.lower() not in known and not plain:
                 return (
                     f"it reads {name!r}, which is not a table of the datastack; a view reads only its "
                     f"tables ({', '.join(sorted(tables)) or 'none'})"
