@@ -206,6 +206,8 @@ class Client(ClassicMixin, RootsMixin):
         )
 
     def _views(self, version: int) -> dict[str, TableSpec]:
+        """The views of ``version``. A failure to read them (an optional endpoint) warns and gives
+        no views for this call only: it is not remembered, so the next call asks again."""
         if version not in self._view_specs:
             try:
                 meta = self._backend.views_metadata(version)
@@ -213,8 +215,11 @@ class Client(ClassicMixin, RootsMixin):
             except DatastackError:  # a refused or damaged view file of a local datastack: say so
                 raise
             except Exception as e:  # an optional endpoint must never break tables
-                warnings.warn(f"{self.datastack}: views unavailable ({e})", stacklevel=user_stacklevel())
-                meta, schemas = {}, {}
+                warnings.warn(
+                    f"{self.datastack}: views unavailable ({e}); they are asked for again on next use",
+                    stacklevel=user_stacklevel(),
+                )
+                return {}
             self._view_specs[version] = {
                 n: view_spec(n, schemas[n], {**meta[n], "table_name": n}) for n in meta if n in schemas
             }
@@ -271,9 +276,12 @@ class Client(ClassicMixin, RootsMixin):
         key = ("views", v)
         if key not in self._namespaces:
             views = self._views(v)
-            self._namespaces[key] = Views(
+            names = Views(
                 list(views), lambda n: self._view_class(n, v), lambda n: _first_line(views[n].description)
             )
+            if v not in self._view_specs:  # the views could not be read: ask again next time
+                return names
+            self._namespaces[key] = names
         return self._namespaces[key]
 
     # ------------------------------------------------------------------ metadata API

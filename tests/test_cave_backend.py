@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -435,6 +436,52 @@ def test_token_never_appears_in_reprs_logs_or_errors(canned, caplog, path, clien
     assert any("retry" in t for t in texts)
     for t in texts:
         assert SECRET not in t, t
+
+
+class EchoToken:
+    """ASGI wrapper: every answer of ``app`` gets a ``Warning`` header line quoting the request's
+    bearer token (as a careless server or proxy might)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        auth = dict(scope["headers"]).get(b"authorization", b"")
+
+        async def echo(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"warning", b"seen " + auth)]}
+            await send(message)
+
+        await self.app(scope, receive, echo)
+
+
+@pytest.mark.parametrize("secret", ["k9", "abc1234", SECRET])
+def test_tokens_of_any_length_are_redacted_from_warnings_and_errors(canned, path, client, secret):
+    """A token of 2, 7 or 25 characters never shows: not in a login redirect that echoes it
+    (plain or URL-encoded), nor in a server's ``Warning`` header that reaches ``warnings.warn``
+    and ``df.attrs["warnings"]``."""
+    app, url = canned
+    tok = Token(secret, "test")
+    for loc in (f"https://x.org/auth/login?token={secret}", f"https://x.org/auth/login?t={secret}%21"):
+        app.reset((302, [("location", loc)], b""))
+        with pytest.raises(AuthError) as e:
+            session(token=tok).request("GET", f"{url}/v")
+        assert secret not in str(e.value) and "<redacted>" in str(e.value)
+    app.reset(_json(200, {"ok": 1}, ("warning", f"hello {secret}")))
+    assert session(token=tok).request("GET", f"{url}/v").header_values("warning") == ["hello <redacted>"]
+    with serve_asgi(EchoToken(create_app(path, token=secret))) as base:
+        tk = tablekit.connect(client.datastack, server=base, token=secret, cache_dir=False)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            df = tk.query_table(NUC, limit=3)
+        texts = [str(w.message) for w in seen] + list(df.attrs["warnings"])
+        assert any("seen Bearer <redacted>" in t for t in texts), texts
+        assert all(secret not in t for t in texts), texts
+        assert secret not in json.dumps(df.attrs, default=str)
 
 
 def test_retries_502_503_504_then_succeeds(canned):
@@ -893,6 +940,33 @@ def test_failing_views_endpoints_never_break_tables(served, client):
         with pytest.warns(UserWarning, match="views unavailable"):
             assert tk.get_views() == []
         assert len(tk.query_table(NUC, limit=5)) == 5
+    finally:
+        rec.faults.clear()
+
+
+def test_a_views_failure_is_not_remembered(served, client):
+    """One failing views request warns and shows no views for that call; the next call asks
+    again and sees every view (nothing cached from the failure, in memory or on disk)."""
+    url, rec = served
+    fail = [True]
+    rec.faults.append(
+        lambda r: (
+            (503, [("content-type", "application/json")], b'{"message": "views are busy"}')
+            if "/views" in r["path"] and fail[0]
+            else None
+        )
+    )
+    try:
+        tk = connect(client, url, max_retries=0)
+        with pytest.warns(UserWarning, match="views unavailable.*asked for again"):
+            assert tk.get_views() == []
+        with pytest.warns(UserWarning, match="views unavailable"):
+            assert list(tk.views) == []
+        fail[0] = False
+        assert tk.get_views() == client.get_views() != []
+        assert sorted(tk.views) == sorted(client.views)
+        got = tk.views[VIEW]().query(limit=5)
+        pd.testing.assert_frame_equal(got, client.views[VIEW]().query(limit=5))
     finally:
         rec.faults.clear()
 

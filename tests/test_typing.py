@@ -63,7 +63,8 @@ def pyright_errors() -> dict[Path, list[tuple[int, str]]]:
 def mypy_errors(request: pytest.FixtureRequest) -> dict[Path, list[tuple[int, str]]]:
     """``{file: [(line, message)]}`` of mypy's errors over FILES (strict; tests/typing/mypy.ini)."""
     pytest.importorskip("mypy", reason="mypy is in the test extra: pip install '.[test]'")
-    cache = request.config.cache.mkdir("mypy") if request.config.cache else ROOT / ".mypy_cache"
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    cache = cache.mkdir("mypy") if cache is not None else ROOT / ".mypy_cache"
     p = _run(
         [
             sys.executable,

@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlencode, urljoin, urlsplit
 
 import attrs
 import urllib3
@@ -147,11 +147,17 @@ def find_token(token: str | Token | None = None, server: str | None = None) -> T
 
 
 def redact(text: str, token: Token | None) -> str:
-    """``text`` with the token's value replaced by ``<redacted>`` (tokens shorter than 8
-    characters are not secrets worth mangling every message for)."""
-    if token is None or not text or len(token.reveal()) < 8:
+    """``text`` with the token's value replaced by ``<redacted>``, whatever the token's length, as
+    written and URL-encoded (a login redirect echoes it in a query string)."""
+    if token is None or not text:
         return text
-    return text.replace(token.reveal(), REDACTED)
+    value = token.reveal()
+    if not value:
+        return text
+    for form in sorted({value, quote(value, safe=""), quote_plus(value, safe="")}, key=len, reverse=True):
+        if form in text:
+            text = text.replace(form, REDACTED)
+    return text
 
 
 # --------------------------------------------------------------------------- request / response
@@ -598,6 +604,14 @@ class HTTPSession:
     def redact(self, text: str) -> str:
         return redact(text, self.token)
 
+    def _redact_headers(self, resp: Response) -> Response:
+        """``resp`` with the token redacted from its header values (a server's ``Warning`` lines
+        reach ``warnings.warn`` and ``df.attrs``)."""
+        if self.token is None:
+            return resp
+        clean = {k: tuple(self.redact(v) for v in vs) for k, vs in resp.headers.items()}
+        return resp if clean == resp.headers else attrs.evolve(resp, headers=clean)
+
     def open_ahead(self, url: str) -> None:
         """Start opening a connection to ``url``'s host in the background, ahead of the first
         request there, if the transport can."""
@@ -685,7 +699,7 @@ class HTTPSession:
                 redirects += 1
                 continue
             if 200 <= resp.status < 300 or resp.status in ok:
-                return resp
+                return self._redact_headers(resp)
             if resp.status in RETRY_STATUSES and attempt < self.max_retries:
                 after = _retry_after(resp.header("retry-after"), time.time())
                 if after is not None and after > self.max_wait:

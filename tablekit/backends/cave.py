@@ -511,11 +511,8 @@ class CaveBackend:
             meta, schemas = meta_f.result() or {}, schema_f.result() or {}
             lacking = [n for n, m in meta.items() if "voxel_resolution_x" not in (m or {})]
             per = {n: self._pool.submit(self._json, f"{base}/{n}/metadata") for n in lacking}
-            for n, f in per.items():
-                try:
-                    meta[n] = {**(meta[n] or {}), **f.result()}
-                except HTTPError:
-                    pass
+            for n, f in per.items():  # a failure raises: views with half their metadata are not cached
+                meta[n] = {**(meta[n] or {}), **f.result()}
             return {"metadata": meta, "schemas": schemas}
 
         got = self._cached(key, fetch)
