@@ -235,6 +235,21 @@ def _column(ctx: _Ctx, col: str, series: pd.Series, kind: ColumnKind, nullable: 
     return out
 
 
+def _check_enum(ctx: _Ctx, col: str, arr: pa.Array, allowed: Any) -> None:
+    """An enumerated column holds only its allowed values (or nulls)."""
+    ok = pc.is_in(arr, value_set=pa.array(list(allowed), type=arr.type), skip_nulls=True)
+    bad = ~_filled(ok, True)
+    if bad.any():
+        raise _first_bad(
+            ctx,
+            col,
+            arr,
+            bad,
+            f"values outside the schema's allowed values {list(allowed)}",
+            "use one of the allowed values (they are case-sensitive), or fix or drop those rows",
+        )
+
+
 def _position(ctx: _Ctx, df: pd.DataFrame, name: str, nullable: bool) -> list[Any] | None:
     """The three int64 coordinate arrays of position column ``name`` (None if absent)."""
     split = [f"{name}_{a}" for a in "xyz"]
@@ -403,6 +418,8 @@ def _normalize(
             cols[c.name] = pa.nulls(n, _KIND_TYPES[c.kind])  # type: ignore[call-overload]
             continue
         cols[c.name] = _column(ctx, c.name, df[c.name], c.kind, c.nullable)
+        if c.enum is not None:
+            _check_enum(ctx, c.name, cols[c.name], c.enum)
 
     for p in spec.points:
         pos_name = p.column("position")

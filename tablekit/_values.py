@@ -24,7 +24,8 @@ __all__ = ["normalize_timestamp"]
 _MEMBERSHIP_TYPES: tuple[type, ...] = (list, tuple, set, frozenset, range, np.ndarray)
 
 
-def _short(v: Any, n: int = 60) -> str:
+def short(v: Any, n: int = 60) -> str:
+    """``repr(v)`` cut to ``n`` characters, for messages."""
     r = repr(v)
     return r if len(r) <= n else r[: n - 3] + "..."
 
@@ -65,7 +66,7 @@ def scalar(table: str, attr: str, col: ColumnSpec, value: Any, *, bound: bool = 
     def bad(why: str, fix: str) -> FilterValueError:
         return FilterValueError(
             f"{table}: column {attr!r} ({kind_name(col)}) "
-            f"got {_short(value)} of type {type(value).__name__}: {why}. {fix}",
+            f"got {short(value)} of type {type(value).__name__}: {why}. {fix}",
             table=table,
             column=attr,
         )
@@ -80,6 +81,8 @@ def scalar(table: str, attr: str, col: ColumnSpec, value: Any, *, bound: bool = 
             iv = int(value)
             if not -(2**63) <= iv < 2**63:
                 raise bad("outside the signed 64-bit range of CAVE ids and integers", "Check the value")
+            if iv < 0 and col.is_identifier and not bound:
+                raise bad("ids are never negative", "Check the value (ids run from 0 to 2**63 - 1)")
             return iv
         if isinstance(value, numbers.Real):
             fv = float(value)
@@ -104,6 +107,7 @@ def scalar(table: str, attr: str, col: ColumnSpec, value: Any, *, bound: bool = 
         raise bad("expected a number", "Pass a float or int")
     if kind is ColumnKind.STRING:
         if isinstance(value, str):
+            _check_unicode(table, attr, value)
             if col.enum is not None and value not in col.enum:
                 raise bad(
                     f"not one of the allowed values {list(col.enum)}",
@@ -128,13 +132,14 @@ def membership(table: str, attr: str, col: ColumnSpec, value: Any) -> tuple[Any,
     if isinstance(value, (set, frozenset)):
         seq: Any = sorted(value, key=repr)
     elif hasattr(value, "to_numpy"):
+        _check_no_missing(table, attr, value)
         seq = value.to_numpy()
     else:
         seq = value
     if isinstance(seq, np.ndarray):
         if seq.ndim != 1:
             raise FilterValueError(
-                f"{table}: column {attr!r} got a {seq.ndim}-dimensional array {_short(value)}; "
+                f"{table}: column {attr!r} got a {seq.ndim}-dimensional array {short(value)}; "
                 "membership needs a flat list. Flatten it, e.g. list(np.ravel(x))",
                 table=table,
                 column=attr,
@@ -144,6 +149,13 @@ def membership(table: str, attr: str, col: ColumnSpec, value: Any) -> tuple[Any,
                 raise FilterValueError(
                     f"{table}: column {attr!r} got {int(seq.max())}, outside the signed 64-bit range. "
                     "Check the ids",
+                    table=table,
+                    column=attr,
+                )
+            if col.is_identifier and seq.dtype.kind == "i" and seq.size and int(seq.min()) < 0:
+                raise FilterValueError(
+                    f"{table}: column {attr!r} got {int(seq.min())}: ids are never negative. Check the ids "
+                    "(ids run from 0 to 2**63 - 1)",
                     table=table,
                     column=attr,
                 )
@@ -159,6 +171,38 @@ def membership(table: str, attr: str, col: ColumnSpec, value: Any) -> tuple[Any,
     return tuple(dict.fromkeys(scalar(table, attr, col, v) for v in items))
 
 
+def _check_no_missing(table: str, attr: str, value: Any) -> None:
+    """A pandas Series/Index/array holding missing values (``<NA>``, NaN, None) is refused, naming
+    the first position, before numpy turns it into floats that would blame a valid id."""
+    isna = getattr(value, "isna", None)
+    if isna is None:
+        return
+    mask = np.asarray(isna(), dtype=bool)
+    if mask.any():
+        i = int(np.flatnonzero(mask)[0])
+        raise FilterValueError(
+            f"{table}: column {attr!r} got a {type(value).__name__} holding {int(mask.sum())} missing "
+            f"value(s) (<NA>/NaN/None; the first at position {i}): a missing value cannot be filtered for. "
+            "Drop them first, e.g. ids.dropna()",
+            table=table,
+            column=attr,
+        )
+
+
+def _check_unicode(table: str, attr: str, value: str) -> None:
+    """A str that cannot be UTF-8 (a lone surrogate, e.g. from a bad decode) is refused up front."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FilterValueError(
+            f"{table}: column {attr!r} got {short(value)}, which is not valid Unicode text (a lone "
+            f"surrogate {value[e.start]!r} at position {e.start}). Fix how the text was decoded, or drop "
+            "the character",
+            table=table,
+            column=attr,
+        ) from None
+
+
 def _checked_ints(table: str, attr: str, col: ColumnSpec, items: list[int]) -> tuple[int, ...]:
     lo, hi = min(items), max(items)
     for v in (lo, hi):
@@ -169,10 +213,11 @@ def _checked_ints(table: str, attr: str, col: ColumnSpec, items: list[int]) -> t
 def regex(table: str, attr: str, col: ColumnSpec, value: Any) -> str:
     if not isinstance(value, str):
         raise FilterValueError(
-            f"{table}: column {attr!r}: a regex must be a string, got {_short(value)}. Pass a str pattern",
+            f"{table}: column {attr!r}: a regex must be a string, got {short(value)}. Pass a str pattern",
             table=table,
             column=attr,
         )
+    _check_unicode(table, attr, value)
     try:
         re.compile(value)
     except re.error as e:
@@ -189,7 +234,7 @@ def bbox(table: str, attr: str, value: Any) -> tuple[tuple[Any, ...], tuple[Any,
 
     def bad(why: str) -> FilterValueError:
         return FilterValueError(
-            f"{table}: {attr} got {_short(value)}: {why}. Pass [[x0, y0, z0], [x1, y1, z1]] in the "
+            f"{table}: {attr} got {short(value)}: {why}. Pass [[x0, y0, z0], [x1, y1, z1]] in the "
             "table's voxel units with x0 < x1, y0 < y1, z0 < z1",
             table=table,
             column=attr,

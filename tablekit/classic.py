@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import _values
 from .errors import FilterValueError, QueryError
-from .filters import TableFilter
+from .filters import TableFilter, keywords_checked, no_live_timestamp
 from .query import CAVE_FILTER_DICTS, Predicate
 
 __all__ = ["ClassicMixin"]
@@ -36,6 +36,7 @@ class ClassicMixin:
     info: Any
     datastack: Any
 
+    @keywords_checked
     def query_table(
         self,
         table: str,
@@ -95,8 +96,11 @@ class ClassicMixin:
 
     def live_query(self, table: str, timestamp: Any, **kwargs: Any) -> pd.DataFrame:
         """``query_table`` at a moment in time: rows present at ``timestamp``, root ids as of then."""
+        if timestamp is None:
+            raise no_live_timestamp(table, "query_table()")
         return self.query_table(table, timestamp=timestamp, **kwargs)
 
+    @keywords_checked
     def query_view(
         self,
         view_name: str,
@@ -139,6 +143,7 @@ class ClassicMixin:
             complete=complete,
         )
 
+    @keywords_checked
     def synapse_query(
         self,
         pre_ids: Any = None,

@@ -49,6 +49,58 @@ def _parse_value(field: Any, text: str) -> Any:
     return text
 
 
+def _box_number(cls: Any, where: str, col: str, text: str) -> int | float:
+    """One coordinate of a ``--where`` box: an int, or a float (``1e3``, ``2.5``)."""
+    from .errors import FilterValueError
+
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise FilterValueError(
+            f"{cls.table_name}: --where {where!r}: {text.strip()!r} is not a number; a box needs six numbers "
+            f"x0,y0,z0,x1,y1,z1, e.g. --where '{col}=0,0,0,1000,1000,100'",
+            table=cls.table_name,
+            column=col,
+        ) from None
+
+
+def _table_class(client: Any, name: str) -> Any:
+    """The filter class of a table or view of that name; an unknown name is refused with the close
+    matches among both."""
+    import difflib
+
+    from ._values import short
+    from .errors import UnknownTableError
+
+    if name in client.tables:
+        return client.tables[name]
+    if name in client.views:
+        return client.views[name]
+    names = [*client.tables, *client.views]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise UnknownTableError(
+        f"{client.datastack} v{client.version}: no table or view named {short(name)}.{hint} "
+        "List them with `tablekit tables`"
+    )
+
+
+def _check_out(out: str | None) -> str | None:
+    """Why ``--out`` cannot be written (its directory is missing), or None."""
+    import os
+
+    if not out:
+        return None
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        return f"--out {out}: the directory {parent} does not exist; create it first, or write elsewhere"
+    return None
+
+
 def _where_kwargs(cls: Any, wheres: Sequence[str]) -> dict[str, Any]:
     """``['volume>500', 'pt_root_id=1,2', 'pt_position_bbox=0,0,0,10,10,10']`` → filter kwargs."""
     from .errors import FilterValueError, UnknownColumnError
@@ -67,11 +119,19 @@ def _where_kwargs(cls: Any, wheres: Sequence[str]) -> dict[str, Any]:
             raise UnknownColumnError(f"{cls.table_name}: no column {col!r}")  # pragma: no cover
         field = cls._fields[col]
         if field.bbox:
-            nums = [float(x) if "." in x else int(x) for x in text.split(",")]
+            if op not in ("=", "=="):
+                raise FilterValueError(
+                    f"{cls.table_name}: --where {w!r}: a box is given with '=', not {op!r} (it keeps the rows "
+                    f"inside it, faces included): --where '{col}=x0,y0,z0,x1,y1,z1'",
+                    table=cls.table_name,
+                    column=col,
+                )
+            nums = [_box_number(cls, w, col, x) for x in text.split(",")]
             if len(nums) != 6:
                 raise FilterValueError(
-                    f"{cls.table_name}: --where {w!r}: a box needs six numbers x0,y0,z0,x1,y1,z1",
+                    f"{cls.table_name}: --where {w!r}: a box needs six numbers x0,y0,z0,x1,y1,z1, got {len(nums)}",
                     table=cls.table_name,
+                    column=col,
                 )
             kw[col] = [nums[:3], nums[3:]]
             continue
@@ -97,8 +157,12 @@ def _where_kwargs(cls: Any, wheres: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
+    bad_out = _check_out(args.out)
+    if bad_out:
+        print(f"error: {bad_out}", file=sys.stderr)
+        return 2
     client = _connect(args)
-    cls = client.tables[args.table] if args.table in client.tables else client.views[args.table]
+    cls = _table_class(client, args.table)
     f = cls(**_where_kwargs(cls, args.where or []))
     select = args.select.split(",") if args.select else None
     if args.explain:
@@ -107,26 +171,31 @@ def _cmd_query(args: argparse.Namespace) -> int:
     df = f.query(
         select_columns=select, limit=args.limit, offset=args.offset, split_positions=True, metadata=False
     )
-    if args.format == "parquet":
-        if not args.out:
-            print("error: --format parquet needs --out FILE", file=sys.stderr)
-            return 2
-        df.to_parquet(args.out, index=False)
-        print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
-    elif args.format == "csv":
-        text = df.to_csv(index=False)
-        if args.out:
-            with open(args.out, "w") as fh:
-                fh.write(text)
-            print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
-        else:
-            sys.stdout.write(text)
-    else:
+    if args.format == "table":
         import pandas as pd
 
         with pd.option_context("display.width", 200, "display.max_columns", 30):
             print(df.to_string(max_rows=args.limit or 50))
         print(f"[{len(df)} rows]")
+        return 0
+    if args.format == "parquet" and not args.out:
+        print("error: --format parquet needs --out FILE", file=sys.stderr)
+        return 2
+    if not args.out:
+        sys.stdout.write(df.to_csv(index=False))
+        return 0
+    try:
+        if args.format == "parquet":
+            df.to_parquet(args.out, index=False)
+        else:
+            with open(args.out, "w") as fh:
+                fh.write(df.to_csv(index=False))
+    except OSError as e:  # a file that cannot be written: say which, without a traceback
+        print(
+            f"error: --out {args.out}: cannot write it ({e.strerror or e}); check the path", file=sys.stderr
+        )
+        return 2
+    print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,7 @@ from .errors import (
     DatastackError,
     FilterValueError,
     QueryError,
+    SchemaError,
     UnknownTableError,
     UnsupportedError,
     VersionError,
@@ -44,6 +45,9 @@ from .schema import (
 from .tables import Tables, Views, namespace_attribute
 
 __all__ = ["Client"]
+
+#: offsets and limits are row counts in signed 64 bits (DuckDB's BIGINT, the server's int64)
+_MAX_ROWS = 2**63
 
 
 class Client(ClassicMixin, RootsMixin):
@@ -170,7 +174,19 @@ class Client(ClassicMixin, RootsMixin):
         return v
 
     def _version_or_default(self, version: int | None) -> int:
-        return self.version if version is None else int(version)
+        """``version`` (default: the client's), refused unless it is an int naming a version
+        (expired ones included); a wrong type is refused before any request."""
+        if version is None:
+            return self.version
+        if isinstance(version, bool) or not isinstance(version, numbers.Integral):
+            raise VersionError(
+                f"{self.datastack}: a materialization version is an int, got {_values.short(version)} "
+                f"({type(version).__name__}); see client.get_versions()"
+            )
+        v = int(version)
+        if v not in {m["version"] for m in self._backend.versions_metadata(expired=True)}:
+            raise self._no_version(v)
+        return v
 
     # ------------------------------------------------------------------ specs
     def _table_specs(self, version: int) -> dict[str, Any]:
@@ -189,19 +205,33 @@ class Client(ClassicMixin, RootsMixin):
         s = specs[table]
         if not isinstance(s, TableSpec):
             st = s.get("schema_type") or s.get("schema")
+            if not isinstance(st, str) or not st:
+                raise SchemaError(
+                    f"{self.datastack} v{version}: the metadata of table {table!r} names no schema_type "
+                    f"(got {st!r}), so its columns are unknown. The datastack's table metadata is damaged: "
+                    "client.refresh() reads it again; if it persists, report it to the datastack's maintainers"
+                )
             if st not in self._schemas:
                 self._schemas.update(load_schema_documents(self._backend.schemas([st])))
             s = specs[table] = table_spec(s, self._schemas)
         return s
 
-    def _unknown_table(self, table: str, version: int) -> UnknownTableError:
+    def _unknown_table(self, table: Any, version: int) -> UnknownTableError:
         import difflib
 
+        if not isinstance(table, str):
+            return UnknownTableError(
+                f"{self.datastack}: a table name is a str, got {_values.short(table)} "
+                f"({type(table).__name__}). See client.get_tables() or client.tables.find('...')"
+            )
         names = list(self._table_specs(version))
         close = difflib.get_close_matches(table, names, n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        views = self._views(version) if not close else {}
+        if table in views:
+            hint = f" {table!r} is a view: client.views[{table!r}] or client.query_view({table!r})."
         return UnknownTableError(
-            f"{self.datastack} v{version}: no table named {table!r}.{hint} See client.get_tables() "
+            f"{self.datastack} v{version}: no table named {_values.short(table)}.{hint} See client.get_tables() "
             "or client.tables.find('...')"
         )
 
@@ -242,11 +272,18 @@ class Client(ClassicMixin, RootsMixin):
         if key not in self._namespaces:
             views = self._views(version)
             if view not in views:
-                raise (
+                err = (
                     self.views._unknown(view)
                     if version == self.version
-                    else UnknownTableError(f"{self.datastack} v{version}: no view named {view!r}")
+                    else UnknownTableError(
+                        f"{self.datastack} v{version}: no view named {_values.short(view)}"
+                    )
                 )
+                if isinstance(view, str) and view in self._table_specs(version):
+                    err = UnknownTableError(
+                        f"{err} {view!r} is a table: client.tables[{view!r}] or client.query_table({view!r})"
+                    )
+                raise err
             self._namespaces[key] = make_filter_class(views[view], None, _Runner(self, version))
         return self._namespaces[key]
 
@@ -357,6 +394,12 @@ class Client(ClassicMixin, RootsMixin):
             isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit <= 0
         ):
             raise QueryError(f"{table}: limit must be a positive int or None (no limit), got {limit!r}")
+        for name, n in (("offset", offset), ("limit", limit)):
+            if n is not None and n >= _MAX_ROWS:  # both backends count rows in signed 64 bits
+                raise QueryError(
+                    f"{table}: {name} {n} is beyond any table (at most 2**63 - 1 rows). "
+                    + ("Pass limit=None for every row" if name == "limit" else "Pass a smaller offset")
+                )
         if random_sample is not None and (
             isinstance(random_sample, bool)
             or not isinstance(random_sample, numbers.Integral)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import math
 import os
 import re
 import shutil
@@ -50,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import DatastackError, SchemaError
-from .schema import ColumnKind, ColumnRole, PointKind, TableSpec, table_spec
+from .schema import ColumnKind, ColumnRole, PointKind, TableSpec, resolution_triple, table_spec
 
 __all__ = [
     "FORMAT",
@@ -165,15 +164,12 @@ def _read_json(path: Path) -> Any:
 
 
 def _resolution(value: Any, what: str) -> list[float]:
-    try:
-        out = [float(v) for v in value]
-    except (TypeError, ValueError) as e:
-        raise DatastackError(f"{what}: {value!r} is not three numbers (nm per voxel, e.g. [4, 4, 40])") from e
-    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
+    out = resolution_triple(value)
+    if out is None:
         raise DatastackError(
             f"{what}: {value!r} is not three positive numbers (nm per voxel, e.g. [4, 4, 40])"
         )
-    return out
+    return list(out)
 
 
 def _check_table_name(name: Any, what: str = "table") -> str:

@@ -11,6 +11,7 @@ builtin a Python user would expect, so ``except ValueError`` keeps working::
     │   └── OperatorError(FilterError, ValueError)         operator the column kind does not allow
     ├── UnknownTableError(TablekitError, KeyError, AttributeError)   no such table or view
     ├── QueryError(ValueError)             query options that cannot be honoured (bad limit, column …)
+    │   └── UnknownArgumentError(QueryError, TypeError)    an argument the method does not take (suggests close matches)
     ├── VersionError(ValueError)           unknown or expired materialization version, bad timestamp
     ├── UnsupportedError(NotImplementedError)   the backend cannot answer this kind of query
     ├── DatastackError(ValueError)         a datastack directory or build input is malformed
@@ -42,6 +43,7 @@ __all__ = [
     "SchemaError",
     "ServerError",
     "TablekitError",
+    "UnknownArgumentError",
     "UnknownColumnError",
     "UnknownTableError",
     "UnsupportedError",
@@ -87,6 +89,11 @@ class UnknownTableError(TablekitError, KeyError, AttributeError):
 
 class QueryError(TablekitError, ValueError):
     """Query options that cannot be honoured (bad limit, unknown select column, …)."""
+
+
+class UnknownArgumentError(QueryError, TypeError):
+    """A method was given an argument it does not take (a misspelt ``limit=`` or
+    ``filter_in_dict=``, a filter passed by position); the message suggests the close matches."""
 
 
 class VersionError(TablekitError, ValueError):

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from . import _values
-from .errors import FilterValueError, OperatorError, QueryError, UnknownColumnError
+from .errors import (
+    FilterValueError,
+    OperatorError,
+    QueryError,
+    UnknownArgumentError,
+    UnknownColumnError,
+    VersionError,
+)
 from .query import Join, Predicate, Query
 from .schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec
 
@@ -429,6 +436,8 @@ class TableFilter:
         were at that moment. Root-id filters are interpreted at ``timestamp``: ids not valid then
         raise an error naming them, unless ``allow_invalid_root_ids=True`` (they are dropped with a
         warning). Other parameters as in :meth:`query`."""
+        if timestamp is None:
+            raise no_live_timestamp(self.table_name, ".query() or get_all()")
         return self.query(
             timestamp=timestamp,
             offset=offset,
@@ -447,6 +456,7 @@ class TableFilter:
     def explain(self, **query_options: Any) -> str:
         """What ``.query(**query_options)`` would run (SQL and parameters, or the HTTP request),
         without running it."""
+        check_keywords(f"{self.table_name}.explain", query_options, _QUERY_OPTIONS, self._fields)
         return self._runner._explain(self.to_query(**query_options))
 
     @classmethod
@@ -542,7 +552,7 @@ def _build_filter_class(spec: TableSpec, target: TableSpec | None) -> type[Table
     @functools.wraps(generated)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if args:
-            raise TypeError(
+            raise UnknownArgumentError(
                 f"{spec.name}() takes filters as keyword arguments only, got {len(args)} positional; "
                 f"e.g. {spec.name}({flds[0].attr}=...)"
             )
@@ -559,7 +569,17 @@ def _build_filter_class(spec: TableSpec, target: TableSpec | None) -> type[Table
     for name in ("query", "live_query"):
         base = getattr(TableFilter, name)
 
-        def method(self: Any, *args: Any, _base: Any = base, **kwargs: Any) -> Any:
+        allowed = tuple(inspect.signature(base).parameters)[1:]
+
+        def method(
+            self: Any,
+            *args: Any,
+            _base: Any = base,
+            _name: str = name,
+            _allowed: Any = allowed,
+            **kwargs: Any,
+        ) -> Any:
+            check_keywords(f"{spec.name}.{_name}", kwargs, _allowed, by_attr)
             return _base(self, *args, **kwargs)
 
         functools.update_wrapper(method, base)  # signature follows __wrapped__
@@ -567,6 +587,51 @@ def _build_filter_class(spec: TableSpec, target: TableSpec | None) -> type[Table
         method.__qualname__ = f"{spec.name}.{name}"
         setattr(cls, name, method)
     return cls
+
+
+def check_keywords(
+    what: str, given: Mapping[str, Any], allowed: Any, filters: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse a keyword ``what()`` does not take, suggesting the close matches (``limt`` →
+    ``limit``; a column name given to ``query()`` → a filter of the table)."""
+    bad = [k for k in given if k not in allowed]
+    if not bad:
+        return
+    k = bad[0]
+    close = difflib.get_close_matches(k, list(allowed), n=3, cutoff=0.6)
+    if filters and k in filters:
+        hint = f" {k!r} is a column: filter with {what.rsplit('.', 1)[0]}({k}=...).query()."
+    elif close:
+        hint = f" Did you mean {' or '.join(map(repr, close))}?"
+    else:
+        hint = ""
+    raise UnknownArgumentError(f"{what}() has no argument {k!r}.{hint} Its arguments: {', '.join(allowed)}")
+
+
+def keywords_checked(fn: Any) -> Any:
+    """Decorate a method so that a keyword it does not take raises :func:`check_keywords`'s
+    error (with suggestions) instead of a bare TypeError; its signature is unchanged."""
+    allowed = tuple(
+        n for n, p in inspect.signature(fn).parameters.items() if n != "self" and p.kind in _NAMED
+    )
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check_keywords(fn.__name__, kwargs, allowed)
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def no_live_timestamp(table: str, instead: str) -> VersionError:
+    """The error for a live query given no moment (it would otherwise be a materialized query)."""
+    return VersionError(
+        f"{table}: a live query needs a timestamp, got None. Pass a timezone-aware datetime, an ISO string "
+        f"with an offset, or 'now'; for the client's materialization version use {instead}"
+    )
 
 
 def check_select(table: str, select: Any, cols: tuple[ResultColumn, ...]) -> tuple[str, ...] | None:
@@ -593,3 +658,7 @@ def check_select(table: str, select: Any, cols: tuple[ResultColumn, ...]) -> tup
     if not out:
         raise QueryError(f"{table}: select_columns is empty. Pass at least one column, or None for all")
     return tuple(dict.fromkeys(out))
+
+
+#: the keywords of TableFilter.to_query (what explain() takes)
+_QUERY_OPTIONS = tuple(inspect.signature(TableFilter.to_query).parameters)[1:]

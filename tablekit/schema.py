@@ -15,6 +15,7 @@ import enum
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -366,11 +367,17 @@ _BASE = (
 
 
 def resolution_triple(value: Any) -> tuple[float, float, float] | None:
-    """``value`` as three positive finite floats (nm per unit), or ``None`` if it is not that."""
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
+    """``value`` as three positive finite floats (nm per unit), or ``None`` if it is not that
+    (a string such as ``"444"`` is not three numbers, nor are bools)."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
         return None
+    try:
+        items = list(value)
+    except TypeError:
+        return None
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
+        return None
+    out = tuple(float(v) for v in items)
     if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
         return None
     return out  # type: ignore[return-value]

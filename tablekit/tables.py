@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import Never, Self
 
+from ._values import short
 from .errors import UnknownTableError
 from .filters import TableFilter
 
@@ -93,11 +94,16 @@ class _Namespace:
     def _ipython_key_completions_(self) -> list[str]:
         return list(self._names)
 
-    def _unknown(self, name: str) -> UnknownTableError:
+    def _unknown(self, name: Any) -> UnknownTableError:
+        if not isinstance(name, str):
+            return UnknownTableError(
+                f"a {self._kind} name is a str, got {short(name)} ({type(name).__name__}); list the "
+                f"{self._kind}s with list(client.{self._kind}s) or search with client.{self._kind}s.find('...')"
+            )
         close = difflib.get_close_matches(name, self._names, n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         return UnknownTableError(
-            f"no {self._kind} named {name!r} in this datastack version.{hint} "
+            f"no {self._kind} named {short(name)} in this datastack version.{hint} "
             f"{len(self._names)} {self._kind}s available; list them with list(client.{self._kind}s) "
             f"or search with client.{self._kind}s.find('...')"
         )

@@ -425,6 +425,18 @@ def parse_time(value: Any) -> _dt.datetime | None:
     return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
 
 
+#: what to do about an answer that is not what the CAVE protocol says (see :func:`malformed`)
+MALFORMED_FIX = (
+    "Retry (a proxy or an overloaded server can damage answers); if it persists the server does not "
+    "answer as a CAVE deployment should: report it to its maintainers"
+)
+
+
+def malformed(url: str, what: str, fix: str = MALFORMED_FIX) -> ServerError:
+    """The error for a server answer that cannot be right: the endpoint, what is wrong, the fix."""
+    return ServerError(f"{url}: the server's answer is malformed: {what}. {fix}", url=url, status=200)
+
+
 def parse_resolution(values: Sequence[str]) -> tuple[float, float, float] | None:
     """``dataframe_resolution`` header lines (``4.0, 4.0, 40.0`` or one line per axis) → floats."""
     parts = [x.strip() for v in values for x in v.split(",") if x.strip()]
@@ -536,7 +548,12 @@ def decode(resp: Response, p: Plan) -> pa.Table:
     body = resp.content
     enc = (resp.header("content-encoding") or "").lower()
     if "zstd" in enc and body[:4] == b"\x28\xb5\x2f\xfd":  # whole-body zstd the HTTP stack left alone
-        body = pa.input_stream(pa.py_buffer(body), compression="zstd").read()
+        try:
+            body = pa.input_stream(pa.py_buffer(body), compression="zstd").read()
+        except (OSError, pa.ArrowException) as e:
+            raise malformed(
+                p.url, f"its body, sent with Content-Encoding: zstd, cannot be decompressed ({e})"
+            ) from e
     if (
         ctype == ARROW_CONTENT_TYPE
         or ctype.endswith("arrow.stream")

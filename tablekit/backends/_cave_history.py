@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from .._values import short
 from ..errors import FilterValueError, ServerError, UnsupportedError
-from ._cave_compile import parse_time
+from ._cave_compile import malformed, parse_time
 from ._http import HTTPSession
 
 __all__ = ["CaveHistory"]
@@ -45,7 +46,18 @@ class CaveHistory:
 
     def _post_json(self, path: str, params: Any, body: Any) -> Any:
         resp = self._http.request("POST", f"{self.url}/{path}", params=params, json=body)
-        return resp.json()
+        return _object(resp)
+
+    def _times(self, future: cf.Future[Any], n: int) -> list[_dt.datetime | None]:
+        """The ``timestamp`` list of a ``root_timestamps`` answer, parsed (``n`` of them)."""
+        url = f"{self.url}/root_timestamps"
+        raw = future.result().get("timestamp")
+        if not isinstance(raw, list) or len(raw) != n:
+            raise malformed(url, f"expected a timestamp list of {n} entries, got {short(raw)}")
+        try:
+            return [parse_time(t) for t in raw]
+        except (ValueError, TypeError, OverflowError, OSError):
+            raise malformed(url, f"the timestamps {short(raw)} are not all times") from None
 
     def root_info(self, root_ids: Sequence[int]) -> dict[int, tuple[_dt.datetime, _dt.datetime | None]]:
         """``{root: (created, retired or None)}`` (0 is never sent): ``root_timestamps`` gives the first
@@ -65,14 +77,12 @@ class CaveHistory:
         )
         try:
             current = self.is_latest(ids, moment)
-            created = [parse_time(t) for t in first_f.result().get("timestamp", [])]
-            last = [parse_time(t) for t in last_f.result().get("timestamp", [])]
+            created = self._times(first_f, len(ids))
+            last = self._times(last_f, len(ids))
         except ServerError as e:
+            if e.status == 200:  # a malformed answer, not an error about the ids
+                raise
             raise _unknown_ids(e, ids, self.url) from e
-        if not len(created) == len(last) == len(ids):
-            raise ServerError(
-                f"{self.url}: the chunkedgraph answered {len(created)} timestamps for {len(ids)} roots"
-            )
         return {
             r: (c, None if cur else t)  # type: ignore[misc]
             for r, c, t, cur in zip(ids, created, last, current, strict=True)
@@ -135,7 +145,7 @@ class CaveHistory:
             resp = self._http.request("GET", f"{self.url}/node/{rid}/leaves", params={"stop_layer": 1})
         except ServerError as e:
             raise _unknown_ids(e, [rid], self.url) from e
-        data = resp.json()
+        data = _object(resp)
         leaves = data.get("leaf_ids") if isinstance(data, dict) else None
         if not isinstance(leaves, list):
             raise ServerError(
@@ -176,17 +186,20 @@ class CaveHistory:
             params={"timestamp_past": ts_past.timestamp(), "timestamp_future": ts_future.timestamp()},
             json={"root_ids": [int(r) for r in root_ids]},
         )
-        data = resp.json()
+        data = _object(resp)
 
         def ints(m: Any) -> dict[int, list[int]]:
             return {
                 int(k): [int(x) for x in (v if isinstance(v, list) else [v])] for k, v in (m or {}).items()
             }
 
-        return {
-            "past_id_map": ints(data.get("past_id_map")),
-            "future_id_map": ints(data.get("future_id_map")),
-        }
+        try:
+            return {
+                "past_id_map": ints(data.get("past_id_map")),
+                "future_id_map": ints(data.get("future_id_map")),
+            }
+        except (ValueError, TypeError, AttributeError):
+            raise malformed(resp.url, f"the id maps are not {{id: [ids]}} objects: {short(data)}") from None
 
     def lineage_graph(
         self, root_id: int, ts_past: _dt.datetime | None, ts_future: _dt.datetime | None
@@ -202,18 +215,23 @@ class CaveHistory:
         def iso(t: Any) -> str | None:
             return None if t is None else _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).isoformat()
 
-        nodes = [{"id": int(n["id"]), "timestamp": iso(n.get("timestamp"))} for n in g.get("nodes", [])]
-        when = {n["id"]: n["timestamp"] for n in nodes}
-        links = [
-            {
-                "source": int(e["source"]),
-                "target": int(e["target"]),
-                "timestamp": iso(e["timestamp"])
-                if e.get("timestamp") is not None
-                else when.get(int(e["target"])),
-            }
-            for e in g.get("links", [])
-        ]
+        try:
+            nodes = [{"id": int(n["id"]), "timestamp": iso(n.get("timestamp"))} for n in g.get("nodes", [])]
+            when = {n["id"]: n["timestamp"] for n in nodes}
+            links = [
+                {
+                    "source": int(e["source"]),
+                    "target": int(e["target"]),
+                    "timestamp": iso(e["timestamp"])
+                    if e.get("timestamp") is not None
+                    else when.get(int(e["target"])),
+                }
+                for e in g.get("links", [])
+            ]
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError):
+            raise malformed(
+                f"{self.url}/lineage_graph_multiple", f"not a node-link graph of ids and times: {short(g)}"
+            ) from None
         return {
             "nodes": sorted(nodes, key=lambda n: n["id"]),
             "links": sorted(links, key=lambda e: (e["source"], e["target"])),
@@ -233,6 +251,17 @@ class CaveHistory:
                     changed = True
         has_child = {a for a, b in links if a in later and b in later}
         return np.array(sorted(later - has_child), dtype=np.int64)
+
+
+def _object(resp: Any) -> dict[str, Any]:
+    """A chunkedgraph answer's JSON object, or the error for an answer that is not one."""
+    try:
+        data = resp.json()
+    except ValueError:
+        raise malformed(resp.url, f"not JSON ({short(resp.content[:60])})") from None
+    if not isinstance(data, dict):
+        raise malformed(resp.url, f"expected a JSON object, got {short(data)}")
+    return data
 
 
 def _unknown_ids(e: ServerError, ids: Sequence[int], url: str) -> Exception:

@@ -36,6 +36,7 @@ import attrs
 import numpy as np
 import pyarrow as pa
 
+from .._values import short
 from ..errors import (
     DatastackError,
     HTTPError,
@@ -406,9 +407,38 @@ class CaveBackend:
             unsupported = self._without_v3(futures["api"])
             if unsupported is not None:
                 raise unsupported
+            self._checked_versions(versions)  # a malformed answer is refused, never cached
             return versions
 
         return self._cached("versions.json", fetch, VERSIONS_TTL)
+
+    def _checked_versions(self, raw: Any) -> list[dict[str, Any]]:
+        """The versions metadata, each version's times parsed; a malformed answer is a ServerError
+        naming the endpoint and what is wrong."""
+        url = f"{self._v3}/datastack/{self.datastack}/metadata"
+        if not isinstance(raw, list):
+            raise wire.malformed(url, f"the versions metadata is {short(raw)}, not a list of version objects")
+        out = []
+        for v in raw:
+            if not isinstance(v, Mapping):
+                raise wire.malformed(url, f"a version entry is {short(v)}, not an object")
+            n = v.get("version")
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise wire.malformed(url, f"a version entry has no integer 'version': {short(v)}")
+            m = dict(v)
+            for k in ("time_stamp", "expires_on"):
+                try:
+                    m[k] = wire.parse_time(m.get(k))
+                except (ValueError, TypeError, OverflowError, OSError):
+                    raise wire.malformed(
+                        url, f"version {n}: its {k} {short(v.get(k))} is not a timestamp"
+                    ) from None
+            if m["time_stamp"] is None:
+                raise wire.malformed(url, f"version {n} has no time_stamp")
+            if not isinstance(m.setdefault("valid", True), bool):
+                raise wire.malformed(url, f"version {n}: its 'valid' {short(m['valid'])} is not true/false")
+            out.append(m)
+        return out
 
     def _without_v3(self, api_future: cf.Future[Any]) -> UnsupportedError | None:
         """The error for a materialization service whose API versions (asked for with the versions,
@@ -426,11 +456,7 @@ class CaveBackend:
 
     def versions_metadata(self, expired: bool = False) -> list[dict[str, Any]]:
         out = []
-        for v in self._raw_versions():
-            m = dict(v)
-            m["time_stamp"] = wire.parse_time(m.get("time_stamp"))
-            m["expires_on"] = wire.parse_time(m.get("expires_on"))
-            m.setdefault("valid", True)
+        for m in self._checked_versions(self._raw_versions()):
             m.setdefault("status", "AVAILABLE" if m["valid"] else "EXPIRED")
             if expired or (m["valid"] and m["status"] != "EXPIRED"):
                 out.append(m)
@@ -443,9 +469,13 @@ class CaveBackend:
         def fetch() -> Any:
             if self._schema_docs() is None and "schemas_future" not in self._mem:
                 self._mem["schemas_future"] = self._pool.submit(self._types_all)
-            return self._json(url, missing=[])
+            got = self._json(url, missing=[])
+            _check_tables(url, got)  # a malformed answer is refused, never cached
+            return got
 
-        return [dict(m) for m in self._cached(key, fetch)]
+        got = self._cached(key, fetch)
+        _check_tables(url, got)
+        return [dict(m) for m in got]
 
     def _types_all(self) -> dict[str, Any]:
         return self._json(f"{self.location}/schema/api/v2/types_all")
@@ -526,7 +556,14 @@ class CaveBackend:
 
     def annotation_count(self, table: str, version: int) -> int:
         url = f"{self._v2}/datastack/{self.datastack}/version/{int(version)}/table/{table}/count"
-        return int(self._json(url))
+        n = self._json(url)
+        if isinstance(n, float) and n.is_integer():
+            n = int(n)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise wire.malformed(
+                url, f"the count of {table!r} is {short(n)}, not a number of rows (an int >= 0)"
+            )
+        return n
 
     @property
     def history(self) -> CaveHistory | None:
@@ -785,6 +822,16 @@ class CaveBackend:
             )
         info.update(paged=True, row_limit=cap, pages=len(done), expected_rows=total)
         return [g.table for g in done if g.table is not None], answers, info
+
+
+def _check_tables(url: str, got: Any) -> None:
+    """The tables metadata answer must be a list of objects, each naming its table."""
+    if not isinstance(got, list):
+        raise wire.malformed(url, f"the tables metadata is {short(got)}, not a list of table objects")
+    for m in got:
+        name = m.get("annotation_table") or m.get("table_name") if isinstance(m, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise wire.malformed(url, f"a table entry names no table (no table_name string): {short(m)}")
 
 
 def _rows(p: wire.Plan, table: pa.Table) -> int:

@@ -20,7 +20,9 @@ The server binds 127.0.0.1 unless told otherwise; with ``token`` every request m
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +59,13 @@ def create_app(
     reaches it carries the ``201 - "Limited query to N rows`` Warning header. ``token``: require
     this auth token. ``cave_quirks``: emulate the real server's wrong answers (see module docs).
     """
+    from ..errors import QueryError
     from .app import ServerState, build_app
 
     if isinstance(row_limit, bool) or not isinstance(row_limit, int) or row_limit <= 0:
-        raise ValueError(f"row_limit must be a positive int, got {row_limit!r}")
+        raise QueryError(f"row_limit must be a positive int (rows per answer), got {row_limit!r}")
     if token is not None and not str(token).strip():
-        raise ValueError("token must be a non-empty string (or None for no auth)")
+        raise QueryError("token must be a non-empty string (or None for no auth)")
     client = _client(path_or_client)
     state = ServerState(client, row_limit=row_limit, token=token, cave_quirks=cave_quirks)
     return build_app(state)
@@ -78,13 +81,28 @@ def serve(
     cave_quirks: bool = False,
     log_level: str = "info",
 ) -> None:
-    """Run the server (uvicorn) until interrupted."""
+    """Run the server (uvicorn) until interrupted.
+
+    The address is bound before anything is printed: a port in use raises :class:`OSError` saying
+    so, and ``port=0`` serves on (and prints) the free port the system picked. Binding an address
+    other than loopback without a ``token`` prints a warning: anyone who can reach it reads the
+    datastack."""
     import logging
 
     import uvicorn
 
     app = create_app(path_or_client, row_limit=row_limit, token=token, cave_quirks=cave_quirks)
     state = app.state.tablekit
+    if token is None and not _is_loopback(host):
+        print(
+            f"tablekit serve: warning: {host} is not a loopback address and no token is required: anyone "
+            "who can reach this machine can read the datastack. Pass --token (or $TABLEKIT_SERVER_TOKEN), "
+            "or serve on 127.0.0.1",
+            file=sys.stderr,
+            flush=True,
+        )
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=log_level.upper())
     shown = f"[{host}]" if ":" in host else host
     print(
@@ -100,7 +118,44 @@ def serve(
     )
     # uvicorn's access log prints query strings (which may hold a middle_auth_token): the app logs
     # requests itself, without them
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; OSError naming the address and the fix if it cannot be."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, OverflowError) as e:
+        raise OSError(f"cannot serve on {host}:{port}: {e}; check --host and --port") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        why = "the port is in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise OSError(
+            e.errno,
+            f"cannot serve on {host}:{port}: {why}; stop what holds it, pick another --port, or pass "
+            "--port 0 for a free one",
+        ) from None
+    return sock
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -116,16 +171,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         print("error: pass a datastack PATH, or --demo for the embedded demo datastack", file=sys.stderr)
         return 2
+    if args.row_limit <= 0:
+        print(f"error: --row-limit must be a positive number of rows, got {args.row_limit}", file=sys.stderr)
+        return 2
+    if args.token is not None and not args.token.strip():
+        print(
+            "error: --token is empty; pass a non-empty token, or leave --token out for no auth",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be 0–65535 (0: a free port), got {args.port}", file=sys.stderr)
+        return 2
     token = args.token if args.token is not None else os.environ.get("TABLEKIT_SERVER_TOKEN") or None
-    serve(
-        path,
-        host=args.host,
-        port=args.port,
-        row_limit=args.row_limit,
-        token=token,
-        cave_quirks=args.cave_quirks,
-        log_level=args.log_level,
-    )
+    try:
+        serve(
+            path,
+            host=args.host,
+            port=args.port,
+            row_limit=args.row_limit,
+            token=token,
+            cave_quirks=args.cave_quirks,
+            log_level=args.log_level,
+        )
+    except OSError as e:  # the address cannot be bound
+        print(f"error: {e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

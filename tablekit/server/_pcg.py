@@ -19,7 +19,8 @@ The chunkedgraph of a datastack has two layers: supervoxels (layer 1) and root i
 ``leaves`` answers ``stop_layer=1`` (the default) only, and refuses ``bounds`` (the history holds no
 supervoxel positions). Like PyChunkedGraph's, it takes no timestamp: the supervoxels of a root id
 never change. A node id that is not a uint64, or not a root id of the history, is an error; errors
-are the 500 ``{code, message, traceback}`` of every endpoint here.
+are the 500 ``{code, message, traceback}`` of every endpoint here, except a request body that
+cannot be read (not JSON, or ids that are not integers in [0, 2**63)): HTTP 400 ``{code, message}``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from ..errors import FilterValueError
 from ._wire import WireError, parse_bool, parse_int
 
-__all__ = ["PCG_API_VERSIONS", "PCG_N_LAYERS", "PCG_SERVER_VERSION", "Chunkedgraph"]
+__all__ = ["PCG_API_VERSIONS", "PCG_N_LAYERS", "PCG_SERVER_VERSION", "BadRequest", "Chunkedgraph"]
 
 PCG_API_VERSIONS = [0, 1]
 #: a PyChunkedGraph version that satisfies every version gate of CAVEclient 8.2.1
@@ -60,20 +61,26 @@ def _epoch(params: Mapping[str, str], name: str, default: float | None) -> _dt.d
     return _dt.datetime.fromtimestamp(value, _dt.timezone.utc)
 
 
+class BadRequest(WireError):
+    """A request body the chunkedgraph cannot read (not JSON, ids that are not ids): HTTP 400
+    ``{code, message}``, the client's mistake, not the server's."""
+
+
 def _ids(payload: Any, key: str) -> list[int]:
     if not isinstance(payload, Mapping) or key not in payload:
-        raise WireError(f"the request body must be a JSON object with {key!r}")
+        raise BadRequest(f"the request body must be a JSON object with {key!r}, e.g. {{{key!r}: [id, ...]}}")
     raw = payload[key]
     if not isinstance(raw, list):
-        raise WireError(f"{key} must be a list of ids, got {raw!r}")
+        raise BadRequest(f"{key} must be a list of ids, got {raw!r}")
     out = []
     for x in raw:
-        if isinstance(x, bool) or not isinstance(x, (int, str)):
-            raise WireError(f"{key}: {x!r} is not an id")
-        try:
-            out.append(int(x))
-        except ValueError:
-            raise WireError(f"{key}: {x!r} is not an id") from None
+        if isinstance(x, bool) or not isinstance(x, (int, str)) or not _UINT.fullmatch(str(x)):
+            raise BadRequest(f"{key}: {x!r} is not an id; pass ids as integers (or strings of digits)")
+        if int(x) >= 2**63:
+            raise BadRequest(
+                f"{key}: {x} is outside the ids of this datastack (integers from 0 to 2**63 - 1); check the id"
+            )
+        out.append(int(x))
     return out
 
 
@@ -88,7 +95,7 @@ def _load(body: bytes) -> Any:
     try:
         return json.loads(body or b"null")
     except ValueError:
-        raise WireError("the request body is not valid JSON") from None
+        raise BadRequest("the request body is not valid JSON") from None
 
 
 class Chunkedgraph:

@@ -31,7 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import UnknownTableError
 from . import _wire
-from ._pcg import PCG_API_VERSIONS, PCG_SERVER_VERSION, Chunkedgraph
+from ._pcg import PCG_API_VERSIONS, PCG_SERVER_VERSION, BadRequest, Chunkedgraph
 from ._wire import Plan, Translator, WireError, cave_time, jsonable, parse_bool
 
 __all__ = ["MATERIALIZE_SERVER_VERSION", "build_app"]
@@ -491,7 +491,10 @@ def build_app(state: ServerState) -> Starlette:
         async def handler(request: Request) -> Response:
             body = await request.body()
             ids = {k: v for k, v in request.path_params.items() if k != "table_id"}  # e.g. node_id
-            out = await run_in_threadpool(getattr(state.pcg, name), request.query_params, body, **ids)
+            try:
+                out = await run_in_threadpool(getattr(state.pcg, name), request.query_params, body, **ids)
+            except BadRequest as e:  # the caller's mistake: 400 with what to fix
+                return JSONResponse({"code": 400, "message": str(e)}, status_code=400)
             if binary:
                 return Response(out, media_type="application/octet-stream")
             return JSONResponse(out)
