@@ -200,7 +200,7 @@ class Client(ClassicMixin, RootsMixin):
 
     def _spec(self, table: str, version: int) -> TableSpec:
         specs = self._table_specs(version)
-        if table not in specs:
+        if not isinstance(table, str) or table not in specs:
             raise self._unknown_table(table, version)
         s = specs[table]
         if not isinstance(s, TableSpec):
@@ -271,7 +271,7 @@ class Client(ClassicMixin, RootsMixin):
         key = (f"v:{view}", version)
         if key not in self._namespaces:
             views = self._views(version)
-            if view not in views:
+            if not isinstance(view, str) or view not in views:
                 err = (
                     self.views._unknown(view)
                     if version == self.version
@@ -583,7 +583,7 @@ class Client(ClassicMixin, RootsMixin):
         given: Mapping[str, Any],
         allow_missing_lookups: bool = False,
     ) -> Any:
-        if output not in ("pandas", "arrow"):
+        if not isinstance(output, str) or output not in ("pandas", "arrow"):
             raise QueryError(f"{query.table}: output must be 'pandas' or 'arrow', got {output!r}")
         if query.live and query.count:
             result = self._live_count(query, layout, allow_missing_lookups)

@@ -23,8 +23,8 @@ import inspect
 import keyword
 import threading
 import unicodedata
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 import attrs
 
@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = ["Field", "ResultColumn", "TableFilter", "layout", "make_filter_class", "table_fields"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 RANGE_OPS = ("<", "<=", ">", ">=")
 #: members of every filter class; columns with these names get a trailing underscore
@@ -138,9 +141,11 @@ class Field:
                 )
             out: list[Predicate] = []
             for op, v in value.items():
-                if op not in self.ops:
+                if not isinstance(op, str) or op not in self.ops:
                     hint = ""
-                    if op in RANGE_OPS:
+                    if not isinstance(op, str):
+                        hint = " Operators are strings."
+                    elif op in RANGE_OPS:
                         hint = f" Ranges need an integer, float or datetime column (or id); {name!r} is a {self.kind_text()}."
                     elif op == "regex":
                         hint = f" regex works on string columns; {name!r} is a {self.kind_text()}."
@@ -608,7 +613,7 @@ def check_keywords(
     raise UnknownArgumentError(f"{what}() has no argument {k!r}.{hint} Its arguments: {', '.join(allowed)}")
 
 
-def keywords_checked(fn: Any) -> Any:
+def keywords_checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate a method so that a keyword it does not take raises :func:`check_keywords`'s
     error (with suggestions) instead of a bare TypeError; its signature is unchanged."""
     allowed = tuple(
@@ -616,7 +621,7 @@ def keywords_checked(fn: Any) -> Any:
     )
 
     @functools.wraps(fn)
-    def checked(*args: Any, **kwargs: Any) -> Any:
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         check_keywords(fn.__name__, kwargs, allowed)
         return fn(*args, **kwargs)
 

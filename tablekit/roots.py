@@ -44,6 +44,17 @@ def _ids(ids: Any, what: str = "root ids") -> list[int]:
     return out
 
 
+def _one_id(root_id: Any) -> int:
+    """The one root id a method takes (an int, or a list holding one)."""
+    ids = _ids(root_id, "root id")
+    if len(ids) != 1:
+        raise FilterValueError(
+            f"this method takes one root id, got {len(ids)} ({_values.short(root_id)}); pass one int, or call "
+            "it once per id"
+        )
+    return ids[0]
+
+
 def _status(info: dict[int, tuple[_dt.datetime, _dt.datetime | None]], root: int, ts: _dt.datetime) -> str:
     if root == 0:
         return "valid"
@@ -139,7 +150,7 @@ class RootsMixin:
 
     def get_latest_roots(self, root_id: int, timestamp: Any = None) -> np.ndarray:
         """The root ids at ``timestamp`` (default now) that descend from ``root_id`` (itself if still valid)."""
-        (rid,) = _ids(root_id)
+        rid = _one_id(root_id)
         ts = self._ts(timestamp)
         h = self._history()
         created, _ = h.root_info([rid]).get(rid, (None, None))
@@ -156,7 +167,7 @@ class RootsMixin:
     def suggest_latest_roots(self, root_id: int, timestamp: Any = None) -> int:
         """The root id at ``timestamp`` that inherited most of ``root_id``'s supervoxels (on a tie,
         the smallest id)."""
-        (rid,) = _ids(root_id)
+        rid = _one_id(root_id)
         _, roots = self._successors(rid, self._ts(timestamp))
         counts = Counter(int(r) for r in roots if r != 0)
         if not counts:
@@ -192,7 +203,7 @@ class RootsMixin:
         """The edit history around ``root_id`` as a node-link graph:
         ``{"nodes": [{"id", "timestamp"}], "links": [{"source", "target", "timestamp"}]}``
         (source = older root): the ancestors and descendants of ``root_id``. Limited to edits between the two timestamps (default: all)."""
-        (rid,) = _ids(root_id)
+        rid = _one_id(root_id)
         lo = None if timestamp_past is None else self._ts(timestamp_past)
         hi = None if timestamp_future is None else self._ts(timestamp_future)
         h = self._history()

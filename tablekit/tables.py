@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, overload
 from typing_extensions import Never, Self
 
 from ._values import short
-from .errors import UnknownTableError
+from .errors import QueryError, UnknownTableError
 from .filters import TableFilter
 
 __all__ = ["Tables", "Views", "namespace_attribute"]
@@ -42,7 +42,7 @@ class _Namespace:
 
     # -- access
     def __getitem__(self, name: str) -> type[TableFilter]:
-        if name not in self._names:
+        if name not in self:
             raise self._unknown(name)
         cls = self._classes.get(name)
         if cls is None:
@@ -56,10 +56,10 @@ class _Namespace:
 
     def get(self, name: str, default: Any = None) -> Any:
         """The filter class of ``name``, or ``default`` if there is no such {kind}."""
-        return self[name] if name in self._names else default
+        return self[name] if name in self else default
 
     def __contains__(self, name: object) -> bool:
-        return name in self._names
+        return isinstance(name, str) and name in self._names
 
     def __len__(self) -> int:
         return len(self._names)
@@ -73,6 +73,11 @@ class _Namespace:
 
     def find(self, text: str) -> list[str]:
         """Names containing ``text`` (case-insensitive), sorted."""
+        if not isinstance(text, str):
+            raise QueryError(
+                f"find() searches the {self._kind} names for a text, got {short(text)} ({type(text).__name__}); "
+                f"pass a str, e.g. client.{self._kind}s.find('syn')"
+            )
         t = text.lower()
         return [n for n in self._names if t in n.lower()]
 
