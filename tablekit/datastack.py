@@ -159,8 +159,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise DatastackError(f"{path} is missing; is {path.parent} a datastack directory?") from e
-    except json.JSONDecodeError as e:
-        raise DatastackError(f"{path} is not valid JSON ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatastackError(f"{path} is not valid JSON ({e}); rewrite it or rebuild the datastack") from e
 
 
 def _resolution(value: Any, what: str) -> list[float]:
@@ -312,7 +312,15 @@ def write_schemas(path: str | os.PathLike[str], schemas: Mapping[str, Mapping[st
 
 
 def read_schemas(path: str | os.PathLike[str]) -> dict[str, Any]:
-    return dict(_read_json(Path(path) / "schemas.json"))
+    """``schemas.json``: ``{schema_type: JSON Schema document}``."""
+    file = Path(path) / "schemas.json"
+    docs = _read_json(file)
+    if not isinstance(docs, dict) or not all(isinstance(d, dict) for d in docs.values()):
+        raise DatastackError(
+            f"{file} must map each schema type to its JSON Schema document (an object); "
+            "rewrite it with write_schemas()"
+        )
+    return docs
 
 
 def version_metadata(
@@ -358,13 +366,33 @@ def write_versions(
 
 
 def read_versions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """``versions.json`` with ``time_stamp`` / ``expires_on`` as aware UTC timestamps."""
+    """``versions.json`` with ``time_stamp`` / ``expires_on`` as aware UTC timestamps.
+
+    A malformed file (not a list, an entry without an integer ``version``, an unreadable time
+    stamp) is a :class:`DatastackError` naming the file, the version and the value."""
+    file = Path(path) / "versions.json"
+    fix = f"Fix: correct it in {file}"
+    raw = _read_json(file)
+    if not isinstance(raw, list):
+        raise DatastackError(f"{file} holds {type(raw).__name__}, not a list of version objects. {fix}")
     out = []
-    for v in _read_json(Path(path) / "versions.json"):
+    for i, v in enumerate(raw):
+        num = v.get("version") if isinstance(v, dict) else None
+        if isinstance(num, bool) or not isinstance(num, int):
+            raise DatastackError(f"{file}, entry {i}: {_short(v)} has no integer 'version'. {fix}")
         v = dict(v)
-        v["time_stamp"] = parse_timestamp(v["time_stamp"])
-        if v.get("expires_on"):
-            v["expires_on"] = parse_timestamp(v["expires_on"])
+        for key in ("time_stamp", "expires_on"):
+            if key == "expires_on" and not v.get(key):
+                continue
+            try:
+                if not isinstance(v.get(key), str):
+                    raise ValueError("not a string")
+                v[key] = parse_timestamp(v[key])
+            except ValueError as e:
+                raise DatastackError(
+                    f"{file}, version {num}: {key!r} is {_short(v.get(key))}, not an ISO-8601 UTC "
+                    f"timestamp such as '2025-03-31T08:01:07.000250'. {fix}"
+                ) from e
         out.append(v)
     return sorted(out, key=lambda v: v["version"])
 

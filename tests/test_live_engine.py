@@ -435,8 +435,9 @@ def _copy(ds: Path, tmp_path: Path) -> Path:
 
 
 def test_expired_or_missing_snapshots_fall_back(ds, tmp_path):
-    """An expired version is never a base; a version without the table's snapshot is skipped for
-    that table (an older one, or the full history, is used) — the answers stay exact."""
+    """An expired version is never a base; a version without the table's snapshot (the table was
+    created after it) is skipped for that table (an older one, or the full history, is used) — the
+    answers stay exact."""
     copy = _copy(ds, tmp_path)
     versions = json.loads((copy / "versions.json").read_text())
     for v in versions:
@@ -444,6 +445,10 @@ def test_expired_or_missing_snapshots_fall_back(ds, tmp_path):
             v["valid"], v["status"] = False, "EXPIRED"
     (copy / "versions.json").write_text(json.dumps(versions))
     shutil.rmtree(copy / "versions" / "2" / NUC)
+    meta_file = copy / "tables" / NUC / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["created"] = (V2 + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    meta_file.write_text(json.dumps(meta))
     with LocalBackend(copy) as b:
         assert files_read(b, live(SYN, AFTER)) >= {"versions/2"}
         assert "versions/3" not in files_read(b, live(SYN, AFTER))

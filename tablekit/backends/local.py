@@ -144,6 +144,30 @@ def _parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
+#: what to do about a damaged or missing file of a datastack directory
+_RESTORE = (
+    "Fix: restore the datastack from where it came from (copy or download it again), or rebuild it "
+    "(tablekit.build_datastack; `tablekit sample` for a synthetic one)"
+)
+#: … and about a damaged or missing snapshot, which is derived from the histories
+_REMATERIALIZE = (
+    "Fix: rebuild the snapshots from the histories with tablekit.datastack.materialize({path!r}, "
+    "versions=[{version}]), or restore the datastack from where it came from"
+)
+_PART = re.compile(r"part-(\d{5})\.parquet")
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's message as a clause of ours (no trailing period)."""
+    return str(e).strip().rstrip(".")
+
+
+def _short(value: Any, n: int = 80) -> str:
+    """``repr(value)``, cut to about ``n`` characters for a message."""
+    r = repr(value)
+    return r if len(r) <= n else f"{r[: n - 10]}…{r[-6:]}"
+
+
 def _prune_native(root: Path, keep: set[Path], now: float | None = None) -> list[Path]:
     """Delete native copies (under ``root``, every DuckDB version's directory) that were not
     used for :data:`NATIVE_MAX_AGE`, then the least recently used until the rest fit in
@@ -182,7 +206,7 @@ def _prune_native(root: Path, keep: set[Path], now: float | None = None) -> list
     return deleted
 
 
-def _parse_time(value: Any, what: str) -> _dt.datetime | None:
+def _parse_time(value: Any, what: str, fix: str = "") -> _dt.datetime | None:
     """CAVE's naive-UTC ISO strings (or aware ones) → aware UTC datetime."""
     if value is None:
         return None
@@ -190,9 +214,14 @@ def _parse_time(value: Any, what: str) -> _dt.datetime | None:
         t = value
     else:
         try:
-            t = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            if not isinstance(value, str):
+                raise ValueError(type(value).__name__)
+            t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as e:
-            raise DatastackError(f"{what}: {value!r} is not an ISO-8601 timestamp") from e
+            raise DatastackError(
+                f"{what}: {_short(value)} is not an ISO-8601 timestamp (CAVE writes UTC as "
+                f"'2025-03-31T08:01:07.000250'). {fix}".rstrip()
+            ) from e
     return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
 
 
@@ -295,16 +324,18 @@ class LocalBackend:
             with open(p, encoding="utf-8") as f:
                 return json.load(f)
         except FileNotFoundError:
-            raise DatastackError(f"{self.location}: {what} is missing ({rel})") from None
+            raise DatastackError(f"{self.location}: {what} is missing ({rel}). {_RESTORE}") from None
         except (OSError, ValueError) as e:
-            raise DatastackError(f"{self.location}: {what} ({rel}) cannot be read: {e}") from e
+            raise DatastackError(
+                f"{self.location}: {what} ({rel}) cannot be read: {_reason(e)}. {_RESTORE}"
+            ) from e
 
     def _read_info(self) -> dict[str, Any]:
         if not self.path.is_dir():
             raise DatastackError(f"{self.location}: not a directory; pass the path of a datastack directory")
         info = self._read_json("datastack.json", "datastack.json")
         if not isinstance(info, dict):
-            raise DatastackError(f"{self.location}: datastack.json does not hold a JSON object")
+            raise DatastackError(f"{self.location}: datastack.json does not hold a JSON object. {_RESTORE}")
         if info.get("format") != FORMAT:
             raise DatastackError(
                 f"{self.location}: datastack.json has format {info.get('format')!r}, expected {FORMAT!r}; "
@@ -316,7 +347,7 @@ class LocalBackend:
                 f"this tablekit reads format_version {FORMAT_VERSION}"
             )
         if not info.get("name"):
-            raise DatastackError(f"{self.location}: datastack.json has no 'name'")
+            raise DatastackError(f"{self.location}: datastack.json has no 'name'. {_RESTORE}")
         from ..datastack import check_datastack_name
 
         check_datastack_name(info["name"], f"{self.location}/datastack.json: ")
@@ -355,18 +386,38 @@ class LocalBackend:
     def _versions(self) -> list[dict[str, Any]]:
         def make() -> list[dict[str, Any]]:
             raw = self._read_json("versions.json", "versions.json")
+            file = f"{self.location}/versions.json"
+            fix = f"Fix: correct it in {file}, or restore the datastack from where it came from"
             if not isinstance(raw, list):
-                raise DatastackError(f"{self.location}: versions.json must hold a list of version objects")
+                raise DatastackError(
+                    f"{file} holds {type(raw).__name__}, not a list of version objects "
+                    f"(docs/datastack-format.md). {fix}"
+                )
             out = []
-            for v in raw:
-                if not isinstance(v, dict) or not isinstance(v.get("version"), int):
-                    raise DatastackError(f"{self.location}: versions.json: {v!r} has no integer 'version'")
+            seen: set[int] = set()
+            for i, v in enumerate(raw):
+                if not isinstance(v, dict):
+                    raise DatastackError(
+                        f"{file}, entry {i}: {_short(v)} is not a version object "
+                        f"(an object with 'version' and 'time_stamp'). {fix}"
+                    )
+                num = v.get("version")
+                if isinstance(num, bool) or not isinstance(num, int):
+                    raise DatastackError(
+                        f"{file}, entry {i}: 'version' is {_short(num)}, not an integer. {fix}"
+                    )
+                if num in seen:
+                    raise DatastackError(f"{file}: version {num} is listed twice. {fix}")
+                seen.add(num)
                 m = dict(v)
-                what = f"{self.location}: versions.json, version {m['version']}"
-                m["time_stamp"] = _parse_time(m.get("time_stamp"), what + " time_stamp")
-                if m["time_stamp"] is None:
-                    raise DatastackError(f"{what}: no time_stamp")
-                m["expires_on"] = _parse_time(m.get("expires_on"), what + " expires_on")
+                what = f"{file}, version {num}"
+                if m.get("time_stamp") is None:
+                    raise DatastackError(
+                        f"{what}: 'time_stamp' is {'null' if 'time_stamp' in m else 'missing'}; every "
+                        f"version needs its UTC time stamp, e.g. '2025-03-31T08:01:07.000250'. {fix}"
+                    )
+                m["time_stamp"] = _parse_time(m["time_stamp"], what + ", 'time_stamp'", fix)
+                m["expires_on"] = _parse_time(m.get("expires_on"), what + ", 'expires_on'", fix)
                 m.setdefault("valid", True)
                 m.setdefault("status", "AVAILABLE" if m["valid"] else "EXPIRED")
                 m.setdefault("datastack", self.datastack)
@@ -397,7 +448,21 @@ class LocalBackend:
         )
 
     def schemas(self, schema_types: list[str]) -> dict[str, Mapping[str, Any]]:
-        docs = self._cached("schemas", lambda: self._read_json("schemas.json", "schemas.json"))
+        def make() -> dict[str, Any]:
+            docs = self._read_json("schemas.json", "schemas.json")
+            if not isinstance(docs, dict):
+                problem = f"it holds a {type(docs).__name__}"
+            else:
+                bad = sorted(k for k, d in docs.items() if not isinstance(d, dict))
+                problem = f"the entries {bad} are not objects" if bad else ""
+            if problem:
+                raise DatastackError(
+                    f"{self.location}/schemas.json must map each schema type to its JSON Schema "
+                    f"document; {problem}. {_RESTORE}"
+                )
+            return docs
+
+        docs = self._cached("schemas", make)
         missing = [s for s in schema_types if s not in docs]
         if missing:
             raise SchemaError(
@@ -411,7 +476,16 @@ class LocalBackend:
             d = self.path / "tables"
             if not d.is_dir():
                 return ()
-            return tuple(sorted(p.name for p in d.iterdir() if (p / "metadata.json").is_file()))
+            # a table's directory without its metadata.json is damage, not an absent table: it
+            # stays listed and its first use names the missing file
+            return tuple(
+                sorted(
+                    p.name
+                    for p in d.iterdir()
+                    if not p.name.startswith(".")
+                    and ((p / "metadata.json").is_file() or (p / "annotations").is_dir())
+                )
+            )
 
         return self._cached("table_names", make)
 
@@ -419,7 +493,9 @@ class LocalBackend:
         def make() -> dict[str, Any]:
             m = self._read_json(f"tables/{table}/metadata.json", f"metadata of table {table!r}")
             if not isinstance(m, dict):
-                raise DatastackError(f"{self.location}: tables/{table}/metadata.json is not a JSON object")
+                raise DatastackError(
+                    f"{self.location}: tables/{table}/metadata.json is not a JSON object. {_RESTORE}"
+                )
             m.setdefault("table_name", table)
             vr = m.pop("voxel_resolution", None)
             if vr is not None and "voxel_resolution_x" not in m:
@@ -429,11 +505,28 @@ class LocalBackend:
         return dict(self._cached(("table_meta", table), make))
 
     def _tables_in_version(self, version: int) -> tuple[str, ...]:
-        self._version(version)
+        """The tables of ``version``: those with a snapshot, and those that should have one (a
+        missing snapshot is then an error naming its files when the table is used)."""
+        meta = self._version(version)
         return self._cached(
             ("tables", version),
-            lambda: tuple(t for t in self._table_names() if self._parquet_files(f"versions/{version}/{t}")),
+            lambda: tuple(
+                t
+                for t in self._table_names()
+                if self._parquet_files(f"versions/{version}/{t}") or self._expected_in(t, meta)
+            ),
         )
+
+    def _expected_in(self, table: str, version: Mapping[str, Any]) -> bool:
+        """Whether ``version`` should hold a snapshot of ``table``: the table was created at or
+        before the version's time stamp (CAVE's rule; a table made later is not in it)."""
+        rel = f"tables/{table}/metadata.json"
+        created = _parse_time(
+            self._table_metadata(table).get("created"),
+            f"{self.location}/{rel}, 'created'",
+            f"Fix: correct it in {rel}",
+        )
+        return created is None or created <= version["time_stamp"]
 
     def tables_metadata(self, version: int) -> list[dict[str, Any]]:
         self._fresh()
@@ -447,7 +540,9 @@ class LocalBackend:
             meta = self._table_metadata(table)
             st = meta.get("schema_type") or meta.get("schema")
             if not isinstance(st, str):
-                raise DatastackError(f"{self.location}: tables/{table}/metadata.json names no schema_type")
+                raise DatastackError(
+                    f"{self.location}: tables/{table}/metadata.json names no schema_type. {_RESTORE}"
+                )
             return table_spec(meta, self.schemas([st]))
 
         return self._cached(("spec", table), make)
@@ -458,7 +553,10 @@ class LocalBackend:
         def make() -> tuple[str, ...]:
             if table not in self._tables_in_version(version):
                 raise self._unknown_table(table, self._tables_in_version(version), f"version {version}")
-            files = self._parquet_files(f"versions/{version}/{table}")
+            rel = f"versions/{version}/{table}"
+            files = self._parquet_files(rel)
+            fix = _REMATERIALIZE.format(path=self.location, version=version)
+            self._check_parts(f"the snapshot of {table!r} in version {version}", rel, files, fix)
             self._check_columns(table, files[0], self._spec(table).stored_columns)
             return files
 
@@ -466,9 +564,11 @@ class LocalBackend:
 
     def _annotations(self, table: str) -> tuple[str, ...]:
         def make() -> tuple[str, ...]:
-            files = self._parquet_files(f"tables/{table}/annotations")
-            if table not in self._table_names() or not files:
+            if table not in self._table_names():
                 raise self._unknown_table(table, self._table_names(), "the annotation history")
+            rel = f"tables/{table}/annotations"
+            files = self._parquet_files(rel)
+            self._check_parts(f"the annotation history of {table!r}", rel, files, _RESTORE)
             spec = self._spec(table)
             roots = {c.name for c in spec.columns if c.role.value == "root_id"}
             need = [c for c in spec.stored_columns if c not in roots] + ["deleted"]
@@ -480,10 +580,12 @@ class LocalBackend:
     def _history(self) -> tuple[str, ...]:
         def make() -> tuple[str, ...]:
             files = self._parquet_files("segmentation/history")
-            if not files:
-                raise DatastackError(
-                    f"{self.location}: segmentation/history/*.parquet is missing; live queries need it"
-                )
+            self._check_parts(
+                "the segmentation history (live queries and root ids need it)",
+                "segmentation/history",
+                files,
+                _RESTORE,
+            )
             self._check_columns(
                 "segmentation history", files[0], ["supervoxel_id", "root_id", "valid_from", "valid_to"]
             )
@@ -496,11 +598,31 @@ class LocalBackend:
         """The segmentation history, for the client's root-id API (:mod:`tablekit.roots`)."""
         return self._cached("history_api", lambda: History(self._history()))
 
+    def _check_parts(self, what: str, rel: str, files: Sequence[str], fix: str) -> None:
+        """Refuse a Parquet directory that is missing or has lost part files (a gap in the
+        ``part-NNNNN.parquet`` numbering), naming what is missing."""
+        if not files:
+            d = self.path / rel
+            state = "has no Parquet files" if d.is_dir() else "does not exist"
+            raise DatastackError(f"{self.location}: {what} is missing: {rel}/ {state}. {fix}")
+        numbers = [_PART.fullmatch(os.path.basename(f)) for f in files]
+        if all(numbers):
+            have = {int(m.group(1)) for m in numbers if m}
+            lost = [f"{rel}/part-{i:05d}.parquet" for i in range(max(have)) if i not in have]
+            if lost:
+                raise DatastackError(
+                    f"{self.location}: {what} is incomplete: {', '.join(lost[:5])}"
+                    f"{' …' if len(lost) > 5 else ''} is missing. {fix}"
+                )
+
     def _check_columns(self, what: str, file: str, needed: Sequence[str]) -> None:
         try:
             names = set(pq.read_schema(file).names)
         except (OSError, pa.ArrowException) as e:
-            raise DatastackError(f"{self.location}: {file} cannot be read: {e}") from e
+            raise DatastackError(
+                f"{self.location}: {os.path.relpath(file, self.location)} ({what}) cannot be read: {_reason(e)}. "
+                f"{_RESTORE}"
+            ) from e
         missing = [c for c in needed if c not in names]
         if missing:
             raise DatastackError(
@@ -534,7 +656,10 @@ class LocalBackend:
                 for p in sorted(d.glob("*.json")):
                     v = self._read_json(f"views/{p.name}", f"view {p.stem!r}")
                     if not isinstance(v, dict) or not isinstance(v.get("sql"), str):
-                        raise DatastackError(f"{self.location}: views/{p.name} has no 'sql' string")
+                        raise DatastackError(
+                            f"{self.location}: views/{p.name} has no 'sql' string. Fix: give it one, or "
+                            "remove the file"
+                        )
                     problem = view_sql_problem(self._con, v["sql"], self._table_names())
                     if problem is not None:
                         raise DatastackError(
