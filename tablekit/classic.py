@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import _values
 from .errors import FilterValueError, QueryError
-from .filters import TableFilter, keywords_checked, no_live_timestamp
+from .filters import TableFilter, check_flags, keywords_checked, no_live_timestamp
 from .query import CAVE_FILTER_DICTS, Predicate
 
 __all__ = ["ClassicMixin"]
@@ -74,6 +74,7 @@ class ClassicMixin:
         is merged with its target (the reference table's clashing columns get ``_ref``) unless
         ``merge_reference=False``.
         """
+        check_flags(str(table), merge_reference=merge_reference)
         v = self._version_or_default(materialization_version)
         cls = self._filter_class(table, v, merge_reference=merge_reference)
         kwargs = _classic_kwargs(cls, {k: v for k, v in locals().items() if k.startswith("filter_")})
@@ -171,7 +172,8 @@ class ClassicMixin:
         0 (outside the segmentation) on either side. The table defaults to the datastack's
         ``synapse_table``.
         """
-        table = synapse_table or self.info.get("synapse_table")
+        table = synapse_table if synapse_table is not None else self.info.get("synapse_table")
+        check_flags(str(table), remove_autapses=remove_autapses, include_zeros=include_zeros)
         if not table:
             raise QueryError(
                 f"{self.datastack}: the datastack names no synapse_table; pass synapse_table='...'"

@@ -29,7 +29,7 @@ from .errors import (
     VersionError,
     user_stacklevel,
 )
-from .filters import ResultColumn, TableFilter, check_select, make_filter_class
+from .filters import ResultColumn, TableFilter, check_flags, check_select, make_filter_class
 from .frames import to_output
 from .query import Join, Predicate, Query
 from .roots import RootsMixin, check_roots_valid
@@ -388,6 +388,7 @@ class Client(ClassicMixin, RootsMixin):
         allow_invalid_root_ids: bool = False,
         complete: bool = True,
     ) -> Query:
+        check_flags(table, get_counts=count, complete=complete, allow_invalid_root_ids=allow_invalid_root_ids)
         if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
             raise QueryError(f"{table}: offset must be an int >= 0, got {offset!r}")
         if limit is not None and (
@@ -583,6 +584,12 @@ class Client(ClassicMixin, RootsMixin):
         given: Mapping[str, Any],
         allow_missing_lookups: bool = False,
     ) -> Any:
+        check_flags(
+            query.table,
+            split_positions=split_positions,
+            metadata=metadata,
+            allow_missing_lookups=allow_missing_lookups,
+        )
         if not isinstance(output, str) or output not in ("pandas", "arrow"):
             raise QueryError(f"{query.table}: output must be 'pandas' or 'arrow', got {output!r}")
         if query.live and query.count:

@@ -631,6 +631,16 @@ def keywords_checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
+def check_flags(table: str, **flags: Any) -> None:
+    """Options that are True or False must be given as such: ``complete=None`` would otherwise
+    read as False and return a first page only."""
+    for name, v in flags.items():
+        if not (isinstance(v, bool) or type(v).__name__ == "bool_"):  # numpy's bools too
+            raise QueryError(
+                f"{table}: {name} must be True or False, got {_values.short(v)} ({type(v).__name__})"
+            )
+
+
 def no_live_timestamp(table: str, instead: str) -> VersionError:
     """The error for a live query given no moment (it would otherwise be a materialized query)."""
     return VersionError(
