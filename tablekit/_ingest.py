@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._values import short
 from .datastack import (
     _KIND_TYPES,
     _TS,
@@ -85,11 +87,69 @@ def _arrow(ctx: _Ctx, col: str, series: pd.Series) -> pa.Array:
 
 
 def _first_bad(ctx: _Ctx, col: str, arr: pa.Array, bad: np.ndarray, problem: str, fix: str) -> DatastackError:
-    i = int(np.flatnonzero(bad)[0])
+    where = np.flatnonzero(bad)
+    if not len(where):  # e.g. a column of NaN only, read as nulls of a wrong type
+        return DatastackError(
+            f"table {ctx.table!r}, column {col!r}: {problem} (every value is missing); {fix}"
+        )
+    i = int(where[0])
     return DatastackError(
         f"table {ctx.table!r}, column {col!r}: {problem} ({arr[i].as_py()!r} at {ctx.row(i)}; "
         f"{int(bad.sum())} such values); {fix}"
     )
+
+
+def _text(what: str, value: Any, *, optional: bool = False) -> None:
+    """A text argument of build_datastack: a str (or None when ``optional``) that is valid Unicode."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise DatastackError(
+            f"build_datastack: {what} must be a str{' or None' if optional else ''}, got {short(value)} "
+            f"({type(value).__name__})"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DatastackError(
+            f"build_datastack: {what} {short(value)} is not valid Unicode text (a lone surrogate at position "
+            f"{e.start}); fix how the text was decoded"
+        ) from None
+
+
+def check_build_arguments(path: Any, tables: Any, **args: Any) -> None:
+    """build_datastack's arguments other than the tables' data, refused before anything is read
+    or written: a path, a list of TableSource, texts that are str, views and schemas that are dicts."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise DatastackError(
+            f"build_datastack: path must be a directory path (a str or pathlib.Path), got {short(path)}"
+        )
+    _text("path", os.fspath(path))
+    if isinstance(tables, (str, bytes, Mapping, TableSource)) or not isinstance(tables, Iterable):
+        raise DatastackError(
+            f"build_datastack: tables must be a list of TableSource objects, got {short(tables)}"
+        )
+    _text("description", args["description"])
+    for role in ("synapse_table", "soma_table"):
+        _text(role, args[role], optional=True)
+    for name in ("views", "schemas"):
+        v = args[name]
+        if v is not None and not (isinstance(v, Mapping) and all(isinstance(k, str) for k in v)):
+            raise DatastackError(
+                f"build_datastack: {name} must be a dict with str keys (or None), got {short(v)}"
+            )
+        if v is not None and not all(isinstance(d, Mapping) for d in v.values()):
+            bad = next(k for k, d in v.items() if not isinstance(d, Mapping))
+            raise DatastackError(f"build_datastack: {name}[{bad!r}] must be a dict, got {short(v[bad])}")
+
+
+def check_source_texts(s: TableSource) -> None:
+    """A TableSource's names and texts are str (reference_table and notice_text may be None)."""
+    where = f"table {short(s.name)}"
+    _text(f"{where}: schema_type", s.schema_type)
+    _text(f"{where}: description", s.description)
+    _text(f"{where}: reference_table", s.reference_table, optional=True)
+    _text(f"{where}: notice_text", s.notice_text, optional=True)
 
 
 def _int64(ctx: _Ctx, col: str, arr: Any) -> pa.Array:

@@ -970,8 +970,24 @@ def build_datastack(
         build_datastack("my_stack", [TableSource("synapses", "synapse", syn_df)],
                         name="my_stack", synapse_table="synapses")
     """
-    from ._ingest import _check_supervoxel_roots, _check_targets, _history_from_pairs, _normalize
+    from ._ingest import (
+        _check_supervoxel_roots,
+        _check_targets,
+        _history_from_pairs,
+        _normalize,
+        check_build_arguments,
+        check_source_texts,
+    )
 
+    check_build_arguments(
+        path,
+        tables,
+        description=description,
+        synapse_table=synapse_table,
+        soma_table=soma_table,
+        views=views,
+        schemas=schemas,
+    )
     dest = Path(path)
     check_datastack_name(name, "build_datastack: ")
     docs = dict(_bundled())
@@ -985,6 +1001,7 @@ def build_datastack(
         if not isinstance(s, TableSource):
             raise DatastackError(f"build_datastack: expected TableSource objects, got {type(s).__name__}")
         _check_table_name(s.name)
+        check_source_texts(s)
         if s.name in names:
             raise DatastackError(f"table {s.name!r} is given twice; table names must be unique")
         names.append(s.name)

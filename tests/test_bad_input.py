@@ -300,6 +300,30 @@ CASES: list[Case] = [
     case("build-viewer-resolution-str", lambda c, f: _build(f, viewer_resolution="444"), DatastackError, "viewer_resolution", "'444'", backends=("local")),
     case("build-enum", lambda c, f: _build_enum(f, "maybe"), DatastackError, "'status'", "'maybe'", "allowed values", "['non', 'clean', 'extended']", backends=("local")),
     case("build-name-newline", lambda c, f: _build(f, name="x\ny"), DatastackError, "datastack name", backends=("local")),
+    case("build-path-none", lambda c, f: _build(f, path=None), DatastackError, "path must be a directory path", "None", backends=("local",)),
+    case("build-path-int", lambda c, f: _build(f, path=5), DatastackError, "path", "5", backends=("local",)),
+    case("build-tables-str", lambda c, f: _build(f, tables=lambda s: "nuc"), DatastackError, "tables must be a list of TableSource", "'nuc'", backends=("local",)),
+    case("build-tables-one-source", lambda c, f: _build(f, tables=lambda s: s), DatastackError, "tables must be a list of TableSource", backends=("local",)),
+    case("build-tables-dict", lambda c, f: _build(f, tables=lambda s: {"nuc": s}), DatastackError, "tables must be a list", backends=("local",)),
+    case("build-tables-item-str", lambda c, f: _build(f, tables=lambda s: [s, "x"]), DatastackError, "expected TableSource objects", "str", backends=("local",)),
+    case("build-description-nan", lambda c, f: _build(f, description=float("nan")), DatastackError, "description must be a str", "nan", backends=("local",)),
+    case("build-description-surrogate", lambda c, f: _build(f, description="a\udc80"), DatastackError, "description", "not valid Unicode", backends=("local",)),
+    case("build-synapse-table-list", lambda c, f: _build(f, synapse_table=["nuc"]), DatastackError, "synapse_table must be a str or None", backends=("local",)),
+    case("build-synapse-table-unknown", lambda c, f: _build(f, synapse_table="syn"), DatastackError, "synapse_table 'syn'", "['nuc']", backends=("local",)),
+    case("build-views-list", lambda c, f: _build(f, views=["v"]), DatastackError, "views must be a dict", backends=("local",)),
+    case("build-view-str", lambda c, f: _build(f, views={"v": "select 1"}), DatastackError, "views['v'] must be a dict", backends=("local",)),
+    case("build-schemas-str", lambda c, f: _build(f, schemas="x"), DatastackError, "schemas must be a dict", backends=("local",)),
+    case("build-schemas-value-str", lambda c, f: _build(f, schemas={"x": "y"}), DatastackError, "schemas['x'] must be a dict", backends=("local",)),
+    case("build-schema-type-int", lambda c, f: _build(f, source={"schema_type": 5}), DatastackError, "schema_type must be a str", "5", backends=("local",)),
+    case("build-schema-type-unknown", lambda c, f: _build(f, source={"schema_type": "nucleus_detektion"}), DatastackError, "'nucleus_detektion'", backends=("local",)),
+    case("build-notice-list", lambda c, f: _build(f, source={"notice_text": ["a"]}), DatastackError, "notice_text must be a str or None", backends=("local",)),
+    case("build-reference-int", lambda c, f: _build(f, source={"reference_table": 3}), DatastackError, "reference_table must be a str or None", backends=("local",)),
+    case("build-table-description-dict", lambda c, f: _build(f, source={"description": {}}), DatastackError, "table 'nuc': description", backends=("local",)),
+    case("build-position-all-nan", lambda c, f: _build(f, data=lambda d: d.assign(pt_position=np.nan)), DatastackError, "'pt_position'", "every value is missing", backends=("local",)),
+    case("build-created-all-nan", lambda c, f: _build(f, data=lambda d: d.assign(created=np.nan)), DatastackError, "'created'", "every value is missing", backends=("local",)),
+    case("build-id-float", lambda c, f: _build(f, data=lambda d: d.assign(id=d["id"] + 0.5)), DatastackError, "'id'", "non-integer", backends=("local",)),
+    case("build-volume-str", lambda c, f: _build(f, data=lambda d: d.assign(volume="big")), DatastackError, "'volume'", "not numbers", backends=("local",)),
+    case("build-unknown-column", lambda c, f: _build(f, data=lambda d: d.assign(volumee=1.0)), DatastackError, "'volumee'", "did you mean", backends=("local",)),
     case("build-table-300-chars", lambda c, f: _build(f, table="t" * 300), DatastackError, "300 characters", "at most 128", backends=("local")),
 ]
 # fmt: on
@@ -320,12 +344,24 @@ class Facts:
 
 
 def _build(
-    f: Facts, *, voxel_resolution: Any = (4, 4, 40), name: str = "x", table: str = "nuc", **kw: Any
+    f: Facts,
+    *,
+    voxel_resolution: Any = (4, 4, 40),
+    name: str = "x",
+    table: str = "nuc",
+    path: Any = "",
+    tables: Any = None,
+    source: dict[str, Any] | None = None,
+    data: Any = None,
+    **kw: Any,
 ) -> Any:
-    src = tablekit.TableSource(table, "nucleus_detection", f.frame, voxel_resolution=voxel_resolution)
-    return tablekit.build_datastack(
-        f.tmp / f"b{next(_n)}", [src], name=name, timestamp=dt.datetime.now(UTC), **kw
-    )
+    """build_datastack of the few nucleus rows, with one argument (or the data) changed."""
+    frame = f.frame if data is None else data(f.frame.copy())
+    args = {"schema_type": "nucleus_detection", "voxel_resolution": voxel_resolution, **(source or {})}
+    src = tablekit.TableSource(table, data=frame, **args)
+    dest = f.tmp / f"b{next(_n)}" if path == "" else path
+    listed = [src] if tables is None else tables(src)
+    return tablekit.build_datastack(dest, listed, name=name, timestamp=dt.datetime.now(UTC), **kw)
 
 
 def _build_enum(f: Facts, status: str) -> Any:
