@@ -14,6 +14,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import requests
 from _server import running_server
@@ -186,3 +188,93 @@ def test_serve_answers_an_error_over_a_damaged_datastack(path, tmp_path, version
         assert r.status_code == 500
         assert f"versions/{version}/{NUC}/" in r.json()["message"]
         assert requests.post(f"{m3}/table/{SYN}/query", json={}, timeout=60).status_code == 200
+
+
+# --------------------------------------------------------------------------- wrong types, duplicate ids
+
+
+def _rewrite(f: Path, edit: Callable[[pa.Table], pa.Table]) -> None:
+    """Rewrite a Parquet file as another writer would (not through tablekit)."""
+    pq.write_table(edit(pq.read_table(f)), f)
+
+
+def _retype(column: str, make: Callable[[pa.ChunkedArray], pa.Array]) -> Callable[[pa.Table], pa.Table]:
+    return lambda t: t.set_column(t.schema.get_field_index(column), column, make(t[column]))
+
+
+@pytest.mark.parametrize(
+    ("column", "make", "found", "want"),
+    [
+        ("volume", lambda c: pa.array([str(v) for v in c.to_pylist()]), "string", "double"),
+        ("id", lambda c: pa.array([str(v) for v in c.to_pylist()]), "string", "int64"),
+        ("pt_position_x", lambda c: c.cast(pa.float64()), "double", "int64"),
+        ("pt_supervoxel_id", lambda c: c.cast(pa.uint64()), "uint64", "int64"),
+        ("created", lambda c: c.cast(pa.timestamp("us")), "timestamp[us]", "timestamp[us, tz=UTC]"),
+    ],
+)
+def test_a_snapshot_column_of_the_wrong_type_is_refused(path, tmp_path, version, column, make, found, want):
+    """Refused on first use, naming table, column, file, the found and the format's type — not a
+    DuckDB binder error in the middle of a query, and never served."""
+    d = _copy(path, tmp_path)
+    _rewrite(_snapshot(d, version), _retype(column, make))
+    with pytest.raises(DatastackError) as e:
+        _query(d)
+    msg = str(e.value)
+    for part in (NUC, f"column {column!r}", f"versions/{version}/{NUC}/part-00000.parquet", found, want):
+        assert part in msg, msg
+
+
+def test_an_annotation_history_column_of_the_wrong_type_is_refused(path, tmp_path):
+    d = _copy(path, tmp_path)
+    f = d / "tables" / NUC / "annotations" / "part-00000.parquet"
+    _rewrite(f, _retype("deleted", lambda c: c.cast(pa.int64())))
+    with pytest.raises(DatastackError, match=r"column 'deleted' has type int64.*timestamp\[us, tz=UTC\]"):
+        _query(d, live=True)
+
+
+def _duplicate_row(i: int) -> Callable[[pa.Table], pa.Table]:
+    return lambda t: pa.concat_tables([t, t.slice(i, 1)]).sort_by("id")
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-copy", "parquet"])
+def test_duplicate_ids_in_a_snapshot_are_refused(path, tmp_path, version, native, monkeypatch):
+    d = _copy(path, tmp_path)
+    f = _snapshot(d, version)
+    dup = pq.read_table(f, columns=["id"])["id"][7].as_py()
+    _rewrite(f, _duplicate_row(7))
+    monkeypatch.setenv("TABLEKIT_NATIVE_CACHE", "1" if native else "0")
+    with pytest.raises(DatastackError) as e:
+        _query(d)
+    msg = str(e.value)
+    assert f"id {dup} 2 times" in msg and NUC in msg and str(f.relative_to(d)) in msg, msg
+
+
+def test_an_id_in_two_part_files_is_refused_naming_both(path, tmp_path, version):
+    d = _copy(path, tmp_path)
+    f = _snapshot(d, version)
+    t = pq.read_table(f)
+    pq.write_table(t.slice(0, 100), f)
+    pq.write_table(t.slice(99), f.with_name("part-00001.parquet"))  # row 99 in both
+    with pytest.raises(DatastackError) as e:
+        _query(d)
+    msg = str(e.value)
+    assert f"id {t['id'][99].as_py()} 2 times" in msg
+    assert "part-00000.parquet" in msg and "part-00001.parquet" in msg
+
+
+def test_duplicate_ids_in_an_annotation_history_are_refused(path, tmp_path):
+    d = _copy(path, tmp_path)
+    f = d / "tables" / NUC / "annotations" / "part-00000.parquet"
+    dup = pq.read_table(f, columns=["id"])["id"][3].as_py()
+    _rewrite(f, _duplicate_row(3))
+    with pytest.raises(DatastackError, match=f"id {dup} 2 times"):
+        _query(d, live=True)
+
+
+def test_serve_refuses_duplicate_ids(path, tmp_path, version):
+    d = _copy(path, tmp_path)
+    _rewrite(_snapshot(d, version), _duplicate_row(0))
+    with running_server(d) as url:
+        m3 = f"{url}/materialize/api/v3/datastack/demo/version/{version}"
+        r = requests.post(f"{m3}/table/{NUC}/query", json={}, timeout=60)
+        assert r.status_code == 500 and "2 times" in r.json()["message"]

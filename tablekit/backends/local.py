@@ -144,6 +144,8 @@ def _parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
+#: what a native copy's build checks (part of its key: a copy built before these checks is rebuilt)
+_CHECKS = "checks:unique-ids"
 #: what to do about a damaged or missing file of a datastack directory
 _RESTORE = (
     "Fix: restore the datastack from where it came from (copy or download it again), or rebuild it "
@@ -160,6 +162,25 @@ _PART = re.compile(r"part-(\d{5})\.parquet")
 def _reason(e: BaseException) -> str:
     """An exception's message as a clause of ours (no trailing period)."""
     return str(e).strip().rstrip(".")
+
+
+def _reads_as(found: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a Parquet column of type ``found`` holds exactly the values of the format's type
+    ``want``: the same type, or a narrower one of the same kind (int32 for int64, float32 for
+    float64, large strings, dictionary-encoded strings, another unit of an aware timestamp)."""
+    if found == want:
+        return True
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    if pa.types.is_integer(want):
+        return pa.types.is_signed_integer(found) or found in (pa.uint8(), pa.uint16(), pa.uint32())
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(found)
+    if pa.types.is_string(want):
+        return pa.types.is_string(found) or pa.types.is_large_string(found) or pa.types.is_string_view(found)
+    if pa.types.is_timestamp(want):
+        return pa.types.is_timestamp(found) and found.tz is not None
+    return found == want
 
 
 def _short(value: Any, n: int = 80) -> str:
@@ -296,6 +317,7 @@ class LocalBackend:
         self._building: dict[str, threading.Thread] = {}  # clustered copies being built
         self._failed: set[str] = set()  # … and those whose build failed
         self._rows: dict[str, int] = {}  # rows of a native copy, by alias
+        self._checked: set[str] = set()  # file sets read directly whose ids were checked
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -557,7 +579,11 @@ class LocalBackend:
             files = self._parquet_files(rel)
             fix = _REMATERIALIZE.format(path=self.location, version=version)
             self._check_parts(f"the snapshot of {table!r} in version {version}", rel, files, fix)
-            self._check_columns(table, files[0], self._spec(table).stored_columns)
+            from ..datastack import snapshot_schema
+
+            spec = self._spec(table)
+            what = f"table {table!r}, version {version}"
+            self._check_columns(what, files, snapshot_schema(spec), spec.stored_columns, fix)
             return files
 
         return self._cached(("snapshot", table, version), make)
@@ -569,10 +595,13 @@ class LocalBackend:
             rel = f"tables/{table}/annotations"
             files = self._parquet_files(rel)
             self._check_parts(f"the annotation history of {table!r}", rel, files, _RESTORE)
+            from ..datastack import annotation_schema
+
             spec = self._spec(table)
             roots = {c.name for c in spec.columns if c.role.value == "root_id"}
             need = [c for c in spec.stored_columns if c not in roots] + ["deleted"]
-            self._check_columns(table, files[0], need)
+            what = f"annotation history of table {table!r}"
+            self._check_columns(what, files, annotation_schema(spec), need, _RESTORE)
             return files
 
         return self._cached(("annotations", table), make)
@@ -586,8 +615,10 @@ class LocalBackend:
                 files,
                 _RESTORE,
             )
+            from ..datastack import SEGMENTATION_SCHEMA
+
             self._check_columns(
-                "segmentation history", files[0], ["supervoxel_id", "root_id", "valid_from", "valid_to"]
+                "segmentation history", files, SEGMENTATION_SCHEMA, SEGMENTATION_SCHEMA.names, _RESTORE
             )
             return files
 
@@ -615,20 +646,32 @@ class LocalBackend:
                     f"{' …' if len(lost) > 5 else ''} is missing. {fix}"
                 )
 
-    def _check_columns(self, what: str, file: str, needed: Sequence[str]) -> None:
-        try:
-            names = set(pq.read_schema(file).names)
-        except (OSError, pa.ArrowException) as e:
-            raise DatastackError(
-                f"{self.location}: {os.path.relpath(file, self.location)} ({what}) cannot be read: {_reason(e)}. "
-                f"{_RESTORE}"
-            ) from e
-        missing = [c for c in needed if c not in names]
-        if missing:
-            raise DatastackError(
-                f"{self.location}: {os.path.relpath(file, self.location)} ({what}) lacks columns {missing} "
-                "that its schema requires; rebuild the datastack (tablekit.datastack.materialize)"
-            )
+    def _check_columns(
+        self, what: str, files: Sequence[str], expected: pa.Schema, needed: Sequence[str], fix: str
+    ) -> None:
+        """Refuse Parquet files (every one of them: their footers are small) that cannot be read,
+        lack a column ``needed``, or hold one whose type is not the format's (``expected``; a
+        narrower type of the same kind reads the same and is accepted)."""
+        for file in files:
+            rel = os.path.relpath(file, self.location)
+            try:
+                schema = pq.read_schema(file)
+            except (OSError, pa.ArrowException) as e:
+                raise DatastackError(
+                    f"{self.location}: {rel} ({what}) cannot be read: {_reason(e)}. {_RESTORE}"
+                ) from e
+            missing = [c for c in needed if c not in schema.names]
+            if missing:
+                raise DatastackError(
+                    f"{self.location}: {rel} ({what}) lacks columns {missing} that its schema requires. {fix}"
+                )
+            for name in needed:
+                found, want = schema.field(name).type, expected.field(name).type
+                if not _reads_as(found, want):
+                    raise DatastackError(
+                        f"{self.location}: {rel} ({what}), column {name!r} has type {found}; the format "
+                        f"stores it as {want} (docs/datastack-format.md). {fix}"
+                    )
 
     def _unknown_table(self, table: str, names: Sequence[str], where: str) -> UnknownTableError:
         import difflib
@@ -911,7 +954,7 @@ class LocalBackend:
     @staticmethod
     def _files_stamp(files: Sequence[str]) -> str:
         """What a native copy is keyed by: the DuckDB version and each file's path, size and mtime."""
-        stamp = [duckdb.__version__]
+        stamp = [duckdb.__version__, _CHECKS]
         for f in files:
             st = os.stat(f)
             stamp.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
@@ -938,6 +981,13 @@ class LocalBackend:
                 con.execute(f"SET memory_limit = '{limit}'")
             lock_down(con, [self.path, self._native_dir])
             con.execute(f"CREATE TABLE t AS {_layout_sql(layout)}", [list(files)])
+            if layout is None:  # the copy every other layout of these files comes after
+                self._check_unique_ids(con, "t", [], files)
+        except DatastackError:
+            con.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         finally:
             con.close()
         os.replace(tmp, db)
@@ -948,11 +998,67 @@ class LocalBackend:
         except ValueError as e:  # a bad $TABLEKIT_NATIVE_CACHE_SIZE: nothing is deleted
             warnings.warn(f"tablekit: {e}; no native copy was deleted", stacklevel=2)
 
+    def _check_direct(self, files: Sequence[str]) -> None:
+        """Check Parquet files that queries read directly (no native copy) once per backend, as a
+        native copy's build checks them: unique ids."""
+        stamp = self._files_stamp(files)
+        with self._lock:
+            if stamp in self._checked:
+                return
+        cur = self._con.cursor()
+        try:
+            self._check_unique_ids(cur, "read_parquet(?)", [list(files)], files)
+        finally:
+            cur.close()
+        with self._lock:
+            self._checked.add(stamp)
+
+    def _check_unique_ids(
+        self, con: duckdb.DuckDBPyConnection, source: str, params: list[Any], files: Sequence[str]
+    ) -> None:
+        """Refuse a table (``source``: the native copy, or ``read_parquet`` of ``files``) that holds
+        an id twice, naming the id and its files. Rows are stored by increasing id, which one
+        streaming pass confirms (a strictly increasing column has no repeats); only when it does
+        not are the ids counted."""
+        names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}", params).fetchall()]
+        if "id" not in names:
+            return
+        (unsorted,) = con.execute(  # type: ignore[misc]
+            f'SELECT count(*) FROM (SELECT "id", lag("id") OVER () AS prev FROM {source}) WHERE "id" <= prev',
+            params,
+        ).fetchone()
+        if not unsorted:
+            return
+        row = con.execute(
+            f'SELECT "id", count(*) FROM {source} GROUP BY "id" HAVING count(*) > 1 ORDER BY "id" LIMIT 1',
+            params,
+        ).fetchone()
+        if row is None:
+            return  # unsorted but unique: answers are ordered by id anyway
+        dup, n = int(row[0]), int(row[1])
+        held = con.execute(
+            'SELECT DISTINCT filename FROM read_parquet(?, filename = true) WHERE "id" = ? ORDER BY 1',
+            [list(files), dup],
+        ).fetchall()
+        rels = ", ".join(os.path.relpath(r[0], self.location) for r in held)
+        where = os.path.dirname(os.path.relpath(files[0], self.location))
+        parts = where.split(os.sep)
+        table = parts[2] if parts[0] == "versions" and len(parts) > 2 else parts[min(1, len(parts) - 1)]
+        fix = (
+            _REMATERIALIZE.format(path=self.location, version=where.split(os.sep)[1])
+            if where.startswith("versions" + os.sep)
+            else _RESTORE
+        )
+        raise DatastackError(
+            f"{self.location}: table {table!r}: {where}/ holds id {dup} {n} times ({rels}); ids are unique "
+            f"in a table (docs/datastack-format.md), and tablekit does not guess which row is right. {fix}"
+        )
+
     def _build_in_background(self, files: Sequence[str], layout: str, db: Path, key: str) -> None:
         def work() -> None:
             try:
                 self._build_native(files, layout, db)
-            except (OSError, duckdb.Error) as e:  # the id-ordered copy keeps answering
+            except (OSError, duckdb.Error, DatastackError) as e:  # the id-ordered copy keeps answering
                 with self._lock:
                     self._failed.add(key)  # not tried again by this process
                 snapshot = Path(files[0]).parent  # versions/<v>/<table>/
@@ -989,7 +1095,10 @@ class LocalBackend:
         ``layout`` names a derived copy (:data:`_LAYOUTS`, or ``cluster:<column>``): some of the
         columns, or the rows in another order.
         """
-        if self._native_dir is None or not files:
+        if not files:
+            return None
+        if self._native_dir is None:
+            self._check_direct(files)
             return None
         key = self._native_key(files, layout, stamp)
         with self._lock:
@@ -1010,6 +1119,7 @@ class LocalBackend:
                 with contextlib.suppress(OSError):
                     os.utime(db)  # its last use, which decides when it is deleted (_prune_native)
             except (OSError, duckdb.Error):  # read-only or full cache dir: read the Parquet files
+                self._check_direct(files)
                 return None
             self._attached[key] = (alias, "t")
             self._native_files[alias] = str(db)
