@@ -14,7 +14,7 @@ import attrs
 import pandas as pd
 
 from . import _values
-from .errors import FilterValueError, QueryError
+from .errors import FilterValueError, QueryError, UnknownTableError
 from .filters import TableFilter, check_flags, keywords_checked, no_live_timestamp
 from .query import CAVE_FILTER_DICTS, Predicate
 
@@ -173,6 +173,11 @@ class ClassicMixin:
         ``synapse_table``.
         """
         table = synapse_table if synapse_table is not None else self.info.get("synapse_table")
+        if table is not None and not isinstance(table, str):
+            raise UnknownTableError(
+                f"{self.datastack}: a table name is a str, got synapse_table={_values.short(table)} "
+                f"({type(table).__name__}); see client.get_tables()"
+            )
         check_flags(str(table), remove_autapses=remove_autapses, include_zeros=include_zeros)
         if not table:
             raise QueryError(

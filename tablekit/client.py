@@ -109,10 +109,12 @@ class Client(ClassicMixin, RootsMixin):
     # ------------------------------------------------------------------ versions
     def get_versions_metadata(self, expired: bool = False) -> list[dict[str, Any]]:
         """Metadata of every version (``time_stamp``, ``expires_on``, ``valid``, ``status``)."""
+        check_flags(self.datastack, expired=expired)
         return [dict(v) for v in self._backend.versions_metadata(expired=expired)]
 
     def get_versions(self, expired: bool = False) -> list[int]:
         """Version numbers, ascending. ``expired=True`` includes expired ones."""
+        check_flags(self.datastack, expired=expired)
         return [v["version"] for v in self._backend.versions_metadata(expired=expired)]
 
     def get_version_metadata(self, version: int | None = None) -> dict[str, Any]:

@@ -265,6 +265,9 @@ CASES: list[Case] = [
     case("synapse-table-list", lambda c, f: c.synapse_query(synapse_table=["x"]), UnknownTableError, "a table name is a str"),
     case("op-key-NA", lambda c, f: nuc(c)(volume={pd.NA: 1}), OperatorError, N, "volume", "<NA>", "Operators are strings"),
     case("op-key-int", lambda c, f: nuc(c)(volume={1: 1}), OperatorError, N, "volume", "operator 1"),
+    case("synapse-table-NA", lambda c, f: c.synapse_query(synapse_table=pd.NA), UnknownTableError, "a table name is a str", "NAType"),
+    case("versions-expired-NA", lambda c, f: c.get_versions(expired=pd.NA), QueryError, "expired must be True or False", "<NA>"),
+    case("versions-metadata-expired-str", lambda c, f: c.get_versions_metadata(expired="yes"), QueryError, "expired", "'yes'"),
     case("output-NA", lambda c, f: nuc(c)().query(output=pd.NA), QueryError, N, "output", "<NA>"),
     # ---------------------------------------------------------------- the roots API
     case("latest-roots-empty", lambda c, f: c.get_latest_roots([]), FilterValueError, "one root id", "got 0"),
