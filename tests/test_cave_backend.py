@@ -1020,6 +1020,7 @@ def test_explain_and_empty_membership_send_nothing(served, client):
     assert e["body"] == {
         "filter_notin_dict": {SYN: {"pre_pt_root_id": [0]}},
         "filter_greater_dict": {SYN: {"size": 10.0}},
+        "desired_resolution": [4.0, 4.0, 40.0],  # always sent, the table's own (issue 13 §3.1, §3.6)
     }
     assert e["headers"]["Accept-Encoding"] == "zstd"
     assert {"column": "pre_pt_root_id", "op": "not in", "value": [0]} in e["client_side"]

@@ -131,7 +131,7 @@ class ClientFilter:
     """A condition applied to decoded rows: ``column`` is a physical result column.
 
     ``op`` is ``"not in"`` (keep nulls), ``"!=column"`` (``value`` is the other result column;
-    nulls kept) or ``"not nan"``.
+    nulls kept) or ``"not nan"`` (drops NaN and null: a real server sends NaN as null).
     """
 
     column: str
@@ -160,6 +160,14 @@ class Plan:
     matches_nothing: bool = False
     #: position columns converted to ``desired_resolution`` (floats); the others are whole numbers
     scaled: frozenset[str] = frozenset()
+    #: the ``desired_resolution`` sent: one the server scales every table of the query to exactly
+    #: (whole-number ratios), whatever the query asks; None when no table has positions
+    wire_resolution: tuple[float, float, float] | None = None
+    #: physical position column → (the server's whole-number factor per axis, the local engine's
+    #: scale per axis or None): the client turns the server's numbers into the answer's
+    rescale: Mapping[str, tuple[tuple[float, float, float], tuple[float, float, float] | None]] = attrs.field(
+        factory=dict, eq=False
+    )
 
     @property
     def filter_columns(self) -> tuple[str, ...]:
@@ -189,20 +197,61 @@ class Plan:
 
 def _physical(
     specs: Mapping[str, TableSpec], query: Query
-) -> tuple[dict[str, tuple[str, str, ColumnKind]], dict[tuple[str, str], str], frozenset[str]]:
+) -> tuple[
+    dict[str, tuple[str, str, ColumnKind]],
+    dict[tuple[str, str], str],
+    dict[str, tuple[float, float, float] | None],
+]:
     """``{physical result column: (table, stored column, kind)}``, ``{(table, column): result name}``
-    and the scaled position columns, for every column of the full layout."""
+    and ``{position column: the local engine's scale or None}``, for every column of the full layout."""
     outs, _ = output_layout(attrs.evolve(query, select_columns=None), specs)
     sources: dict[str, tuple[str, str, ColumnKind]] = {}
     names: dict[tuple[str, str], str] = {}
-    scaled: set[str] = set()
+    scales: dict[str, tuple[float, float, float] | None] = {}
     for o in outs:
         names[(o.table, o.column.name)] = o.name
         for n in o.names:
             sources[n] = (o.table, o.column.name, o.column.kind)
-            if o.scale is not None:
-                scaled.add(n)
-    return sources, names, frozenset(scaled)
+            if o.column.kind is ColumnKind.POSITION:
+                scales[n] = o.scale
+    return sources, names, scales
+
+
+def _whole(x: float) -> bool:
+    return x >= 1 and float(x).is_integer() and x < 2**15
+
+
+def wire_resolution(
+    query: Query, specs: Mapping[str, TableSpec]
+) -> tuple[tuple[float, float, float] | None, dict[str, tuple[float, float, float]]]:
+    """The ``desired_resolution`` to send and each table's factor (its voxel size over it, per axis).
+
+    The server scales a position as ``CAST(coordinate AS INTEGER) * (voxel size / desired)`` and reads
+    it as a 32-bit integer (``QueryManager.execute_query``, ``query.py`` ``dtype_map``): a fractional
+    factor cuts the answer to whole numbers. tablekit asks for a resolution that every table of the
+    query reaches with whole-number factors (its own voxel size when it can: factor 1, the stored
+    numbers) and converts to ``desired_resolution`` itself, in float64, exactly as the local engine
+    does. Each endpoint also has its own default (protocol §1.4), so one is always sent.
+    """
+    res = {t: specs[t].voxel_resolution for t in query.tables if t in specs and specs[t].positions}
+    if not res:
+        return None, {}
+    if any(r is None for r in res.values()):
+        d = query.desired_resolution
+        return (None if d is None else tuple(float(x) for x in d)), {}  # type: ignore[return-value]
+    have = [tuple(float(x) for x in r) for r in res.values() if r is not None]
+    candidates = [*have, tuple(min(r[i] for r in have) for i in range(3))]
+    for w in candidates:
+        if all(_whole(r[i] / w[i]) for r in have for i in range(3)):
+            factors = {
+                t: tuple(float(r[i]) / w[i] for i in range(3)) for t, r in res.items() if r is not None
+            }
+            return w, factors  # type: ignore[return-value]
+    raise UnsupportedError(
+        f"{query.table}: the tables of this query have voxel resolutions "
+        f"{ {t: list(r) for t, r in res.items() if r is not None} } that no one resolution divides into "
+        "whole numbers; a CAVE server would cut their positions to integers. Query the tables one at a time"
+    )
 
 
 def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
@@ -215,7 +264,10 @@ def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
     if (query.version is None) == (query.timestamp is None):
         raise QueryError(f"{query.table}: a query needs exactly one of version and timestamp")
     outs, resolution = output_layout(query, specs)
-    sources, names, scaled = _physical(specs, query)
+    sources, names, scales = _physical(specs, query)
+    scaled = frozenset(n for n, sc in scales.items() if sc is not None)
+    wire_res, factors = wire_resolution(query, specs)
+    rescale = {n: (factors[sources[n][0]], sc) for n, sc in scales.items() if sources[n][0] in factors}
     columns = tuple(n for o in outs for n in o.names)
     ds = query.datastack
     if query.timestamp is not None:
@@ -273,6 +325,8 @@ def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
         resolution=resolution,
         matches_nothing=nothing or query.matches_nothing,
         scaled=scaled,
+        wire_resolution=wire_res,
+        rescale=rescale,
     )
 
 
@@ -366,15 +420,14 @@ def build(
             _select(p, wanted, body)
     if limit is not None and not count:
         body["limit"] = int(limit)
-    if q.desired_resolution is not None:
-        body["desired_resolution"] = [float(x) for x in q.desired_resolution]
+    if p.wire_resolution is not None:
+        body["desired_resolution"] = [float(x) for x in p.wire_resolution]
     params = list(LIVE_FLAGS if p.endpoint == "live" else QUERY_FLAGS)
     if p.endpoint == "live" and q.allow_missing_lookups:
         params = [(k, "True" if k == "allow_missing_lookups" else x) for k, x in params]
     if count:
         params.append(("count", "True"))
-    if q.random_sample is not None:
-        params.append(("random_sample", str(int(q.random_sample))))
+    # random_sample is never sent: see sample_rows
     return WireRequest("POST", p.url, tuple(params), body)
 
 
@@ -387,7 +440,8 @@ def _select(p: Plan, wanted: Sequence[str], body: dict[str, Any]) -> None:
         if col not in by_table[t]:
             by_table[t].append(col)
     if p.endpoint != "join":
-        body["select_columns"] = [c for cols in by_table.values() for c in cols]
+        cols = [c for cols in by_table.values() for c in cols]
+        body["select_columns"] = cols + _partner(p, cols)
         return
     q = p.query
     ref, target = q.join.ref_table, q.join.target_table  # type: ignore[union-attr]
@@ -401,6 +455,29 @@ def _select(p: Plan, wanted: Sequence[str], body: dict[str, Any]) -> None:
     if not by_table.get(target):
         by_table[target] = ["id"]
     body["select_column_map"] = {t: by_table[t] for t in (ref, target) if t in by_table}
+
+
+#: columns a frozen merged table may lack (``merge_tables`` drops ``created``) or that are bookkeeping
+_NOT_PARTNERS = frozenset({"created", "deleted", "superceded_id"})
+
+
+def _partner(p: Plan, cols: Sequence[str]) -> list[str]:
+    """A second column for a selection of exactly one non-position column, which the server fails
+    with a 500 (``fix_columns_with_query`` reads the type of a one-entity query from a model it does
+    not have); the client drops it again (:func:`finish` keeps the answer's columns)."""
+    if len(cols) != 1:
+        return []
+    stored = [(col, kind) for t, col, kind in p.sources.values() if t == p.query.table]
+    only = cols[0]
+    if any(col == only and kind is ColumnKind.POSITION for col, kind in stored):
+        return []  # a position is three columns
+    names = list(dict.fromkeys(col for col, _k in stored))
+    if only != "id" and "id" in names:
+        return ["id"]
+    for col, kind in stored:
+        if col != only and col not in _NOT_PARTNERS and kind is not ColumnKind.POSITION:
+            return [col]
+    return []
 
 
 # --------------------------------------------------------------------------- responses
@@ -435,6 +512,26 @@ MALFORMED_FIX = (
 def malformed(url: str, what: str, fix: str = MALFORMED_FIX) -> ServerError:
     """The error for a server answer that cannot be right: the endpoint, what is wrong, the fix."""
     return ServerError(f"{url}: the server's answer is malformed: {what}. {fix}", url=url, status=200)
+
+
+def counts_here(p: Plan) -> bool:
+    """Whether the endpoint of ``p`` answers ``count=true`` with a count. The live endpoint ignores
+    it, and so does the join endpoint (``generate_complex_query_dataframe`` builds its
+    ``QueryManager`` with ``get_count=False``): both return rows, up to the row limit."""
+    return p.endpoint in ("table", "view")
+
+
+def check_resolution(p: Plan, res: tuple[float, float, float] | None) -> None:
+    """The ``dataframe_resolution`` the server says it sent must be the one asked for: positions
+    are converted from it."""
+    if res is None or p.wire_resolution is None:
+        return
+    if any(abs(a - b) > 1e-9 * max(abs(b), 1.0) for a, b in zip(res, p.wire_resolution, strict=True)):
+        raise ServerError(
+            f"{p.query.table}: the server sent positions at {list(res)} nm per voxel, not at the "
+            f"{list(p.wire_resolution)} tablekit asked for; the answer is not trustworthy",
+            url=p.url,
+        )
 
 
 def parse_resolution(values: Sequence[str]) -> tuple[float, float, float] | None:
@@ -631,13 +728,53 @@ def normalize(table: pa.Table, p: Plan) -> pa.Table:
             continue
         arr = table[name]
         src = p.sources.get(name)
-        if src is not None:
+        if name in p.rescale:
+            arr = _rescale(arr, name, *p.rescale[name])
+        elif src is not None:
             arr = _cast(arr, src[2], name)
         elif name == "count" and pa.types.is_integer(arr.type):
             arr = arr.cast(pa.int64())
         names.append(name)
         cols.append(arr)
     return pa.table(cols, names=names)
+
+
+_AXIS = {"x": 0, "y": 1, "z": 2}
+
+
+def _rescale(
+    arr: Any,
+    name: str,
+    factor: tuple[float, float, float],
+    scale: tuple[float, float, float] | None,
+) -> Any:
+    """A position coordinate as the server sent it (at :attr:`Plan.wire_resolution`: the stored
+    number times a whole ``factor``) → the local engine's value: the stored integer (int64), or
+    ``CAST(stored AS DOUBLE) * scale`` (float64) when the query converts it."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if pa.types.is_null(arr.type):
+        return arr.cast(pa.float64() if scale is not None else pa.int64())
+    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        raise ServerError(f"column {name!r}: the server sent {arr.type}, which is not a position coordinate")
+    axis = _AXIS[name[-1]]
+    f = factor[axis]
+    if f == 1 and pa.types.is_integer(arr.type):  # the stored numbers (the usual case)
+        if scale is None:
+            return arr if arr.type == pa.int64() else arr.cast(pa.int64())
+        return pc.multiply(arr.cast(pa.float64()), pa.scalar(scale[axis], pa.float64()))
+    v = arr.cast(pa.float64())
+    if f != 1:
+        v = pc.divide(v, pa.scalar(f, pa.float64()))
+    whole = pc.equal(pc.floor(v), v)
+    if pc.all(pc.fill_null(whole, True)).as_py() is False:
+        raise ServerError(
+            f"column {name!r}: the server sent coordinates that are not whole numbers at the resolution "
+            "tablekit asked for; the answer is not trustworthy"
+        )
+    if scale is None:
+        return v.cast(pa.int64())
+    return pc.multiply(v, pa.scalar(scale[axis], pa.float64()))
 
 
 def _cast(arr: Any, kind: ColumnKind, name: str) -> Any:
@@ -674,8 +811,10 @@ def finish(p: Plan, pages: Sequence[pa.Table], *, apply_filters: bool = True) ->
     table = aligned[0] if len(aligned) == 1 else pa.concat_tables(aligned)
     if apply_filters:
         table = apply_client_filters(table, p.client_filters)
-    table = sort(table, p)
     q = p.query
+    if q.random_sample is not None:
+        table = sample_rows(table, p, int(q.random_sample))
+    table = sort(table, p)
     if q.offset or q.limit is not None:
         table = table.slice(q.offset, q.limit if q.limit is not None else None)
     table = table.select(list(p.columns))
@@ -716,13 +855,43 @@ def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa
         elif f.op == "!=column":
             other = table[f.value]
             m = pc.or_kleene(pc.or_kleene(pc.is_null(col), pc.is_null(other)), pc.not_equal(col, other))
-        else:  # not nan
-            m = pc.invert(pc.is_nan(col)) if pa.types.is_floating(col.type) else None
-            if m is None:
+        else:  # not nan: a NaN the server sent as null too (``dtype_map``'s Float32Dtype reads NaN as
+            # NA); a null never passes ``>``/``>=`` in SQL, so a null row here is always a NaN
+            if not pa.types.is_floating(col.type):
                 continue
+            m = pc.and_kleene(pc.is_valid(col), pc.invert(pc.is_nan(col)))
         m = pc.fill_null(m, True)
         mask = m if mask is None else pc.and_(mask, m)
     return table if mask is None else table.filter(mask)
+
+
+def sample_rows(table: pa.Table, p: Plan, n: int) -> pa.Table:
+    """The local engine's ``random_sample``: the ``n`` rows with the smallest ``hash(id)`` (DuckDB's
+    hash, ties by id) of the complete answer.
+
+    A CAVE server's sample is wrong on merged versions (the default): ``QueryManager.add_table``
+    samples an alias that ``_find_relevant_model`` never uses, so the table endpoint returns every
+    row and the join endpoint a cross join of the sample with the table; elsewhere it is a
+    TABLESAMPLE of about ``n`` rows, different on every call. tablekit therefore never sends
+    ``random_sample``: it fetches the matching rows (paged like any answer) and samples them here.
+    """
+    if p.key is None:
+        raise UnsupportedError(
+            f"{p.query.table}: random_sample over a CAVE server needs an id column to sample by; "
+            "query without random_sample and sample the rows yourself"
+        )
+    if table.num_rows <= n:
+        return table
+    import duckdb
+
+    keys = pa.table({"k": table[p.key].cast(pa.int64())})
+    con = duckdb.connect()
+    try:
+        con.register("keys", keys)
+        chosen = con.sql(f"SELECT k FROM keys ORDER BY hash(k), k LIMIT {int(n)}").to_arrow_table()
+    finally:
+        con.close()
+    return table.filter(pc.is_in(table[p.key], value_set=chosen["k"].combine_chunks()))
 
 
 def sort(table: pa.Table, p: Plan) -> pa.Table:

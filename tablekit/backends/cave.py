@@ -638,7 +638,7 @@ class CaveBackend:
 
     def _describe(self, p: wire.Plan) -> dict[str, Any]:
         q = p.query
-        count_here = q.count and not p.client_filters and p.endpoint != "live"
+        count_here = q.count and not p.client_filters and wire.counts_here(p)
         req = wire.build(p, count=count_here, limit=self.page_size)
         out = {"backend": "cave", "endpoint": p.endpoint, **req.to_dict()}
         out["client_side"] = [attrs.asdict(f) for f in p.client_filters]
@@ -662,7 +662,9 @@ class CaveBackend:
             return QueryResult(
                 table=table, resolution=None if query.count else p.resolution, request=request, pages=0
             )
-        if query.count and not p.client_filters and p.endpoint != "live":
+        if query.random_sample is not None:
+            return self._sampled(p, request)
+        if query.count and not p.client_filters and wire.counts_here(p):
             n, ans = self._count(p)
             if n is not None:
                 return QueryResult(table=count_table(n), warnings=_notices(p, ans.warnings), request=request)
@@ -679,15 +681,38 @@ class CaveBackend:
             + tuple(notes)
             + tuple(info.pop("warnings", ()))
         )
-        res = next((a.resolution for a in answers if a.resolution is not None), None) or p.resolution
         request.update(info)
         return QueryResult(
             table=table,
-            resolution=None if query.count or p.resolution is None else res,
+            # positions were converted here from what was asked of the server (wire_resolution)
+            resolution=None if query.count else p.resolution,
             warnings=tuple(dict.fromkeys(warns)),
             request=request,
             pages=info["requests"],
             owned=True,  # decoded here, referenced nowhere else
+        )
+
+    def _sampled(self, p: wire.Plan, request: dict[str, Any]) -> QueryResult:
+        """``random_sample``, sampled here from the complete answer (:func:`wire.sample_rows`)."""
+        q = p.query
+        if q.count:  # min(n, matches), as the local engine counts a sample
+            counted = self.execute(attrs.evolve(q, random_sample=None))
+            n = min(int(counted.table["count"][0].as_py()), int(q.random_sample))  # type: ignore[arg-type]
+            return attrs.evolve(counted, table=count_table(n), request=request)
+        if p.key is None:
+            wire.sample_rows(p.empty(), p, 0)  # raises: no id to sample by
+        whole = attrs.evolve(p, query=attrs.evolve(q, random_sample=None, offset=0, limit=None))
+        pages, answers, info = self._collect(whole, need=None, complete=True)
+        table, notes = wire.finish(p, pages)
+        warns = _notices(p, [w for a in answers for w in a.warnings]) + tuple(notes)
+        request.update(info, sampled_by="tablekit: the n rows of smallest hash(id) of the whole answer")
+        return QueryResult(
+            table=self._contiguous(table),
+            resolution=p.resolution,
+            warnings=tuple(dict.fromkeys(warns)),
+            request=request,
+            pages=info["requests"],
+            owned=True,
         )
 
     def _contiguous(self, table: pa.Table) -> pa.Table:
@@ -727,6 +752,7 @@ class CaveBackend:
         if cap is not None and (self._cap is None or cap < self._cap):
             self._cap = cap
         res = wire.parse_resolution(resp.header_values("dataframe_resolution"))
+        wire.check_resolution(p, res)
         return Answer(table, tuple(warns), truncated, cap, res)
 
     def _count(
@@ -768,7 +794,7 @@ class CaveBackend:
         ids = np.unique(keys)
         limit = min(cap, self.page_size or cap)
         counts = None
-        if p.endpoint != "live":  # the live endpoint ignores count
+        if wire.counts_here(p):  # the live and join endpoints ignore count
             ranges = ((None, None), (None, int(ids[0])), (int(ids[-1]) + 1, None))
             got = [f.result()[0] for f in [self._pool.submit(self._count, p, r) for r in ranges]]
             info["requests"] += 3

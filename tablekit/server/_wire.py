@@ -46,7 +46,9 @@ __all__ = [
     "arrow_compression",
     "encode_arrow",
     "encode_json_records",
+    "one_column_failure",
     "parse_bool",
+    "real_types",
 ]
 
 #: body key → tablekit operator
@@ -410,6 +412,10 @@ class Translator:
         rs = parse_int(params.get("random_sample"), "random_sample")
         if rs is not None and rs <= 0:
             raise WireError(f"random_sample: must be a positive integer, got {rs}")
+        if self.quirks and rs is not None and kind == "table" and join is None and not live:
+            # merged versions (all of tablekit's): QueryManager.add_table samples an alias that
+            # _find_relevant_model never uses, so every matching row comes back
+            rs = None
         desired = body.get("desired_resolution")
         shuffle = self.quirks and not count
         with self.lock, warnings.catch_warnings(record=True) as caught:
@@ -465,6 +471,11 @@ class Translator:
         if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
             raise WireError(f"select_columns must be a list of column names, got {sel!r}")
         select = self._select(cls._layout, None if sel is None else {name: sel}, {name: spec}, partners=True)
+        count = parse_bool(params.get("count"), False, "count")
+        if self.quirks and not count:
+            failure = one_column_failure(cls._layout, select)
+            if failure is not None:
+                raise failure
         return self._finish(
             cls=cls,
             predicates=preds,
@@ -476,7 +487,7 @@ class Translator:
             version=version,
             timestamp=None,
             select=select,
-            count=parse_bool(params.get("count"), False, "count"),
+            count=count,
             rename={},
             drop=set(),
             warn=warn,
@@ -537,7 +548,8 @@ class Translator:
             version=version,
             timestamp=None,
             select=select,
-            count=parse_bool(params.get("count"), False, "count"),
+            # the real join endpoint ignores count (generate_complex_query_dataframe: get_count=False)
+            count=parse_bool(params.get("count"), False, "count") and not self.quirks,
             rename=self._join_rename(cls._layout, sa, sb, suffixes),
             drop=set(),
             warn=warn,
@@ -657,6 +669,8 @@ class Translator:
             table = table.take(pa.array(idx, type=pa.int64()))
         if plan.live:
             table = self._pending_lookups(plan, table)
+        if self.quirks:
+            table = real_types(plan.layout, table)
         physical: dict[str, str | None] = {}
         for rc in plan.layout:
             new = None if rc.name in plan.drop else plan.rename.get(rc.name, rc.name)
@@ -713,6 +727,64 @@ class Translator:
             rows += plan.left_out
             return [LIVE_LIMIT_WARNING.format(n=rows, limit=plan.limit)] if rows >= plan.limit else []
         return [LIMIT_WARNING.format(limit=plan.limit)] if rows == plan.limit else []
+
+
+#: ints the real server reads as 64-bit (its models' BigInteger columns); other ints are Integer
+_BIG_INTS = (ColumnRole.ID, ColumnRole.TARGET_ID, ColumnRole.ROOT_ID, ColumnRole.SUPERVOXEL_ID)
+
+
+def real_types(layout: Sequence[ResultColumn], table: pa.Table) -> pa.Table:
+    """cave_quirks: the column types of a real server's answer (``query.py`` ``dtype_map`` and
+    ``QueryManager.execute_query``): positions and ``Integer`` columns as int32 (a position scaled
+    by a fractional factor is cut to a whole number: ``CAST(ST_X AS INTEGER) * factor`` read as
+    Int32), ``Float`` as float32 with NaN as null (``Float32Dtype``), datetimes as
+    ``timestamp[ns, UTC]``."""
+    specs: dict[str, Any] = {}
+    for rc in layout:
+        if rc.column.kind is ColumnKind.POSITION:
+            for axis in ("_x", "_y", "_z"):
+                specs[rc.name + axis] = rc.column
+        else:
+            specs[rc.name] = rc.column
+    cols = []
+    for name in table.column_names:
+        arr = table[name]
+        c = specs.get(name)
+        if c is None or pa.types.is_null(arr.type):
+            pass
+        elif c.kind is ColumnKind.POSITION:
+            if pa.types.is_floating(arr.type):
+                arr = pc.trunc(arr)
+            arr = arr.cast(pa.int32(), safe=False)
+        elif c.kind is ColumnKind.INT:
+            arr = arr.cast(pa.int64() if c.role in _BIG_INTS else pa.int32())
+        elif c.kind is ColumnKind.FLOAT:
+            arr = arr.cast(pa.float64())
+            arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr).cast(pa.float32())
+        elif c.kind is ColumnKind.DATETIME:
+            arr = arr.cast(pa.timestamp("ns", tz="UTC"))
+        cols.append(arr)
+    return pa.table(cols, names=table.column_names)
+
+
+def one_column_failure(layout: Sequence[ResultColumn], select: Sequence[str] | None) -> AttributeError | None:
+    """cave_quirks: the real server fails a query that selects exactly one SQL column (one
+    non-position column without a supervoxel partner): ``fix_columns_with_query`` then reads the
+    column's type as the query's model (``getattr(BigInteger(), 'id')``) and its catch-all sends
+    the ``AttributeError`` as a 500."""
+    if select is None or len(select) != 1:
+        return None
+    rc = next((r for r in layout if r.name == select[0]), None)
+    if rc is None or rc.column.kind is ColumnKind.POSITION:
+        return None
+    sql_type = {
+        ColumnKind.INT: "BigInteger" if rc.column.role in _BIG_INTS else "Integer",
+        ColumnKind.FLOAT: "Float",
+        ColumnKind.STRING: "String",
+        ColumnKind.BOOL: "Boolean",
+        ColumnKind.DATETIME: "DateTime",
+    }.get(rc.column.kind, "String")
+    return AttributeError(f"'{sql_type}' object has no attribute '{rc.column.name}'")
 
 
 def _version_with(client: Any, table: str, preferred: int) -> int:

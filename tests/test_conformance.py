@@ -1,0 +1,203 @@
+"""Conformance with the real CAVE materialization service (issue 13 §3).
+
+``tablekit serve --cave-quirks`` reproduces what MaterializationEngine 5.26.4
+(``../shared/peers/MaterializationEngine``) does wrong; each test shows the defect on the wire (a
+raw request to the quirks server, against values derived by hand or with pandas from the local
+engine's rows) and that tablekit's HTTP backend still gives the local engine's answer over it.
+The server function that causes each defect is named in the test's docstring and in the README's
+table "Server defects tablekit compensates for".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import requests
+from _server import running_server
+
+import tablekit
+
+SYN = "synapses_pni_2"
+NUC = "nucleus_detection_v0"
+CT = "aibs_metamodel_celltypes_v661"
+COL = "allen_v1_column_types_slanted"
+FLAGS = {
+    "return_pyarrow": "True",
+    "arrow_format": "True",
+    "split_positions": "True",
+    "direct_sql_pandas": "True",
+}
+
+
+@pytest.fixture(scope="module")
+def quirks(path) -> Iterator[str]:
+    with running_server(path, row_limit=300, cave_quirks=True) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tk(client, quirks) -> tablekit.Client:
+    return tablekit.connect(client.datastack, server=quirks, cache_dir=False, progress=False)
+
+
+def m3(url: str, client: Any) -> str:
+    return f"{url}/materialize/api/v3/datastack/{client.datastack}"
+
+
+def post(url: str, body: dict[str, Any], **params: str) -> requests.Response:
+    return requests.post(url, params={**FLAGS, **params}, data=json.dumps(body), timeout=60)
+
+
+def arrow(r: requests.Response) -> pa.Table:
+    assert r.status_code == 200, r.text[:500]
+    return pa.ipc.open_stream(r.content).read_all()
+
+
+def same(got: pd.DataFrame, want: pd.DataFrame, float32: tuple[str, ...] = ()) -> None:
+    """Row for row and type for type; ``float32`` columns carry the server's float32 precision."""
+    assert list(got.columns) == list(want.columns)
+    assert len(got) == len(want)
+    for c in want.columns:
+        if c in float32:
+            assert got[c].dtype == want[c].dtype
+            np.testing.assert_array_equal(
+                got[c].to_numpy(dtype=float), want[c].to_numpy(dtype=float).astype(np.float32).astype(float)
+            )
+        else:
+            pd.testing.assert_series_equal(got[c], want[c], check_exact=True, obj=c)
+
+
+# ----------------------------------------------------------------------------- §3.1, §3.6
+
+
+@pytest.mark.parametrize("res", [[8, 8, 40], [1000, 1000, 1000], [3, 7, 11], [4, 4, 40], [1, 1, 1]])
+def test_fractional_desired_resolution_is_converted_by_the_client(quirks, tk, client, res):
+    """``QueryManager.execute_query`` scales a position as ``CAST(ST_X AS INTEGER) * (voxel /
+    desired)`` typed Integer and ``query.py`` ``dtype_map`` reads it as Int32: a fractional factor
+    cuts positions to whole numbers ([1000]*3 from 4×4×40 gives whole microns). tablekit asks for the
+    table's own resolution and converts in float64: the local engine's numbers, bit for bit."""
+    raw = arrow(
+        post(f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query", {"desired_resolution": res})
+    )
+    stored = client.tables[NUC]().query(split_positions=True)
+    ratio = 4.0 / res[0]
+    assert raw.schema.field("pt_position_x").type == pa.int32()
+    want_x = dict(zip(stored["id"], stored["pt_position_x"], strict=True))  # the first 300 rows, shuffled
+    assert raw["pt_position_x"].to_pylist() == [
+        int(np.trunc(want_x[i] * ratio)) for i in raw["id"].to_pylist()
+    ]
+
+    want = client.tables[NUC]().query(desired_resolution=res, split_positions=True)
+    got = tk.tables[NUC]().query(desired_resolution=res, split_positions=True)
+    same(got, want, float32=("volume",))
+    assert got.attrs["dataframe_resolution"] == want.attrs["dataframe_resolution"]
+
+
+def test_a_join_of_tables_at_different_resolutions_is_asked_at_a_common_one(tk, client):
+    """Every endpoint has its own default resolution (``generate_complex_query_dataframe``: the last
+    table's; live: the queried table's): tablekit always sends one that every table reaches with a
+    whole-number factor (here 4×4×40 and 1×1×1 → 1×1×1) and converts itself."""
+    q = tk.tables[COL]().query  # 1×1×1 nm
+    e = json.loads(tk.tables[NUC]().explain(desired_resolution=[8, 8, 40]))
+    assert e["body"]["desired_resolution"] == [4.0, 4.0, 40.0]
+    e = json.loads(tk.tables[CT](cell_type={"regex": "^5P"}).explain())
+    assert e["endpoint"] == "join" and e["body"]["desired_resolution"] == [4.0, 4.0, 40.0]
+    want = client.tables[COL]().query(desired_resolution=[8, 8, 40], split_positions=True)
+    same(q(desired_resolution=[8, 8, 40], split_positions=True), want)
+    want = client.tables[CT](cell_type={"regex": "^5P"}).query(
+        desired_resolution=[3, 3, 30], split_positions=True
+    )
+    got = tk.tables[CT](cell_type={"regex": "^5P"}).query(desired_resolution=[3, 3, 30], split_positions=True)
+    same(got, want, float32=("volume",))
+
+
+# ----------------------------------------------------------------------------- §3.2
+
+
+def test_random_sample_is_sampled_by_the_client(quirks, tk, client):
+    """On merged versions ``QueryManager.add_table`` samples an alias that ``_find_relevant_model``
+    never uses: the table endpoint returns every row. tablekit never sends ``random_sample``; it
+    fetches the answer (paged past the 300-row limit) and keeps the local engine's sample."""
+    url = f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query"
+    everything = client.tables[NUC]().query(select_columns=["id"])
+    raw = arrow(post(url, {"select_columns": ["id", "volume"]}, random_sample="10"))
+    assert raw.num_rows == min(300, len(everything))  # not 10: the sample is ignored
+    for kw in ({}, {"volume": {">": 300}}):
+        want = client.tables[NUC](**kw).query(random_sample=25)
+        got = tk.tables[NUC](**kw).query(random_sample=25)
+        same(got, want, float32=("volume",))
+        assert len(got) == 25
+        assert tk.tables[NUC](**kw).query(random_sample=25, get_counts=True)["count"][0] == 25
+    want = client.tables[SYN](size={">": 100}).query(random_sample=700, offset=10, limit=50)
+    got = tk.tables[SYN](size={">": 100}).query(random_sample=700, offset=10, limit=50)
+    same(got, want, float32=("size",))
+    assert "random_sample" not in json.loads(tk.tables[NUC]().explain(random_sample=5))["query_string"]
+
+
+# ----------------------------------------------------------------------------- §3.3
+
+
+def test_nan_arrives_as_null_and_floats_as_float32(quirks, tk, client):
+    """``dtype_map`` reads Float columns as ``pd.Float32Dtype()``: float32 values, and NaN becomes
+    NA (null in Arrow). PostgreSQL orders NaN above every number, so ``volume > x`` matches NaN rows;
+    the client drops them as nulls too (a null never passes ``>``)."""
+    url = f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query"
+    local = client.tables[NUC]().query()
+    nan_ids = [int(i) for i in local["id"][local["volume"].isna()]][:100]
+    some = [int(i) for i in local["id"][local["volume"].notna()]][:100]
+    raw = arrow(post(url, {"filter_in_dict": {NUC: {"id": nan_ids + some}}}))
+    assert raw.schema.field("volume").type == pa.float32() and raw.num_rows == len(nan_ids) + len(some)
+    assert nan_ids and sorted(raw.filter(raw["volume"].is_null())["id"].to_pylist()) == sorted(nan_ids)
+    assert not np.isnan(raw["volume"].drop_null().to_numpy()).any()
+    for kw in ({">": 300.5}, {">=": 0.0}, {">": 100, "<": 900}):
+        want = client.tables[NUC](volume=kw).query()
+        got = tk.tables[NUC](volume=kw).query()
+        assert got["volume"].notna().all()
+        same(got, want, float32=("volume",))
+
+
+# ----------------------------------------------------------------------------- §3.8
+
+
+def test_one_selected_column_is_never_sent_alone(quirks, tk, client):
+    """``fix_columns_with_query`` takes a one-column query's column type for its model and fails
+    (``'BigInteger' object has no attribute 'id'``, a 500). tablekit adds a second column and drops
+    it, also for counts whose only client-side filter reads ``id``."""
+    url = f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query"
+    r = post(url, {"select_columns": ["id"]})
+    assert r.status_code == 500 and "has no attribute 'id'" in r.json()["message"]
+    for cols in (["id"], ["volume"], ["pt_root_id"], ["pt_position"]):
+        same(
+            tk.tables[NUC]().query(select_columns=cols),
+            client.tables[NUC]().query(select_columns=cols),
+            float32=("volume",),
+        )
+    ids = client.tables[NUC]().query(select_columns=["id"])["id"].tolist()[:7]
+    for kw in ({"id": {"not in": ids}}, {"id": {"!=": ids[0]}}):
+        assert (
+            tk.tables[NUC](**kw)
+            .query(get_counts=True)
+            .equals(client.tables[NUC](**kw).query(get_counts=True))
+        )
+
+
+# ----------------------------------------------------------------------------- §3.10
+
+
+def test_the_join_endpoint_is_never_asked_to_count(quirks, tk, client):
+    """``generate_complex_query_dataframe`` builds its QueryManager with ``get_count=False``: a
+    join's ``count=true`` returns rows (up to the row limit). tablekit counts the rows it fetches."""
+    body = {"tables": [[CT, "target_id"], [NUC, "id"]], "suffix_map": {CT: "_ref", NUC: ""}}
+    raw = arrow(post(f"{m3(quirks, client)}/version/{client.version}/query", body, count="True"))
+    assert "count" not in raw.column_names and raw.num_rows > 1
+    for kw in ({}, {"cell_type": {"regex": "^5P"}}):
+        want = client.tables[CT](**kw).query(get_counts=True)
+        assert tk.tables[CT](**kw).query(get_counts=True).equals(want)
+        e = json.loads(tk.tables[CT](**kw).explain(get_counts=True))
+        assert "count" not in e["params"]
