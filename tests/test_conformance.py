@@ -201,3 +201,87 @@ def test_the_join_endpoint_is_never_asked_to_count(quirks, tk, client):
         assert tk.tables[CT](**kw).query(get_counts=True).equals(want)
         e = json.loads(tk.tables[CT](**kw).explain(get_counts=True))
         assert "count" not in e["params"]
+
+
+# ----------------------------------------------------------------------------- §3.7
+
+
+def test_lineage_up_to_a_time_holds_no_later_successors(quirks, tk, client):
+    """PyChunkedGraph's ``lineage_graph_multiple`` follows lineage edges past ``timestamp_future``
+    unless ``exclude_links_to_future=true`` (CAVEclient sends it): successors created after T come
+    back. tablekit sends it and drops nodes created after T whatever the server does."""
+    edges = sorted(client._history().edges(), key=lambda e: e[2])
+    parent, child, when = edges[len(edges) // 2]
+    born = client.get_root_timestamps([parent])[0]
+    t = born + (when - born) / 2  # parent is valid at t; child is created after t
+    pcg = f"{quirks}/segmentation/api/v1/table/{tk.info['pcg_table_name']}/lineage_graph_multiple"
+    raw = requests.post(
+        pcg, params={"timestamp_future": t.timestamp()}, json={"root_ids": [parent]}, timeout=30
+    )
+    assert child in {n["id"] for n in raw.json()["nodes"]}  # the defect
+    assert list(tk.get_latest_roots(parent, timestamp=t)) == list(
+        client.get_latest_roots(parent, timestamp=t)
+    )
+    assert list(client.get_latest_roots(parent, timestamp=t)) == [parent]
+    got = tk.get_lineage_graph(parent, timestamp_future=t)
+    want = client.get_lineage_graph(parent, timestamp_future=t)
+    assert got == want and child not in {n["id"] for n in got["nodes"]}
+
+
+# ----------------------------------------------------------------------------- §3.11, §3.12
+
+
+@pytest.fixture(scope="module")
+def canned():
+    from test_cave_backend import Canned, serve_asgi
+
+    app = Canned()
+    with serve_asgi(app) as url:
+        yield app, url
+
+
+def test_a_rate_limit_sent_as_a_500_is_a_rate_limit(canned):
+    """The real server's catch-all (``common.py`` ``unhandled_exception``) answers flask-limiter's
+    ``TooManyRequests`` as ``500 {"code": 500, "message": "429 Too Many Requests: …"}``: tablekit
+    waits and retries it, then raises :class:`~tablekit.errors.RateLimitError`."""
+    from tablekit.backends._http import HTTPSession
+    from tablekit.errors import RateLimitError
+
+    app, url = canned
+    limited = (500, [], {"code": 500, "message": "429 Too Many Requests: 10 per 1 second", "traceback": []})
+    waits: list[float] = []
+    http = HTTPSession(None, max_retries=2, backoff=0.1, sleep=waits.append)
+    app.reset(limited, (200, [], {"ok": 1}))
+    assert http.request("GET", f"{url}/x").json() == {"ok": 1} and len(waits) == 1
+    app.reset(limited)
+    with pytest.raises(RateLimitError, match="429 Too Many Requests"):
+        http.request("GET", f"{url}/x")
+    assert len(app.log) == 3 and len(waits) == 3  # two retries after the first
+    app.reset((500, [], {"code": 500, "message": "4290 rows", "traceback": []}))
+    with pytest.raises(tablekit.errors.ServerError) as e:
+        http.request("GET", f"{url}/x")
+    assert not isinstance(e.value, RateLimitError) and len(app.log) == 1
+
+
+def test_validation_error_bodies_are_read(quirks, client, canned):
+    """Body validation (``@accepts`` with ``V2QuerySchema``) fails as ``500 {"schema_errors": …}``
+    with no ``message``; a bad query-string argument (flask-restx reqparse) as ``500 {"errors": …,
+    "message": "Input payload validation failed"}``. ``serve --cave-quirks`` sends both; tablekit's
+    errors carry what they say."""
+    from tablekit.backends._http import HTTPSession
+
+    url = f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query"
+    r = post(url, {"filter_out_dict": {NUC: {"id": [1]}}})
+    assert r.status_code == 500 and list(r.json()) == ["schema_errors"]
+    assert "filter_out_dict" in r.json()["schema_errors"]
+    r = post(url, {}, count="maybe")
+    assert r.status_code == 500 and r.json()["message"] == "Input payload validation failed"
+    assert "count" in r.json()["errors"]
+    http = HTTPSession(None, max_retries=0)
+    for body, params, said in (
+        ({"filter_out_dict": {NUC: {"id": [1]}}}, FLAGS, "filter_out_dict"),
+        ({}, {**FLAGS, "count": "maybe"}, 'Input payload validation failed: {"count"'),
+    ):
+        with pytest.raises(tablekit.errors.ServerError) as e:
+            http.request("POST", url, params=params, json=body)
+        assert said in str(e.value) and said in (e.value.message or "")

@@ -205,11 +205,14 @@ class CaveHistory:
         self, root_id: int, ts_past: _dt.datetime | None, ts_future: _dt.datetime | None
     ) -> dict[str, Any]:
         """``lineage_graph_multiple`` for one root, in tablekit's shape (ISO timestamps)."""
-        params = {}
+        params: dict[str, Any] = {}
         if ts_past is not None:
             params["timestamp_past"] = ts_past.timestamp()
         if ts_future is not None:
+            # without it PyChunkedGraph also returns the successors created after timestamp_future
+            # (CAVEclient sends it too); nodes after it are dropped below whatever the server does
             params["timestamp_future"] = ts_future.timestamp()
+            params["exclude_links_to_future"] = "True"
         g = self._post_json("lineage_graph_multiple", params, {"root_ids": [int(root_id)]})
 
         def iso(t: Any) -> str | None:
@@ -232,6 +235,14 @@ class CaveHistory:
             raise malformed(
                 f"{self.url}/lineage_graph_multiple", f"not a node-link graph of ids and times: {short(g)}"
             ) from None
+        if ts_future is not None:
+            late = {
+                n["id"]
+                for n in nodes
+                if n["timestamp"] is not None and parse_time(n["timestamp"]) > ts_future
+            }
+            nodes = [n for n in nodes if n["id"] not in late]
+            links = [e for e in links if e["source"] not in late and e["target"] not in late]
         return {
             "nodes": sorted(nodes, key=lambda n: n["id"]),
             "links": sorted(links, key=lambda e: (e["source"], e["target"])),

@@ -700,7 +700,7 @@ class HTTPSession:
                 continue
             if 200 <= resp.status < 300 or resp.status in ok:
                 return self._redact_headers(resp)
-            if resp.status in RETRY_STATUSES and attempt < self.max_retries:
+            if (resp.status in RETRY_STATUSES or _rate_limited_500(resp)) and attempt < self.max_retries:
                 after = _retry_after(resp.header("retry-after"), time.time())
                 if after is not None and after > self.max_wait:
                     raise self._error(req, resp, f" (the server asks to retry in {after:.0f} s)")
@@ -768,7 +768,7 @@ class HTTPSession:
                 self.redact(f"{where}: HTTP {resp.status} {code or ''}{said}. {hint}".replace("  ", " ")),
                 **kw,
             )
-        if resp.status == 429:
+        if resp.status == 429 or _rate_limited_500(resp):
             return RateLimitError(
                 self.redact(
                     f"{where}: HTTP 429: the server's rate limit refused the request{said}{tail}; "
@@ -777,6 +777,16 @@ class HTTPSession:
                 **kw,
             )
         return ServerError(self.redact(f"{where}: HTTP {resp.status}{said}{tail}"), **kw)
+
+
+def _rate_limited_500(resp: Response) -> bool:
+    """A rate-limit refusal the server's catch-all turned into a 500: MaterializationEngine's
+    ``unhandled_exception`` answers flask-limiter's ``TooManyRequests`` as
+    ``500 {"code": 500, "message": "429 Too Many Requests: …"}``."""
+    if resp.status != 500:
+        return False
+    msg = _error_body(resp)[1]
+    return bool(msg) and msg.startswith("429 ")  # type: ignore[union-attr]
 
 
 def _error_body(resp: Response) -> tuple[str | None, str | None, dict[str, Any]]:
@@ -790,8 +800,12 @@ def _error_body(resp: Response) -> tuple[str | None, str | None, dict[str, Any]]
     if isinstance(body, dict):
         code = body.get("error")
         msg = body.get("message")
-        if msg is None and isinstance(body.get("errors"), (dict, list)):
-            msg = json.dumps(body["errors"])
+        errors = body.get("errors")
+        if isinstance(errors, (dict, list)):  # flask-restx: {"errors": {arg: why}, "message": "Input …"}
+            msg = json.dumps(errors) if msg is None else f"{msg}: {json.dumps(errors)}"
+        if msg is None and isinstance(body.get("schema_errors"), (dict, list)):
+            # MaterializationEngine's @accepts body validation: 500 {"schema_errors": {field: [why]}}
+            msg = f"the request body is invalid: {json.dumps(body['schema_errors'])}"
         raw = body.get("data")
         data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         return (str(code) if code else None), (str(msg) if msg is not None else None), data

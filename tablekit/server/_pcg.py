@@ -101,8 +101,9 @@ def _load(body: bytes) -> Any:
 class Chunkedgraph:
     """The chunkedgraph answers of one client (its segmentation history)."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, quirks: bool = False):
         self.client = client
+        self.quirks = quirks
 
     @property
     def history(self) -> Any:
@@ -169,10 +170,13 @@ class Chunkedgraph:
         ids = _ids(_load(body), "root_ids")
         past = _epoch(params, "timestamp_past", None)
         future = _epoch(params, "timestamp_future", None)
+        exclude = parse_bool(params.get("exclude_links_to_future"), False, "exclude_links_to_future")
         nodes: dict[int, dict[str, Any]] = {}
         links: dict[tuple[int, int], dict[str, Any]] = {}
         for r in dict.fromkeys(ids):
             g = self.client.get_lineage_graph(r, timestamp_past=past, timestamp_future=future)
+            if self.quirks and future is not None and not exclude:
+                g = self._links_to_future(r, past, g)
             for n in g["nodes"]:
                 t = n.get("timestamp")
                 nodes[int(n["id"])] = {
@@ -191,6 +195,19 @@ class Chunkedgraph:
             "graph": {},
             "nodes": [nodes[k] for k in sorted(nodes)],
             "links": [links[k] for k in sorted(links)],
+        }
+
+    def _links_to_future(self, root: int, past: _dt.datetime | None, g: dict[str, Any]) -> dict[str, Any]:
+        """cave_quirks: PyChunkedGraph's lineage graph without ``exclude_links_to_future=true`` also
+        holds the successors (created after ``timestamp_future``) of the roots it reached, and the
+        links to them."""
+        whole = self.client.get_lineage_graph(root, timestamp_past=past, timestamp_future=None)
+        have = {int(n["id"]) for n in g["nodes"]}
+        extra = [e for e in whole["links"] if int(e["source"]) in have and int(e["target"]) not in have]
+        targets = {int(e["target"]) for e in extra}
+        return {
+            "nodes": [*g["nodes"], *(n for n in whole["nodes"] if int(n["id"]) in targets)],
+            "links": [*g["links"], *extra],
         }
 
     def info(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:

@@ -40,6 +40,8 @@ __all__ = [
     "FILTER_KEYS",
     "PENDING_LOOKUPS",
     "Abort",
+    "ArgumentError",
+    "BodyError",
     "Plan",
     "Translator",
     "WireError",
@@ -90,8 +92,29 @@ class Abort(WireError):
         self.text = text
 
 
+class ArgumentError(WireError):
+    """A bad query-string argument. With cave_quirks it is sent as flask-restx's reqparse sends it
+    through the real server's catch-all: 500 ``{"errors": {name: why}, "message": "Input payload
+    validation failed"}``."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"{name}: {why}")
+        self.errors = {name: why}
+
+
+class BodyError(WireError):
+    """A request body the server's marshmallow schema rejects. With cave_quirks it is sent as the
+    real server's ``@accepts`` decorator's error reaches clients: 500 ``{"schema_errors": {field:
+    [why]}}`` (no ``message``)."""
+
+    def __init__(self, text: str, errors: Mapping[str, Any]):
+        super().__init__(text)
+        self.errors = dict(errors)
+
+
 def parse_bool(value: str | None, default: bool, name: str = "parameter") -> bool:
-    """Query-string booleans as flask-restx reads them (case-insensitive)."""
+    """Query-string booleans as flask-restx's ``inputs.boolean`` reads them (case-insensitive
+    ``true/false``, ``1/0``; ``yes/no``, ``on/off``, ``t/f``, ``y/n`` too unless ``quirks``)."""
     if value is None or value == "":
         return default
     v = value.strip().lower()
@@ -99,7 +122,7 @@ def parse_bool(value: str | None, default: bool, name: str = "parameter") -> boo
         return True
     if v in ("false", "0", "no", "off", "f", "n"):
         return False
-    raise WireError(f"{name}: {value!r} is not a valid boolean")
+    raise ArgumentError(name, f"{value!r} is not a valid boolean")
 
 
 def parse_int(value: str | None, name: str) -> int | None:
@@ -108,7 +131,7 @@ def parse_int(value: str | None, name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise WireError(f"{name}: {value!r} is not a valid integer") from None
+        raise ArgumentError(name, f"{value!r} is not a valid integer") from None
 
 
 def check_body(body: Any, allowed: frozenset[str] | set[str], required: Sequence[str] = ()) -> dict[str, Any]:
@@ -126,7 +149,7 @@ def check_body(body: Any, allowed: frozenset[str] | set[str], required: Sequence
         if body.get(k) is None:
             errors[k] = ["Missing data for required field."]
     if errors:
-        raise WireError(f"400 Bad Request: invalid request body: {errors}")
+        raise BodyError(f"400 Bad Request: invalid request body: {errors}", errors)
     return body
 
 
@@ -411,7 +434,7 @@ class Translator:
         offset = self._offset(body)
         rs = parse_int(params.get("random_sample"), "random_sample")
         if rs is not None and rs <= 0:
-            raise WireError(f"random_sample: must be a positive integer, got {rs}")
+            raise ArgumentError("random_sample", f"must be a positive integer, got {rs}")
         if self.quirks and rs is not None and kind == "table" and join is None and not live:
             # merged versions (all of tablekit's): QueryManager.add_table samples an alias that
             # _find_relevant_model never uses, so every matching row comes back

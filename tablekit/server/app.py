@@ -58,8 +58,16 @@ def _tk_version() -> str:
 # --------------------------------------------------------------------------- responses
 
 
-def error_500(e: BaseException) -> JSONResponse:
-    """The catch-all of the materialization namespaces: HTTP 500 with ``{code, message, traceback}``."""
+def error_500(e: BaseException, quirks: bool = False) -> JSONResponse:
+    """The catch-all of the materialization namespaces: HTTP 500 with ``{code, message, traceback}``.
+    With ``quirks``, bad arguments and bodies take the real server's shapes (see
+    :class:`~tablekit.server._wire.ArgumentError`, :class:`~tablekit.server._wire.BodyError`)."""
+    if quirks and isinstance(e, _wire.ArgumentError):
+        return JSONResponse(
+            {"errors": e.errors, "message": "Input payload validation failed"}, status_code=500
+        )
+    if quirks and isinstance(e, _wire.BodyError):
+        return JSONResponse({"schema_errors": e.errors}, status_code=500)
     tb = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip("\n").split("\n")
     return JSONResponse({"code": 500, "message": str(e), "traceback": tb}, status_code=500)
 
@@ -82,7 +90,7 @@ class ServerState:
     def __init__(self, client: Any, *, row_limit: int, token: str | None, cave_quirks: bool):
         self.client = client
         self.translator = Translator(client, row_limit=row_limit, cave_quirks=cave_quirks)
-        self.pcg = Chunkedgraph(client)
+        self.pcg = Chunkedgraph(client, quirks=cave_quirks)
         self.token = token
         self.quirks = cave_quirks
         info = client.info
@@ -232,7 +240,7 @@ def build_app(state: ServerState) -> Starlette:
                     state.check_pcg(table_id)
                 return await fn(request)
             except Exception as e:
-                return error_500(e)
+                return error_500(e, state.quirks)
 
         handler.__name__ = fn.__name__
         return handler
