@@ -285,3 +285,73 @@ def test_validation_error_bodies_are_read(quirks, client, canned):
         with pytest.raises(tablekit.errors.ServerError) as e:
             http.request("POST", url, params=params, json=body)
         assert said in str(e.value) and said in (e.value.message or "")
+
+
+# ----------------------------------------------------------------------------- §3.4
+
+
+def test_live_float_equality_and_membership(quirks, tk, client):
+    """The live endpoint filters its answer again in pandas (``api2.py`` ``apply_filters``), float32
+    values against the request's float64 values: ``isin`` on a float column matches nothing.
+    tablekit sends the range the values' float32 neighbours enclose and keeps the equal rows itself."""
+    import datetime as dt
+
+    t = client.get_timestamp(client.version) + dt.timedelta(hours=1)
+    local = client.tables[NUC]().query()
+    vols = [float(v) for v in local["volume"].dropna()[:5]]
+    assert any(float(np.float32(v)) != v for v in vols)  # values float32 cannot hold exactly
+    body = {"table": NUC, "timestamp": t.isoformat(), "filter_in_dict": {NUC: {"volume": vols}}}
+    live = f"{m3(quirks, client)}/query"
+    params = {"return_pyarrow": "True", "arrow_format": "True", "direct_sql_pandas": "True"}
+    r = requests.post(live, params=params, data=json.dumps(body), timeout=60)
+    assert (r.status_code == 500 and "returned no results" in r.json()["message"]) or arrow(r).num_rows == 0
+    for kw in ({"volume": vols[0]}, {"volume": vols}, {"volume": vols[:3], "id": {"!=": 0}}):
+        want = client.tables[NUC](**kw).live_query(t)
+        got = tk.tables[NUC](**kw).live_query(t)
+        assert len(want) >= 1
+        same(got, want, float32=("volume",))
+
+
+# ----------------------------------------------------------------------------- §3.5
+
+
+def test_a_live_query_at_a_versions_timestamp_is_that_version(quirks, tk, client):
+    """``execute_production_query`` refuses a live query at exactly a version's timestamp once the
+    table changed after it ("do not use live live query to query a materialized timestamp"):
+    tablekit asks for that version instead; the local engine's live answer at that time is the oracle."""
+    for v in client.get_versions():
+        t = client.get_timestamp(v)
+        body = {"table": NUC, "timestamp": t.isoformat()}
+        r = requests.post(f"{m3(quirks, client)}/query", params=FLAGS, data=json.dumps(body), timeout=60)
+        assert r.status_code == 500 and "do not use live live query" in r.json()["message"]
+        same(tk.tables[NUC]().live_query(t), client.tables[NUC]().live_query(t), float32=("volume",))
+        kw = {"pt_root_id": int(client.tables[NUC]().live_query(t)["pt_root_id"].iloc[-1])}
+        same(tk.tables[NUC](**kw).live_query(t), client.tables[NUC](**kw).live_query(t), float32=("volume",))
+
+
+# ----------------------------------------------------------------------------- §3.9
+
+
+def test_the_pending_lookups_refusal_says_which_rows_the_server_checked(tk, client):
+    """The live endpoint checks pending lookups on the query without its root-id filters
+    (``execute_production_query``: ``strip_root_id_filters``, then ``update_rootids``), so it can
+    refuse for annotations the query does not select: tablekit's error says so (the text derived
+    by hand); without root-id filters it says "matching this live query"."""
+    import datetime as dt
+
+    from tablekit.backends import _cave_compile as wire
+    from tablekit.query import Predicate, Query
+
+    t = client.get_timestamp(client.version) + dt.timedelta(hours=1)
+    said = "406 Not Acceptable: There are 3 annotations that need supervoxel lookups, wait till new ..."
+    for preds, words in (
+        (
+            (Predicate(NUC, "pt_root_id", "in", (5, 6)),),
+            "selected by this live query's filters other than "
+            "its root-id filters (pt_root_id; the server checks the rows before it applies those)",
+        ),
+        ((Predicate(NUC, "volume", ">", 1.0),), "matching this live query"),
+    ):
+        p = tk.backend.plan(Query(client.datastack, NUC, predicates=preds, timestamp=t))
+        e = wire.pending_lookups_error(p, said)
+        assert str(e).startswith(f"{NUC}: 3 annotation(s) {words} still wait for their supervoxel lookup")

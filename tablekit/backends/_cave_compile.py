@@ -131,11 +131,12 @@ class ClientFilter:
     """A condition applied to decoded rows: ``column`` is a physical result column.
 
     ``op`` is ``"not in"`` (keep nulls), ``"!=column"`` (``value`` is the other result column;
-    nulls kept) or ``"not nan"`` (drops NaN and null: a real server sends NaN as null).
+    nulls kept), ``"not nan"`` (drops NaN and null: a real server sends NaN as null) or ``"in"``
+    (``value``: the values a float column must equal, each also as its float32 neighbour).
     """
 
     column: str
-    op: Literal["not in", "!=column", "not nan"]
+    op: Literal["not in", "!=column", "not nan", "in"]
     value: Any = None
 
 
@@ -305,6 +306,21 @@ def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
             continue
         if op == "in" and len(value) == 0:
             nothing = True
+            continue
+        if op in ("==", "in") and endpoint == "live" and kind is ColumnKind.FLOAT:
+            # the live endpoint filters again in pandas, float32 values against these float64 ones
+            # (api2.py apply_filters): == / in match nothing. Send the range the values' float32
+            # neighbours enclose instead, and keep the rows equal to a value (or its float32) here
+            values = (value,) if op == "==" else tuple(value)
+            f32 = np.array(values, dtype=np.float64).astype(np.float32)
+            lo = float(np.nextafter(f32.min(), np.float32(-np.inf)))
+            hi = float(np.nextafter(f32.max(), np.float32(np.inf)))
+            if not (
+                _add(filters, ">=", p.table, p.column, lo) and _add(filters, "<=", p.table, p.column, hi)
+            ):
+                nothing = True
+            both = tuple(dict.fromkeys([*map(float, values), *map(float, f32)]))
+            client.append(ClientFilter(_col(result, p), "in", both))
             continue
         if op == "==" and endpoint == "live" and p.column.endswith("root_id"):
             op, value = "in", (value,)  # protocol §5.1: a root-id equality can wipe other equalities
@@ -579,8 +595,17 @@ def _pending_text(p: Plan, n: int | str, detail: str) -> str:
     q = p.query
     cols = [name for name, (_t, col, _k) in p.sources.items() if col.endswith("supervoxel_id")]
     ts = q.timestamp.isoformat() if q.timestamp is not None else "the query time"
+    roots = sorted({pr.column for pr in q.predicates if pr.column.endswith("root_id")})
+    # the live endpoint checks the query without its root-id filters (new_query.py
+    # strip_root_id_filters, then update_rootids): the rows it counts need not match the query
+    which = (
+        f"selected by this live query's filters other than its root-id filters ({', '.join(roots)}; "
+        "the server checks the rows before it applies those)"
+        if roots
+        else "matching this live query"
+    )
     return (
-        f"{q.table}: {n} annotation(s) matching this live query still wait for their supervoxel lookup "
+        f"{q.table}: {n} annotation(s) {which} still wait for their supervoxel lookup "
         f"(pending {' / '.join(cols) or 'supervoxel ids'}{detail}), so their root ids at {ts} are unknown"
     )
 
@@ -852,6 +877,8 @@ def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa
         if f.op == "not in":
             values = pa.array(list(f.value), type=col.type)
             m = pc.or_kleene(pc.is_null(col), pc.invert(pc.is_in(col, value_set=values)))
+        elif f.op == "in":
+            m = pc.is_in(col, value_set=pa.array(list(f.value), type=col.type))
         elif f.op == "!=column":
             other = table[f.value]
             m = pc.or_kleene(pc.or_kleene(pc.is_null(col), pc.is_null(other)), pc.not_equal(col, other))

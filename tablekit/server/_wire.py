@@ -183,6 +183,9 @@ class Plan:
     created_column: str | None = None
     #: rows left out for pending lookups (they were part of the sub-query the limit applied to)
     left_out: int = 0
+    #: cave_quirks, live: the body's filter dicts, which the real live endpoint applies again in
+    #: pandas to its float32 answer (api2.py apply_filters)
+    refilter: Mapping[str, Any] | None = None
 
     def column_names(self) -> dict[str, dict[str, str]]:
         """The ``column_names`` header: ``{table: {db column: result column}}``."""
@@ -586,6 +589,15 @@ class Translator:
         if not isinstance(table, str):
             raise WireError(f"table must be a string, got {table!r}")
         ts = _parse_timestamp(body["timestamp"])
+        if self.quirks:
+            with self.lock:
+                stamps = {
+                    m["time_stamp"] for m in self.client.get_versions_metadata() if m.get("valid", True)
+                }
+            if ts in stamps:  # execute_production_query (the tables here change after every version)
+                raise Abort(
+                    400, "Bad Request", "do not use live live query to query a materialized timestamp"
+                )
         version = self.client.version  # the class layout: any valid version with the table
         version = _version_with(self.client, table, version)
         joins = body.get("join_tables")
@@ -652,6 +664,8 @@ class Translator:
             live=True,
         )
         plan.allow_missing_lookups = allow_missing
+        if self.quirks:
+            plan.refilter = {k: body[k] for k in _REFILTERED if body.get(k)}
         # pending lookups are found in the supervoxel ids, selected or not (the real server checks
         # them before it applies select_columns)
         need = [rc.name for rc in cls._layout if rc.column.role is ColumnRole.SUPERVOXEL_ID]
@@ -694,6 +708,8 @@ class Translator:
             table = self._pending_lookups(plan, table)
         if self.quirks:
             table = real_types(plan.layout, table)
+            if plan.refilter:
+                table = pandas_refilter(plan.layout, table, plan.refilter)
         physical: dict[str, str | None] = {}
         for rc in plan.layout:
             new = None if rc.name in plan.drop else plan.rename.get(rc.name, rc.name)
@@ -788,6 +804,47 @@ def real_types(layout: Sequence[ResultColumn], table: pa.Table) -> pa.Table:
             arr = arr.cast(pa.timestamp("ns", tz="UTC"))
         cols.append(arr)
     return pa.table(cols, names=table.column_names)
+
+
+_REFILTERED = {
+    "filter_in_dict": "in",
+    "filter_equal_dict": "==",
+    "filter_greater_dict": ">",
+    "filter_less_dict": "<",
+    "filter_greater_equal_dict": ">=",
+    "filter_less_equal_dict": "<=",
+}
+
+
+def pandas_refilter(layout: Sequence[ResultColumn], table: pa.Table, dicts: Mapping[str, Any]) -> pa.Table:
+    """cave_quirks: the live endpoint's second filtering (``api2.py`` ``apply_filters``) of its
+    float32 answer with NumPy 1.26's rules: ``isin`` compares float64 (the float32 values widened,
+    so a float filter value matches nothing it was not exactly), ``==`` and ranges compare in float32
+    (the Python float value cast down); nulls never pass."""
+    names = {(rc.table, rc.column.name): rc.name for rc in layout}
+    mask = np.ones(table.num_rows, dtype=bool)
+    for key, op in _REFILTERED.items():
+        for t, cols in (dicts.get(key) or {}).items():
+            for c, v in cols.items():
+                name = names.get((t, c))
+                if name is None or name not in table.column_names:
+                    continue
+                col = table[name]
+                vals = col.to_numpy(zero_copy_only=False)
+                valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+                if pa.types.is_floating(col.type):
+                    vals = np.where(valid, vals, 0).astype(np.float32)
+                    if op == "in":
+                        m = np.isin(vals.astype(np.float64), np.asarray(v, dtype=np.float64))
+                    else:
+                        w = np.float32(v)
+                        m = {"==": vals == w, ">": vals > w, "<": vals < w, ">=": vals >= w, "<=": vals <= w}[
+                            op
+                        ]
+                else:
+                    continue  # integers, strings, times: filtering again changes nothing
+                mask &= valid & m
+    return table if mask.all() else table.filter(pa.array(mask))
 
 
 def one_column_failure(layout: Sequence[ResultColumn], select: Sequence[str] | None) -> AttributeError | None:
