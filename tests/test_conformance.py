@@ -355,3 +355,75 @@ def test_the_pending_lookups_refusal_says_which_rows_the_server_checked(tk, clie
         p = tk.backend.plan(Query(client.datastack, NUC, predicates=preds, timestamp=t))
         e = wire.pending_lookups_error(p, said)
         assert str(e).startswith(f"{NUC}: 3 annotation(s) {words} still wait for their supervoxel lookup")
+
+
+# ----------------------------------------------------------------------------- §3.13-17: serve --cave-quirks
+
+
+def warnings_of(r: requests.Response) -> list[str]:
+    """The ``Warning`` header lines, one per warning (requests joins repeated headers)."""
+    return [w.strip() for w in r.raw.headers.getlist("Warning")]
+
+
+def test_quirks_types_json_times_and_warnings(quirks, client):
+    """What ``serve --cave-quirks`` sends as the real server does (hand-derived from its code):
+    column types (``dtype_map``: int32 positions and Integer columns, float32, timestamp[ns, UTC];
+    BigInteger ids int64), JSON datetimes as epoch milliseconds (``create_query_response``:
+    ``to_json(orient="records")``), ``Warning`` lines in each endpoint's order, and without
+    ``arrow_format=true`` only the Arrow-format warning (``add_warnings_to_headers`` replaces the
+    list)."""
+    from tablekit.server import _wire as sw
+
+    base = f"{m3(quirks, client)}/version/{client.version}"
+    raw = arrow(post(f"{base}/table/{NUC}/query", {}))
+    types = {f.name: f.type for f in raw.schema}
+    assert types["id"] == types["pt_root_id"] == types["pt_supervoxel_id"] == pa.int64()
+    assert types["pt_position_x"] == types["bb_start_position_z"] == pa.int32()
+    assert types["volume"] == pa.float32() and types["created"] == pa.timestamp("ns", tz="UTC")
+    assert types["valid"] == pa.bool_()
+
+    local = client.tables[NUC]().query()
+    created_ms = dict(zip(local["id"], local["created"].dt.as_unit("ms").astype("int64"), strict=True))
+    r = post(f"{base}/table/{NUC}/query", {}, return_pyarrow="False")
+    rows = r.json()
+    assert rows and all(isinstance(x["created"], int) and x["created"] == created_ms[x["id"]] for x in rows)
+
+    limit = '201 - "Limited query to 300 rows'
+    csv = {"direct_sql_pandas": "False"}
+    r = post(f"{base}/table/{SYN}/query", {}, **csv)
+    assert warnings_of(r) == [limit, sw.REAL_CSV_WARNING]
+    r = post(f"{base}/views/single_neurons/query", {}, **csv)
+    assert warnings_of(r)[0] == sw.REAL_CSV_WARNING
+    join = {"tables": [[CT, "target_id"], [NUC, "id"]], "suffixes": ["_ref", ""]}
+    r = post(f"{base}/query", {**join, "select_columns": ["id", "cell_type"]}, **csv)
+    assert warnings_of(r)[:3] == [sw.REAL_SUFFIXES_WARNING, sw.REAL_JOIN_CSV_WARNING, sw.REAL_SELECT_WARNING]
+    r = post(f"{base}/table/{SYN}/query", {}, arrow_format="False", **csv)
+    assert warnings_of(r) == [sw.REAL_ARROW_FORMAT_WARNING]
+
+
+def test_quirks_live_limit_warnings_and_404s(quirks, tk, client):
+    """The live endpoint's two row-limit warnings (``execute_materialized_query``: nine spaces
+    before "than", ``execute_production_query``: five), which tablekit reads alike; a query of an
+    unknown version or table fails as ``validate_table_args`` aborts (404, sent as 500)."""
+    import datetime as dt
+
+    from tablekit.backends import _cave_compile as wire
+    from tablekit.server import _wire as sw
+
+    t = client.get_timestamp(client.version) + dt.timedelta(days=3)
+    body = {"table": SYN, "timestamp": t.isoformat(), "limit": 1}
+    r = requests.post(f"{m3(quirks, client)}/query", params=FLAGS, data=json.dumps(body), timeout=60)
+    (w,) = warnings_of(r)
+    assert w in (sw.LIVE_LIMIT_WARNING.format(n=1, limit=1), sw.LIVE_PROD_LIMIT_WARNING.format(n=1, limit=1))
+    for text in (sw.LIVE_LIMIT_WARNING, sw.LIVE_PROD_LIMIT_WARNING):
+        assert wire.truncation([text.format(n=300, limit=300)], 300, None, None) == (True, 300)
+    ds = client.datastack
+    r = post(f"{m3(quirks, client)}/version/999/table/{NUC}/query", {})
+    assert (
+        r.status_code == 500
+        and r.json()["message"] == f"404 Not Found: Analysis version 999 not found for datastack {ds}"
+    )
+    r = post(f"{m3(quirks, client)}/version/{client.version}/table/nope/query", {})
+    assert r.json()["message"] == (
+        f"404 Not Found: Analysis table 'nope' not found for version {client.version} in datastack {ds}"
+    )

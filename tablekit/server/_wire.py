@@ -67,6 +67,37 @@ LIVE_LIMIT_WARNING = (
     + " " * 9
     + "than limit of {limit} there may be more results which are not shown"
 )
+#: the same warning from the live endpoint's second query, over the production tables
+#: (``execute_production_query``: its line continuation is indented less)
+LIVE_PROD_LIMIT_WARNING = LIVE_LIMIT_WARNING.replace(" " * 9, " " * 5)
+#: the real server's warning texts (its line breaks sent as spaces), for cave_quirks
+REAL_ARROW_FORMAT_WARNING = (
+    "Response is in pyarrow IPC format. If you encounter a parsing error, please upgrade CAVEClient "
+    "to >=5.9.0 with: pip install --upgrade caveclient. To suppress this warning, pass "
+    "arrow_format=True in your query parameters."
+)
+REAL_CSV_WARNING = (
+    "Query was executed using streaming via CSV, which can mangle types. Please upgrade to caveclient "
+    "> 8.0.0 to avoid type mangling. Because you may have been affected by mangled types, this change "
+    "is breaking, but it should provide an improved experience."
+)
+REAL_JOIN_CSV_WARNING = (
+    "Using non-pandas query execution is deprecated as it can mangle types, please upgrade caveclient "
+    "to >=8.0.0 to use pandas for improved type handling."
+)
+REAL_SUFFIXES_WARNING = (
+    "Suffixes is deprecated for complex queries as it can be ambiguous what you desire, please pass "
+    "suffix_map as a dictionary to explicitly set suffixes for individual tables. Upgrade caveclient "
+    "to >=5.0.0"  # the real text ends in a blank, which an HTTP header value cannot
+)
+REAL_SELECT_WARNING = (
+    "Select_columns is deprecated for join queries, please use select_column_map a dictionary which "
+    "is more explicit about what columns to select from what tables. This query result will attempt "
+    "to select the first column it finds of this name in any table, but if there are more than one "
+    "such column it will not select both. Upgrade caveclient to >=5.0.0 ."
+)
+SUFFIXES_DEPRECATION = "suffixes is deprecated, use suffix_map (a dict {table: suffix})"
+SELECT_DEPRECATION = "select_columns is deprecated for join queries, use select_column_map"
 
 
 #: the live endpoint's text for annotations whose supervoxel lookup is pending (protocol §5.1, §5.3):
@@ -186,6 +217,9 @@ class Plan:
     #: cave_quirks, live: the body's filter dicts, which the real live endpoint applies again in
     #: pandas to its float32 answer (api2.py apply_filters)
     refilter: Mapping[str, Any] | None = None
+    #: cave_quirks, live: how many answer rows come from the materialized version (the rest from
+    #: the production tables), each part with its own row-limit warning
+    mat_rows: int | None = None
 
     def column_names(self) -> dict[str, dict[str, str]]:
         """The ``column_names`` header: ``{table: {db column: result column}}``."""
@@ -380,7 +414,7 @@ class Translator:
         lst = body.get("suffixes") if key_map != "suffixes" else None
         out: dict[str, str] = {}
         if isinstance(lst, list):
-            warn.append("suffixes is deprecated, use suffix_map (a dict {table: suffix})")
+            warn.append(SUFFIXES_DEPRECATION)
             for t, s in zip(tables, lst, strict=False):
                 out[t] = s
         if sm is not None:
@@ -486,8 +520,32 @@ class Translator:
         """``POST …/version/{v}/views/{view}/query``."""
         return self._single(view, "view", version, body, params)
 
+    def _validate_tables(self, tables: Sequence[str], version: int) -> None:
+        """cave_quirks: ``validate_table_args``'s 404s (sent as 500 by the catch-all) for a version
+        or table the analysis database does not hold."""
+        if not self.quirks:
+            return
+        ds = self.client.datastack
+        with self.lock:
+            known = {m["version"] for m in self.client.get_versions_metadata(expired=True)}
+            if version not in known:
+                raise Abort(404, "Not Found", f"Analysis version {version} not found for datastack {ds}")
+            try:
+                have = set(self.client.get_tables(version))
+            except TablekitError:
+                have = set()
+        for t in tables:
+            if t not in have:
+                raise Abort(
+                    404,
+                    "Not Found",
+                    f"Analysis table '{t}' not found for version {version} in datastack {ds}",
+                )
+
     def _single(self, name: str, kind: str, version: int, body: Any, params: Mapping[str, str]) -> Plan:
         body = check_body(body, SIMPLE_KEYS)
+        if kind == "table":
+            self._validate_tables([name], version)
         self.require_version(version)
         cls = self.table_class(name, version) if kind == "table" else self.view_class(name, version)
         spec = cls._spec
@@ -536,11 +594,12 @@ class Translator:
     def join(self, version: int, body: Any, params: Mapping[str, str]) -> Plan:
         """``POST …/version/{v}/query``: two tables joined on ``tables``."""
         body = check_body(body, JOIN_KEYS, required=("tables",))
-        self.require_version(version)
         pairs = body["tables"]
         if isinstance(pairs, list) and len(pairs) == 1 and isinstance(pairs[0], list):
             raise QueryError("tables lists one table; query it with the table endpoint (…/table/{t}/query)")
         a, ca, b, cb = self._two_tables(pairs, "tables")
+        self._validate_tables([a, b], version)
+        self.require_version(version)
         cls = self.join_class(a, b, version)
         sa, sb = cls._spec, cls._target
         assert sb is not None
@@ -551,7 +610,7 @@ class Translator:
         if sel_list is not None:
             if not isinstance(sel_list, list):
                 raise WireError(f"select_columns must be a list, got {sel_list!r}")
-            warn.append("select_columns is deprecated for join queries, use select_column_map")
+            warn.append(SELECT_DEPRECATION)
             per: dict[str, list[str]] = {}
             for c in sel_list:
                 owner = next((t for t, s in ((a, sa), (b, sb)) if s.has_column(c)), None)
@@ -706,6 +765,10 @@ class Translator:
             table = table.take(pa.array(idx, type=pa.int64()))
         if plan.live:
             table = self._pending_lookups(plan, table)
+            if plan.materialized_at is not None and plan.created_column in table.column_names:
+                created = table.column(plan.created_column)
+                at = pa.scalar(plan.materialized_at, type=created.type)
+                plan.mat_rows = int(pc.sum(pc.fill_null(pc.less_equal(created, at), False)).as_py() or 0)
         if self.quirks:
             table = real_types(plan.layout, table)
             if plan.refilter:
@@ -764,6 +827,13 @@ class Translator:
             return []
         if plan.live:  # counted before the pending lookups were left out, as the sub-query's rows
             rows += plan.left_out
+            if self.quirks and plan.mat_rows is not None:
+                mat, prod = plan.mat_rows, rows - plan.mat_rows
+                out = [LIVE_LIMIT_WARNING.format(n=mat, limit=plan.limit)] if mat >= plan.limit else []
+                if prod >= plan.limit:
+                    out.append(LIVE_PROD_LIMIT_WARNING.format(n=prod, limit=plan.limit))
+                if out or rows < plan.limit:
+                    return out
             return [LIVE_LIMIT_WARNING.format(n=rows, limit=plan.limit)] if rows >= plan.limit else []
         return [LIMIT_WARNING.format(limit=plan.limit)] if rows == plan.limit else []
 
@@ -865,6 +935,32 @@ def one_column_failure(layout: Sequence[ResultColumn], select: Sequence[str] | N
         ColumnKind.DATETIME: "DateTime",
     }.get(rc.column.kind, "String")
     return AttributeError(f"'{sql_type}' object has no attribute '{rc.column.name}'")
+
+
+def real_warnings(plan: Plan, others: Sequence[str], limits: Sequence[str], *, direct: bool) -> list[str]:
+    """cave_quirks: the ``Warning`` lines in the real server's order and words: a table query
+    (``generate_simple_query_dataframe``) row limit, owner notices, CSV; a view
+    (``assemble_view_dataframe``) CSV, row limit, notices; a join
+    (``generate_complex_query_dataframe``) notices, suffixes, CSV, select_columns, row limit; a
+    live query (``assemble_live_query_dataframe``) pending lookups and row limits, then the CSV
+    warning twice. ``others`` are the plan's own warnings (notices, deprecations, pending lookups)."""
+    notices = [w for w in others if w.startswith("Table Owner Notice on ")]
+    rest = [w for w in others if w not in notices and w not in (SUFFIXES_DEPRECATION, SELECT_DEPRECATION)]
+    q = plan.query
+    if plan.live:
+        return [*rest, *limits, *([] if direct else [REAL_CSV_WARNING] * 2)]
+    if q.kind == "view":
+        return [*([] if direct else [REAL_CSV_WARNING]), *limits, *notices, *rest]
+    if q.join is not None:
+        return [
+            *notices,
+            *([REAL_SUFFIXES_WARNING] if SUFFIXES_DEPRECATION in others else []),
+            *([] if direct else [REAL_JOIN_CSV_WARNING]),
+            *([REAL_SELECT_WARNING] if SELECT_DEPRECATION in others else []),
+            *limits,
+            *rest,
+        ]
+    return [*limits, *notices, *([] if direct else [REAL_CSV_WARNING]), *rest]
 
 
 def _version_with(client: Any, table: str, preferred: int) -> int:
@@ -969,10 +1065,12 @@ def encode_arrow(table: pa.Table, compression: Literal["lz4", "zstd"] | None) ->
     return sink.getvalue().to_pybytes()
 
 
-def encode_json_records(table: pa.Table) -> bytes:
-    """``DataFrame.to_json(orient="records")`` of the result, as the server's JSON path sends it."""
+def encode_json_records(table: pa.Table, epoch_ms: bool = False) -> bytes:
+    """``DataFrame.to_json(orient="records")`` of the result, as the server's JSON path sends it:
+    datetimes as ISO text, or (``epoch_ms``: what the real server's ``to_json`` default does) as
+    epoch milliseconds."""
     df = table.to_pandas()
-    return df.to_json(orient="records", date_format="iso").encode()
+    return df.to_json(orient="records", date_format="epoch" if epoch_ms else "iso").encode()
 
 
 def maybe_gzip(body: bytes, accept_encoding: str | None) -> tuple[bytes, list[tuple[str, str]]]:
@@ -1006,4 +1104,13 @@ def cave_time(t: _dt.datetime | None, quirks: bool = False) -> str | None:
     return t.isoformat() if quirks else t.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-__all__ += ["LIMIT_WARNING", "LIVE_LIMIT_WARNING", "cave_time", "jsonable", "maybe_gzip"]
+__all__ += [
+    "LIMIT_WARNING",
+    "LIVE_LIMIT_WARNING",
+    "LIVE_PROD_LIMIT_WARNING",
+    "REAL_ARROW_FORMAT_WARNING",
+    "cave_time",
+    "jsonable",
+    "maybe_gzip",
+    "real_warnings",
+]

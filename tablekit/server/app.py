@@ -73,7 +73,7 @@ def error_500(e: BaseException, quirks: bool = False) -> JSONResponse:
 
 
 def _header_text(s: str) -> bytes:
-    s = " ".join(str(s).splitlines())
+    s = " ".join(str(s).splitlines()).strip()  # h11 refuses leading/trailing blanks in a value
     try:
         return s.encode("latin-1")
     except UnicodeEncodeError:
@@ -426,23 +426,32 @@ def build_app(state: ServerState) -> Starlette:
         parse_bool(p.get("split_positions"), False, "split_positions")
         return arrow, warn
 
-    def _execute(plan: Plan) -> tuple[pa.Table, list[str]]:
+    def _execute(plan: Plan, request: Request) -> tuple[pa.Table, list[str]]:
         result = client.backend.execute(plan.query)
         table = tr.shape(plan, result.table)
         extra = [w for w in result.warnings if not any(x.endswith(": " + w) for x in plan.warnings)]
-        return table, [*plan.warnings, *extra, *tr.limit_warnings(plan, table.num_rows)]
+        limits = tr.limit_warnings(plan, table.num_rows)
+        if state.quirks:
+            direct = parse_bool(request.query_params.get("direct_sql_pandas"), False, "direct_sql_pandas")
+            return table, _wire.real_warnings(plan, [*plan.warnings, *extra], limits, direct=direct)
+        return table, [*plan.warnings, *extra, *limits]
 
     def _respond(
         request: Request, plan: Plan, table: pa.Table, warn: list[str], *, resolution_header: bool = True
     ) -> Response:
         arrow, flag_warn = _flags(request)
+        if state.quirks:
+            # create_query_response: without arrow_format its one warning replaces all the others;
+            # the CSV warnings are already in place (real_warnings)
+            pa_format = parse_bool(request.query_params.get("arrow_format"), False, "arrow_format")
+            warn, flag_warn = ([_wire.REAL_ARROW_FORMAT_WARNING] if arrow and not pa_format else warn), []
         accept = request.headers.get("accept-encoding")
         if arrow:
             ipc = parse_bool(request.query_params.get("ipc_compress"), True, "ipc_compress")
             body = _wire.encode_arrow(table, _wire.arrow_compression(accept, ipc))
             media = "data.arrow"
         else:
-            body = _wire.encode_json_records(table)
+            body = _wire.encode_json_records(table, epoch_ms=state.quirks)
             media = "application/json"
         body, enc_headers = _wire.maybe_gzip(body, accept)
         resp = Response(body, media_type=media)
@@ -468,7 +477,7 @@ def build_app(state: ServerState) -> Starlette:
 
             def work() -> Response:
                 plan = build(request, body)
-                table, warn = _execute(plan)
+                table, warn = _execute(plan, request)
                 # answered here too: compression does not hold up the event loop's other requests
                 return _respond(request, plan, table, warn, resolution_header=not v2)
 
