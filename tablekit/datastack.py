@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ._checksums import file_record, verify, write_manifest
 from .errors import DatastackError, SchemaError
 from .schema import ColumnKind, ColumnRole, PointKind, TableSpec, resolution_triple, table_spec
 
@@ -491,7 +492,9 @@ def write_view(path: str | os.PathLike[str], name: str, definition: Mapping[str,
 
 
 class _PartWriter:
-    """Streams Arrow tables into ``part-NNNNN.parquet`` files: ~1M-row row groups, rolling files."""
+    """Streams Arrow tables into ``part-NNNNN.parquet`` files: ~1M-row row groups, rolling files,
+    Parquet page CRCs, and on :meth:`close` the directory's ``_checksums.json`` (size, CRC-32 and
+    rows of every part, which the engine verifies before reading them)."""
 
     def __init__(self, directory: Path, schema: pa.Schema, *, sorted_by_id: bool = False):
         self.directory = directory
@@ -503,7 +506,17 @@ class _PartWriter:
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[pa.Table] = []
         self._buffered = 0
+        self._records: dict[str, dict[str, Any]] = {}
         directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self) -> Path:
+        return self.directory / f"part-{self._part:05d}.parquet"
+
+    def _close_part(self) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        self._writer = None
+        self._records[self._path().name] = file_record(self._path(), self._file_rows)
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
@@ -514,10 +527,11 @@ class _PartWriter:
             # encoding reads about twice as fast for them
             strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
             self._writer = pq.ParquetWriter(
-                self.directory / f"part-{self._part:05d}.parquet",
+                self._path(),
                 self.schema,
                 compression=COMPRESSION,
                 use_dictionary=strings,  # type: ignore[arg-type]  # a list of columns is allowed
+                write_page_checksum=True,
                 **kw,
             )
         return self._writer
@@ -539,9 +553,7 @@ class _PartWriter:
         self._buffer = [rest] if rest.num_rows else []
         self._buffered = rest.num_rows
         if self._file_rows >= FILE_ROWS:
-            assert self._writer is not None
-            self._writer.close()
-            self._writer = None
+            self._close_part()
             self._part += 1
             self._file_rows = 0
 
@@ -551,8 +563,8 @@ class _PartWriter:
         if self._writer is None and self.rows == 0:
             self._open()  # an empty file still records the schema
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            self._close_part()
+        write_manifest(self.directory, self._records)
         return self.rows
 
 
@@ -713,6 +725,10 @@ def _filled(arr: Any, value: Any) -> np.ndarray:
     return arr.fill_null(value).to_numpy(zero_copy_only=False)
 
 
+#: the fix for a damaged history file that materialize() would read
+_DAMAGED = "Fix: restore the datastack from where it came from, or rebuild it; materialize() reads it"
+
+
 def _parquet_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
 
@@ -732,7 +748,7 @@ class _RootLookup:
         self.roots = np.full((len(times), len(self.keys)), _MISSING, dtype=np.int64)
         t_arr = np.asarray(times, dtype=np.int64)
         for f in files:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, page_checksum_verification=True)
             for g in range(pf.num_row_groups):
                 rg = pf.read_row_group(g)
                 sv = rg.column("supervoxel_id").to_numpy()
@@ -807,7 +823,9 @@ def materialize(
     times = [_us(vmeta[v]["time_stamp"]) for v in todo]
     labels = [f"version {v} ({format_timestamp(vmeta[v]['time_stamp'])})" for v in todo]
     specs = load_table_specs(root)
-    lookup = _RootLookup(_parquet_files(root / "segmentation" / "history"), times, labels)
+    history = _parquet_files(root / "segmentation" / "history")
+    verify([str(f) for f in history], str(root), _DAMAGED)
+    lookup = _RootLookup(history, times, labels)
     vdir = root / "versions"
     vdir.mkdir(exist_ok=True)
     build = vdir / f".tmp-{uuid.uuid4().hex[:8]}"
@@ -841,9 +859,10 @@ def _materialize_table(
     files = _parquet_files(root / "tables" / spec.name / "annotations")
     if not files:
         raise DatastackError(f"table {spec.name!r}: no annotation files in tables/{spec.name}/annotations")
+    verify([str(f) for f in files], str(root), _DAMAGED)
     last_id: int | None = None
     for f in files:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, page_checksum_verification=True)
         missing = [n for n in in_schema.names if n not in pf.schema_arrow.names]
         if missing:
             raise DatastackError(f"table {spec.name!r}: {f} lacks columns {missing}; rewrite the annotations")

@@ -60,7 +60,7 @@ from .schema import TableSpec, table_spec
 
 __all__ = ["SAMPLE_REVISION", "build_sample", "ensure_demo", "sample_versions"]
 
-SAMPLE_REVISION = 1  # bump when the generator's output changes (invalidates cached demos)
+SAMPLE_REVISION = 2  # bump when the generator's output changes (invalidates cached demos)
 
 _TS = pa.timestamp("us", tz="UTC")
 CHUNK_ROWS = 2_000_000  # synapses generated and written per chunk

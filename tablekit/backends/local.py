@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import _checksums
 from ..errors import (
     DatastackError,
     FilterValueError,
@@ -145,7 +146,7 @@ def _parse_size(text: str) -> int:
 
 
 #: what a native copy's build checks (part of its key: a copy built before these checks is rebuilt)
-_CHECKS = "checks:unique-ids"
+_CHECKS = "checks:crc32,unique-ids"
 #: what to do about a damaged or missing file of a datastack directory
 _RESTORE = (
     "Fix: restore the datastack from where it came from (copy or download it again), or rebuild it "
@@ -627,7 +628,13 @@ class LocalBackend:
     @property
     def history(self) -> History:
         """The segmentation history, for the client's root-id API (:mod:`tablekit.roots`)."""
-        return self._cached("history_api", lambda: History(self._history()))
+
+        def make() -> History:
+            files = self._history()
+            _checksums.verify(files, self.location, _RESTORE)
+            return History(files)
+
+        return self._cached("history_api", make)
 
     def _check_parts(self, what: str, rel: str, files: Sequence[str], fix: str) -> None:
         """Refuse a Parquet directory that is missing or has lost part files (a gap in the
@@ -636,7 +643,24 @@ class LocalBackend:
             d = self.path / rel
             state = "has no Parquet files" if d.is_dir() else "does not exist"
             raise DatastackError(f"{self.location}: {what} is missing: {rel}/ {state}. {fix}")
-        numbers = [_PART.fullmatch(os.path.basename(f)) for f in files]
+        names = [os.path.basename(f) for f in files]
+        listed = _checksums.listed(self.path / rel, self.location)
+        if listed is not None:
+            lost = [n for n in listed if n not in names]
+            extra = [n for n in names if n not in listed]
+            if lost:
+                raise DatastackError(
+                    f"{self.location}: {what} is incomplete: {', '.join(f'{rel}/{n}' for n in lost[:5])}"
+                    f"{' …' if len(lost) > 5 else ''} is missing ({rel}/{_checksums.MANIFEST} lists it). {fix}"
+                )
+            if extra:
+                raise DatastackError(
+                    f"{self.location}: {rel}/{extra[0]} is not listed in {rel}/{_checksums.MANIFEST}: "
+                    f"tablekit did not write it. Fix: remove it, or rebuild {what}"
+                )
+            _checksums.check_sizes(files, self.location, fix)
+            return
+        numbers = [_PART.fullmatch(n) for n in names]
         if all(numbers):
             have = {int(m.group(1)) for m in numbers if m}
             lost = [f"{rel}/part-{i:05d}.parquet" for i in range(max(have)) if i not in have]
@@ -657,6 +681,7 @@ class LocalBackend:
             try:
                 schema = pq.read_schema(file)
             except (OSError, pa.ArrowException) as e:
+                _checksums.verify([file], self.location, fix)  # names the damage when it can
                 raise DatastackError(
                     f"{self.location}: {rel} ({what}) cannot be read: {_reason(e)}. {_RESTORE}"
                 ) from e
@@ -686,9 +711,16 @@ class LocalBackend:
         self._fresh()
         files = self._snapshot(table, version)
         try:
-            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         except (OSError, pa.ArrowException) as e:
             raise DatastackError(f"{self.location}: the snapshot of {table!r} cannot be read: {e}") from e
+        written = _checksums.expected_rows(files, self.location)
+        if written is not None and written != rows:  # a damaged footer; the data is checked when read
+            raise DatastackError(
+                f"{self.location}: the snapshot of {table!r} in version {version} is damaged: its files "
+                f"say {rows} rows, {written} when written. {self._fix_for(files)}"
+            )
+        return rows
 
     # ------------------------------------------------------------------ views
     def _view_defs(self) -> dict[str, dict[str, Any]]:
@@ -971,6 +1003,7 @@ class LocalBackend:
         self._native_dir.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(self._native_dir, db.stem)
         tmp = db.with_name(f"{db.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        _checksums.verify(files, self.location, self._fix_for(files))
         con = duckdb.connect(str(tmp))
         try:
             con.execute("SET parquet_can_have_nan = true")
@@ -1000,11 +1033,12 @@ class LocalBackend:
 
     def _check_direct(self, files: Sequence[str]) -> None:
         """Check Parquet files that queries read directly (no native copy) once per backend, as a
-        native copy's build checks them: unique ids."""
+        native copy's build checks them: checksums, unique ids."""
         stamp = self._files_stamp(files)
         with self._lock:
             if stamp in self._checked:
                 return
+        _checksums.verify(files, self.location, self._fix_for(files))
         cur = self._con.cursor()
         try:
             self._check_unique_ids(cur, "read_parquet(?)", [list(files)], files)
@@ -1012,6 +1046,13 @@ class LocalBackend:
             cur.close()
         with self._lock:
             self._checked.add(stamp)
+
+    def _fix_for(self, files: Sequence[str]) -> str:
+        """What to do about damaged ``files``: a snapshot is rebuilt from the histories."""
+        parts = os.path.relpath(files[0], self.location).split(os.sep)
+        if parts[0] == "versions" and len(parts) > 1:
+            return _REMATERIALIZE.format(path=self.location, version=parts[1])
+        return _RESTORE
 
     def _check_unique_ids(
         self, con: duckdb.DuckDBPyConnection, source: str, params: list[Any], files: Sequence[str]
@@ -1044,11 +1085,7 @@ class LocalBackend:
         where = os.path.dirname(os.path.relpath(files[0], self.location))
         parts = where.split(os.sep)
         table = parts[2] if parts[0] == "versions" and len(parts) > 2 else parts[min(1, len(parts) - 1)]
-        fix = (
-            _REMATERIALIZE.format(path=self.location, version=where.split(os.sep)[1])
-            if where.startswith("versions" + os.sep)
-            else _RESTORE
-        )
+        fix = self._fix_for(files)
         raise DatastackError(
             f"{self.location}: table {table!r}: {where}/ holds id {dup} {n} times ({rels}); ids are unique "
             f"in a table (docs/datastack-format.md), and tablekit does not guess which row is right. {fix}"
@@ -1166,6 +1203,13 @@ class LocalBackend:
                 cur.register(vl.name, pa.table({"v": arr}))
             table = cur.sql(self._parsed(compiled.sql), params=compiled.params or None).to_arrow_table()
         except duckdb.Error as e:
+            if "corrupt database file" in str(e).lower():
+                copies = sorted(f for a, f in self._native_files.items() if f'"{a}"' in compiled.sql)
+                raise DatastackError(
+                    f"{query.table}: a native DuckDB copy this query reads is damaged ({_reason(e)}); the "
+                    f"Parquet files are not. Fix: delete {', '.join(copies) or 'it'} — tablekit builds it "
+                    "again from the Parquet files on next use"
+                ) from e
             raise self._error(e, query) from e
         finally:
             cur.close()
