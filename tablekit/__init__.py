@@ -64,11 +64,13 @@ def connect(
       token is ``token``, else ``$CAVE_TOKEN``, else CAVEclient's secret files
       (``~/.cloudvolume/secrets/{host}-cave-secret.json``, ``cave-secret.json``); it is never
       printed. ``timeout`` (seconds, or ``(connect, read)``) applies to every request,
-      ``max_retries`` to connection errors and 429/502/503/504 answers; table metadata and
+      ``max_retries`` to connection errors, resets, bodies cut short, read timeouts and
+      429/502/503/504 answers, retried with backoff while the query's ``retry_budget`` lasts
+      (default 600 s: no retry starts later than that after the query started); table metadata and
       schemas are cached in ``cache_dir`` (default ``$TABLEKIT_CACHE_DIR`` or
       ``~/.cache/tablekit``; ``False`` for none). Further options (``max_workers``,
       ``page_size``, ``progress``, ``cache_ttl``) go to
-      :class:`tablekit.backends.cave.CaveBackend`.
+      :class:`tablekit.backends.cave.CaveBackend` (``retry_budget`` too).
 
     ``version`` pins the materialization version (default: the latest valid one).
     ``expired_versions="live"`` answers a query of an expired version as a live query at that

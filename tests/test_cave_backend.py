@@ -37,6 +37,7 @@ import tablekit
 from tablekit.backends import _cave_compile as wire
 from tablekit.backends._cave_pages import Answer
 from tablekit.backends._http import (
+    Budget,
     HTTPSession,
     Response,
     Token,
@@ -51,6 +52,7 @@ from tablekit.errors import (
     DatastackError,
     HTTPError,
     IncompleteResultError,
+    QueryError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
@@ -539,13 +541,64 @@ def test_connection_errors_are_retried_then_mapped():
 
 
 def test_read_timeout_is_an_error_not_a_hang(canned):
+    """A read timeout of an idempotent request is retried (then raised, naming the attempts); a
+    POST not known to be idempotent is not retried."""
     app, url = canned
     app.reset((200, [], b"{}", 3.0))
     t0 = time.perf_counter()
-    with pytest.raises(RequestTimeoutError, match="timeout") as e:
-        session(timeout=(2, 0.3)).request("GET", f"{url}/slow")
+    with pytest.raises(RequestTimeoutError, match=r"timeout.*after 3 attempts") as e:
+        session(timeout=(2, 0.3), max_retries=2).request("GET", f"{url}/slow")
     assert isinstance(e.value, TimeoutError)
-    assert time.perf_counter() - t0 < 2.5 and len(app.log) == 1  # a read timeout is not retried
+    assert time.perf_counter() - t0 < 2.5 and len(app.log) == 3
+    app.reset((200, [], b"{}", 3.0))
+    with pytest.raises(RequestTimeoutError):
+        session(timeout=(2, 0.3)).request("POST", f"{url}/slow", json={})
+    assert len(app.log) == 1
+    app.reset((200, [], b"{}", 0.5), _json(200, {"ok": 1}))  # one stall, then an answer
+    assert session(timeout=(2, 0.3)).request("POST", f"{url}/x", json={}, idempotent=True).json() == {"ok": 1}
+
+
+def test_an_arrow_stream_without_its_end_marker_is_never_taken_as_whole(canned):
+    """A framed Arrow body (Content-Length) whose stream stops between two messages: the server
+    cut it; it is asked for again, then refused with a ServerError (never decoded shorter)."""
+    app, url = canned
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, pa.schema([("id", pa.int64())])) as w:
+        for i in range(3):
+            w.write_batch(pa.record_batch([pa.array([i], pa.int64())], names=["id"]))
+    whole = sink.getvalue().to_pybytes()
+    assert whole.endswith(b"\xff\xff\xff\xff\x00\x00\x00\x00")
+    app.reset((200, [("content-type", "data.arrow")], whole[:-8]))
+    with pytest.raises(ServerError, match=r"stops before the Arrow end-of-stream marker.*after 3 attempts"):
+        session(max_retries=2).request("POST", f"{url}/q", json={}, idempotent=True)
+    assert len(app.log) == 3
+    app.reset(
+        (200, [("content-type", "data.arrow")], whole[:-8]), (200, [("content-type", "data.arrow")], whole)
+    )
+    assert session().request("POST", f"{url}/q", json={}, idempotent=True).content == whole
+
+
+def test_retries_stop_when_the_budget_is_spent_or_cancelled(canned):
+    """Retries stop once the retry budget is spent (a retry's read timeout is cut to what is
+    left), and at once when the query's budget is cancelled (a sibling page failed)."""
+    app, url = canned
+    app.reset((200, [], b"{}", 3.0))
+    t0 = time.perf_counter()
+    with pytest.raises(RequestTimeoutError, match=r"retry budget of 1 s is spent.*retry_budget="):
+        HTTPSession(None, timeout=(2, 0.4), max_retries=50, backoff=0.05, retry_budget=1).request(
+            "GET", f"{url}/slow"
+        )
+    assert time.perf_counter() - t0 < 1.0 + 0.4 + 0.5 and 2 <= len(app.log) <= 6
+    app.reset(_json(503, {"message": "busy"}))
+    s = HTTPSession(None, max_retries=50, backoff=5)
+    budget = s.budget()
+    threading.Timer(0.3, budget.cancel.set).start()
+    t0 = time.perf_counter()
+    with pytest.raises(HTTPError, match="stopped, another request of the same query failed"):
+        s.request("GET", f"{url}/x", budget=budget)
+    assert time.perf_counter() - t0 < 2 and len(app.log) == 1
+    with pytest.raises(QueryError, match="retry_budget"):
+        HTTPSession(None, retry_budget=0)
 
 
 def test_error_statuses_carry_status_url_and_server_message(canned, monkeypatch):
@@ -1076,7 +1129,15 @@ def test_a_view_without_id_cannot_be_paged_and_says_so(client):
     table = pa.table({"id": pa.array(np.arange(300), pa.int64())})
     fake._ask = lambda *a, **k: Answer(table, (), True, 300, None)
     with pytest.raises(IncompleteResultError, match="has no id column to page by"):
-        CaveBackend._collect(fake, p, need=None, complete=True)
+        CaveBackend._collect(fake, p, need=None, complete=True, budget=Budget.start(10))
+    # an answer that has an id but arrived cut to nothing is not blamed on a missing id column
+    p = wire.plan(client.tables[NUC]().to_query(), client.table_specs(), v3="http://x")
+    fake._ask = lambda *a, **k: Answer(table.slice(0, 0), (), True, 300, None)
+    with pytest.raises(
+        IncompleteResultError,
+        match=r"sent no rows holding its key column .id., so there is nothing to page from: every row is missing. Retry",
+    ):
+        CaveBackend._collect(fake, p, need=None, complete=True, budget=Budget.start(10))
 
 
 def test_not_in_is_applied_although_the_server_ignores_it(quirky, client, values):

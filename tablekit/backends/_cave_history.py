@@ -45,7 +45,7 @@ class CaveHistory:
         return f"<CaveHistory {self.url}>"
 
     def _post_json(self, path: str, params: Any, body: Any) -> Any:
-        resp = self._http.request("POST", f"{self.url}/{path}", params=params, json=body)
+        resp = self._http.request("POST", f"{self.url}/{path}", params=params, json=body, idempotent=True)
         return _object(resp)
 
     def _times(self, future: cf.Future[Any], n: int) -> list[_dt.datetime | None]:
@@ -123,6 +123,7 @@ class CaveHistory:
                 params=params,
                 data=chunk.astype("<u8").tobytes(),
                 headers={"Content-Type": "application/octet-stream"},
+                idempotent=True,  # a lookup
             )
             roots = np.frombuffer(resp.content, dtype="<u8").astype(np.int64)
             if len(roots) != len(chunk):

@@ -7,7 +7,11 @@
   logs, not in error messages (every message goes through :func:`redact`).
 * :class:`HTTPSession` sends every request with ``Authorization: Bearer`` and the
   ``middle_auth_token`` cookie, a timeout, and retries with exponential backoff on connection
-  errors, 502/503/504 and 429 (waiting as ``Retry-After`` says). Error statuses become
+  errors (refused, reset, a body cut short), 502/503/504 and 429 (waiting as ``Retry-After``
+  says), and, for idempotent requests, read timeouts — within a total time budget
+  (:class:`Budget`). A body is checked before it is returned: an Arrow stream must end with its
+  end-of-stream marker, and a body whose end only the closed connection marks must be JSON that
+  parses (a bare JSON number, or any other format, must come back the same twice). Error statuses become
   :class:`tablekit.errors.HTTPError` subclasses carrying the status, the URL and the server's
   ``message``. Redirects to a login page become :class:`~tablekit.errors.AuthError`; a browser is
   never opened.
@@ -51,8 +55,10 @@ from ..errors import (
 )
 
 __all__ = [
+    "DEFAULT_RETRY_BUDGET",
     "RETRY_STATUSES",
     "TOKEN_ENV",
+    "Budget",
     "HTTPSession",
     "Request",
     "Response",
@@ -71,6 +77,11 @@ TOKEN_ENV = "CAVE_TOKEN"
 SECRETS_DIR = Path("~/.cloudvolume/secrets")
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REDACTED = "<redacted>"
+#: seconds after a request (or a query: see :class:`Budget`) starts beyond which it is not retried
+DEFAULT_RETRY_BUDGET = 600.0
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Arrow IPC stream content types (CAVE's materialization service sends ``data.arrow``)
+_ARROW_STREAM = ("data.arrow", "application/vnd.apache.arrow.stream", "application/arrow.stream")
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -516,6 +527,98 @@ def map_transport_error(e: BaseException, request: Request, proxy: str | None = 
     )
 
 
+# --------------------------------------------------------------------------- budget, body checks
+
+
+@attrs.define
+class Budget:
+    """The time the requests of one query may take to be retried, shared by all of them.
+
+    No attempt is retried once ``deadline`` (``time.monotonic()``) has passed, a retry's read
+    timeout is cut to the time left, and a wait that would end after it is not made. Setting
+    ``cancel`` stops the retries of every request holding this budget (the page workers of a
+    download that failed or was interrupted): each raises instead of trying again.
+    """
+
+    seconds: float
+    deadline: float
+    cancel: threading.Event = attrs.field(factory=threading.Event)
+
+    @classmethod
+    def start(cls, seconds: float) -> Budget:
+        return cls(seconds, time.monotonic() + seconds)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def sharing(self) -> Budget:
+        """The same deadline with a cancel of its own (for a group of workers stopped together)."""
+        return Budget(self.seconds, self.deadline)
+
+
+def _framed(resp: Response) -> bool:
+    """Whether HTTP itself says where the body ends (Content-Length or chunked): urllib3 then
+    raises when the connection closes early. Otherwise only the closed connection ends it."""
+    if resp.header("content-length") is not None:
+        return True
+    return "chunked" in (resp.header("transfer-encoding") or "").lower()
+
+
+def _arrow_ends(body: bytes) -> bool | None:
+    """Whether an Arrow IPC stream is whole messages ending with the end-of-stream marker (8 bytes
+    ``ff ff ff ff 00 00 00 00``, or the legacy 4 zero bytes): a stream cut between two messages
+    reads as a shorter valid stream without it. None when the bytes are no Arrow stream at all
+    (or whole-body zstd that does not decompress)."""
+    import pyarrow as pa
+
+    if body[:4] == b"\x28\xb5\x2f\xfd":  # whole-body zstd the HTTP stack left alone
+        try:
+            body = pa.input_stream(pa.py_buffer(body), compression="zstd").read()
+        except (OSError, ValueError, pa.ArrowException):
+            return None
+    reader = pa.BufferReader(pa.py_buffer(body))
+    whole = 0  # messages read
+    try:
+        messages = pa.ipc.MessageReader.open_stream(reader)
+        while True:
+            before = reader.tell()
+            try:
+                messages.read_next_message()
+            except StopIteration:
+                return reader.tell() > before  # the marker was read, not the end of the bytes
+            whole += 1
+    except (OSError, ValueError, pa.ArrowException):
+        return False if whole else None
+
+
+def _body_check(resp: Response) -> str | None:
+    """What is wrong with a 2xx body, or None when it is known whole (or is for the decoder to
+    refuse): ``"cut"`` (it ended early: only the closed connection marked its end), ``"short"``
+    (HTTP says it all arrived but the Arrow stream stops before its end marker: the server cut it),
+    ``"unverified"`` (nothing shows whether it is whole)."""
+    if resp.status == 204:
+        return None
+    ctype = resp.content_type
+    framed = _framed(resp)
+    if ctype in _ARROW_STREAM or ctype.endswith("arrow.stream"):
+        ends = _arrow_ends(resp.content)
+        if ends:
+            return None
+        if not framed:
+            return "cut"
+        return "short" if ends is False else None  # not Arrow at all: the decoder says what it is
+    if framed:
+        return None
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            value = json.loads(resp.content)
+        except ValueError:
+            return "cut"
+        # a cut object, array or string does not parse; a cut number ("2000" → "20") does
+        return None if isinstance(value, (dict, list, str)) else "unverified"
+    return "unverified"
+
+
 # --------------------------------------------------------------------------- session
 
 
@@ -560,6 +663,11 @@ class HTTPSession:
     retries after the first attempt; the wait before retry ``n`` is ``backoff * 2**n`` seconds
     (±25 %, at most ``max_wait``), or what ``Retry-After`` asks for when the server sends it (a
     wait longer than ``max_wait`` is not made: the error is raised with the time to come back).
+    Retried: connection failures (refused, reset, a body cut short), 429/502/503/504 and, for
+    idempotent requests, read timeouts. ``retry_budget`` (default
+    :data:`DEFAULT_RETRY_BUDGET`, 600 s) bounds the time: no retry starts later than that after
+    the request (or the query, with a shared :class:`Budget`) started, and a retry's read timeout
+    is cut to what is left, so a request fails within about ``retry_budget`` plus one read timeout.
     """
 
     def __init__(
@@ -570,12 +678,21 @@ class HTTPSession:
         max_retries: int = 3,
         backoff: float = 0.25,
         max_wait: float = 60.0,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
         transport: Transport | None = None,
         user_agent: str = "tablekit",
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ):
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise QueryError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if (
+            isinstance(retry_budget, bool)
+            or not isinstance(retry_budget, (int, float))
+            or not retry_budget > 0
+            or retry_budget == float("inf")
+        ):
+            raise QueryError(f"retry_budget must be a finite number of seconds > 0, got {retry_budget!r}")
+        self.retry_budget = float(retry_budget)
         self.token = token
         self.timeout = _timeout(timeout)
         self.max_retries = max_retries
@@ -612,6 +729,10 @@ class HTTPSession:
         clean = {k: tuple(self.redact(v) for v in vs) for k, vs in resp.headers.items()}
         return resp if clean == resp.headers else attrs.evolve(resp, headers=clean)
 
+    def budget(self) -> Budget:
+        """A new :class:`Budget` of ``retry_budget`` seconds, to share between the requests of one query."""
+        return Budget.start(self.retry_budget)
+
     def open_ahead(self, url: str) -> None:
         """Start opening a connection to ``url``'s host in the background, ahead of the first
         request there, if the transport can."""
@@ -630,37 +751,52 @@ class HTTPSession:
         headers: Any = None,
         timeout: float | tuple[float, float] | None = None,
         ok: Sequence[int] = (),
+        idempotent: bool | None = None,
+        budget: Budget | None = None,
     ) -> Response:
         """Send a request and return the response of status 2xx (or one listed in ``ok``).
 
+        ``idempotent`` (default: true for GET, HEAD, OPTIONS, PUT, DELETE) lets a read timeout be
+        retried; ``budget`` is the query's (default: one of ``retry_budget`` for this request).
         Raises :class:`~tablekit.errors.HTTPError` subclasses; their messages never hold the token.
         """
         base = Request(method, url, params=params, json=json, data=data, headers=_pairs(headers))
         req = attrs.evolve(base, headers=self._headers(base.headers))
         tmo = self.timeout if timeout is None else _timeout(timeout)
+        if idempotent is None:
+            idempotent = method.upper() in _IDEMPOTENT
         try:
-            return self._send(req, tmo, ok)
+            return self._send(req, tmo, ok, idempotent, budget or self.budget())
         except HTTPError as e:  # last line of defence: no message may carry the token
             text = self.redact(str(e))
             if text != str(e):
                 e.args = (text,)
             raise
 
-    def _send(self, req: Request, timeout: tuple[float, float], ok: Sequence[int]) -> Response:
+    def _send(
+        self, req: Request, timeout: tuple[float, float], ok: Sequence[int], idempotent: bool, budget: Budget
+    ) -> Response:
         attempt = 0
         redirects = 0
+        unverified: bytes | None = None  # a body nothing shows whole, waiting for a second copy
         while True:
+            if budget.cancel.is_set():
+                raise HTTPError(
+                    f"{req.method} {req.url}: stopped, another request of the same query failed or it was "
+                    "interrupted",
+                    url=req.url,
+                    method=req.method,
+                )
             t0 = time.perf_counter()
+            tmo = timeout if attempt == 0 else (timeout[0], max(0.05, min(timeout[1], budget.left())))
             try:
-                resp = self.transport.send(req, timeout=timeout)
-            except ConnectionFailedError as e:
-                if attempt >= self.max_retries:
-                    raise type(e)(
-                        self.redact(f"{e} (after {attempt + 1} attempts)"),
-                        url=req.url,
-                        method=req.method,
-                    ) from None
-                self._pause(req, f"failed ({self.redact(str(e))})", attempt, self._backoff(attempt))
+                resp = self.transport.send(req, timeout=tmo)
+            except (ConnectionFailedError, RequestTimeoutError) as e:
+                if isinstance(e, RequestTimeoutError) and not idempotent:
+                    raise
+                self._retry(
+                    req, e, attempt, budget, self._backoff(attempt), f"failed ({self.redact(str(e))})"
+                )
                 attempt += 1
                 continue
             logger.debug(
@@ -698,20 +834,60 @@ class HTTPSession:
                 req = attrs.evolve(req, url=target, params=())
                 redirects += 1
                 continue
-            if 200 <= resp.status < 300 or resp.status in ok:
+            if 200 <= resp.status < 300:
+                problem = _body_check(resp)
+                if problem == "unverified" and unverified is not None and unverified == resp.content:
+                    problem = None  # the same body twice: whole
+                if problem is not None:
+                    unverified = resp.content if problem == "unverified" else None
+                    e = _incomplete(req, resp, problem)
+                    if not idempotent:
+                        raise e
+                    # a second copy to compare with is asked for at once; a cut one after a backoff
+                    wait = 0.0 if problem == "unverified" else self._backoff(attempt)
+                    why = (
+                        "answer to confirm with a second copy"
+                        if problem == "unverified"
+                        else "answer cut short"
+                    )
+                    self._retry(req, e, attempt, budget, wait, why)
+                    attempt += 1
+                    continue
+                return self._redact_headers(resp)
+            if resp.status in ok:
                 return self._redact_headers(resp)
             if (resp.status in RETRY_STATUSES or _rate_limited_500(resp)) and attempt < self.max_retries:
                 after = _retry_after(resp.header("retry-after"), time.time())
                 if after is not None and after > self.max_wait:
                     raise self._error(req, resp, f" (the server asks to retry in {after:.0f} s)")
                 wait = after if after is not None else self._backoff(attempt)
-                self._pause(req, f"-> HTTP {resp.status}", attempt, wait)
+                if wait >= budget.left():
+                    raise self._error(req, resp, self._spent(attempt, budget))
+                self._pause(req, f"-> HTTP {resp.status}", attempt, wait, budget)
                 attempt += 1
                 continue
             raise self._error(req, resp, f" (after {attempt + 1} attempts)" if attempt else "")
 
-    def _pause(self, req: Request, why: str, attempt: int, wait: float) -> None:
-        """Say why a request is tried again, then wait."""
+    def _spent(self, attempt: int, budget: Budget) -> str:
+        return (
+            f" (after {attempt + 1} attempts; the retry budget of {budget.seconds:g} s is spent: "
+            "connect(..., retry_budget=SECONDS) allows longer)"
+        )
+
+    def _retry(self, req: Request, e: HTTPError, attempt: int, budget: Budget, wait: float, why: str) -> None:
+        """Wait before trying ``req`` again after ``e``, or raise ``e`` (with the attempts made)
+        when the retries or the budget are spent."""
+        if attempt >= self.max_retries:
+            tail = f" (after {attempt + 1} attempts)"
+        elif wait >= budget.left():
+            tail = self._spent(attempt, budget)
+        else:
+            self._pause(req, why, attempt, wait, budget)
+            return
+        raise type(e)(self.redact(f"{e}{tail}"), status=e.status, url=req.url, method=req.method) from None
+
+    def _pause(self, req: Request, why: str, attempt: int, wait: float, budget: Budget | None = None) -> None:
+        """Say why a request is tried again, then wait (cut short when the budget is cancelled)."""
         logger.warning(
             "tablekit: %s %s %s; retry %d/%d in %.2fs",
             req.method,
@@ -721,7 +897,12 @@ class HTTPSession:
             self.max_retries,
             wait,
         )
-        self._sleep(wait)
+        if self._sleep is not None:
+            self._sleep(wait)
+        elif budget is not None:
+            budget.cancel.wait(wait)
+        elif wait > 0:
+            time.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:
         return min(self.max_wait, self.backoff * (2**attempt) * random.uniform(0.75, 1.25))
@@ -787,6 +968,31 @@ def _rate_limited_500(resp: Response) -> bool:
         return False
     msg = _error_body(resp)[1]
     return bool(msg) and msg.startswith("429 ")  # type: ignore[union-attr]
+
+
+def _incomplete(req: Request, resp: Response, problem: str) -> HTTPError:
+    """The error for a 2xx body that :func:`_body_check` found incomplete (``problem``)."""
+    what = resp.content_type or "body"
+    kw: dict[str, Any] = {"status": resp.status, "url": req.url, "method": req.method}
+    if problem == "short":
+        return ServerError(
+            f"{req.method} {req.url}: the server's {what} answer stops before the Arrow end-of-stream "
+            f"marker although all {len(resp.content)} bytes it announced arrived: the server cut it short. "
+            "Retry; if it persists, report it to the server's operators",
+            **kw,
+        )
+    said = (
+        f"the answer was cut short ({len(resp.content)} bytes arrived; a {what} that does not end where "
+        "its format ends)"
+        if problem == "cut"
+        else f"the answer's end is marked only by the closed connection and two copies of it ({what}) "
+        "did not agree"
+    )
+    return ConnectionFailedError(
+        f"{req.method} {req.url}: {said}; a proxy or the network dropped part of it. Retry, or check the "
+        "proxy settings (http_proxy/https_proxy)",
+        **kw,
+    )
 
 
 def _error_body(resp: Response) -> tuple[str | None, str | None, dict[str, Any]]:

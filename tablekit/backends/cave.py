@@ -54,7 +54,7 @@ from . import _cave_compile as wire
 from . import _cave_pages as paging
 from ._cave_history import CaveHistory
 from ._cave_pages import Answer
-from ._http import HTTPSession, Response, Token, Transport, find_token
+from ._http import DEFAULT_RETRY_BUDGET, Budget, HTTPSession, Response, Token, Transport, find_token
 from .base import QueryResult, count_table
 
 __all__ = ["CaveBackend", "CaveHistory"]
@@ -228,7 +228,8 @@ class CaveBackend:
     services are found at the datastack's ``local_server``. ``token``: see
     :func:`tablekit.backends._http.find_token` (argument, ``$CAVE_TOKEN``, CAVEclient's secret
     files). ``timeout`` (seconds, or ``(connect, read)``), ``max_retries`` and ``backoff`` shape
-    every request; ``cache_dir`` (``False`` disables it) and ``cache_ttl`` the metadata cache;
+    every request; ``retry_budget`` (seconds, default 600) is the time a query (all its requests)
+    may spend before failures are no longer retried; ``cache_dir`` (``False`` disables it) and ``cache_ttl`` the metadata cache;
     ``max_workers`` bounds parallel requests; ``page_size`` caps the rows asked per request
     (default: the server's own limit); ``progress`` shows a progress bar on stderr for multi-page
     downloads (``None``: only on a terminal).
@@ -246,6 +247,7 @@ class CaveBackend:
         timeout: float | tuple[float, float] | None = None,
         max_retries: int = 3,
         backoff: float = 0.25,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
         cache_dir: str | os.PathLike[str] | bool | None = None,
         cache_ttl: float = DEFAULT_TTL,
         max_workers: int = 4,
@@ -268,6 +270,7 @@ class CaveBackend:
             timeout=timeout,
             max_retries=max_retries,
             backoff=backoff,
+            retry_budget=retry_budget,
             transport=transport,
         )
         self._workers = max(1, int(max_workers))
@@ -304,12 +307,12 @@ class CaveBackend:
 
     # ------------------------------------------------------------------ plumbing
     def _get(self, url: str, *, params: Any = None, ok: Sequence[int] = ()) -> Response:
-        return self._http.request("GET", url, params=params, ok=ok)
+        return self._http.request("GET", url, params=params, ok=ok, idempotent=True)
 
     def _json(self, url: str, *, params: Any = None, missing: Any = ..., method: str = "GET") -> Any:
         """JSON from ``url``; ``missing`` is the answer to a 404 (the CAVE servers' "nothing here")."""
         ok = (404,) if missing is not ... else ()
-        resp = self._http.request(method, url, params=params, ok=ok)
+        resp = self._http.request(method, url, params=params, ok=ok, idempotent=True)  # reads
         if resp.status == 404:
             return missing
         try:
@@ -682,12 +685,15 @@ class CaveBackend:
             )
         if query.random_sample is not None:
             return self._sampled(p, request)
+        budget = self._http.budget()  # shared by every request of this query
         if query.count and not p.client_filters and wire.counts_here(p):
-            n, ans = self._count(p)
+            n, ans = self._count(p, budget=budget)
             if n is not None:
                 return QueryResult(table=count_table(n), warnings=_notices(p, ans.warnings), request=request)
         need = None if query.count or query.limit is None else query.offset + query.limit
-        pages, answers, info = self._collect(p, need=need, complete=query.complete or query.count)
+        pages, answers, info = self._collect(
+            p, need=need, complete=query.complete or query.count, budget=budget
+        )
         notes: list[str] = []
         if query.count:  # counted here: some condition is applied client-side, or the endpoint has no count
             table = count_table(wire.apply_client_filters(_concat(p, pages), p.client_filters).num_rows)
@@ -741,8 +747,16 @@ class CaveBackend:
         cols = list(self._pool.map(lambda c: c.combine_chunks(), table.columns))
         return pa.table(cols, names=table.column_names)
 
-    def _post(self, req: wire.WireRequest) -> Response:
-        return self._http.request(req.method, req.url, params=req.params, json=req.body, headers=req.headers)
+    def _post(self, req: wire.WireRequest, budget: Budget | None = None) -> Response:
+        return self._http.request(
+            req.method,
+            req.url,
+            params=req.params,
+            json=req.body,
+            headers=req.headers,
+            idempotent=True,  # queries only read
+            budget=budget,
+        )
 
     def _ask(
         self,
@@ -750,10 +764,11 @@ class CaveBackend:
         id_range: tuple[int | None, int | None] = (None, None),
         limit: int | None = None,
         select: Sequence[str] | None = None,
+        budget: Budget | None = None,
     ) -> Answer:
         req = wire.build(p, id_range=id_range, limit=limit, select=select)
         try:
-            resp = self._post(req)
+            resp = self._post(req, budget)
         except ServerError as e:
             if p.endpoint == "live" and "returned no results" in (e.message or ""):
                 # the live endpoint reports an empty answer as an error (protocol §5.1, step 6)
@@ -774,23 +789,32 @@ class CaveBackend:
         return Answer(table, tuple(warns), truncated, cap, res)
 
     def _count(
-        self, p: wire.Plan, id_range: tuple[int | None, int | None] = (None, None)
+        self,
+        p: wire.Plan,
+        id_range: tuple[int | None, int | None] = (None, None),
+        budget: Budget | None = None,
     ) -> tuple[int | None, Answer]:
         req = wire.build(p, id_range=id_range, count=True)
-        resp = self._post(req)
+        resp = self._post(req, budget)
         table = wire.decode(resp, p)
         ans = Answer(table, tuple(wire.warnings_of(resp)), False, None, None)
         return wire.is_count(table), ans
 
     # ------------------------------------------------------------------ paging
     def _collect(
-        self, p: wire.Plan, *, need: int | None, complete: bool
+        self, p: wire.Plan, *, need: int | None, complete: bool, budget: Budget | None = None
     ) -> tuple[list[pa.Table], list[Answer], dict[str, Any]]:
-        """Every row of ``p`` (with ``need``: at least the ``need`` lowest in id order), as pages."""
+        """Every row of ``p`` (with ``need``: at least the ``need`` lowest in id order), as pages.
+
+        A paged download is checked before it is returned: against the server's counts (every row,
+        or, when only the lowest ``need`` were fetched, the rows of the pages fetched), and on the
+        live and join endpoints, which ignore count, by every page's body being whole and the
+        ranges tiling the ids without a repeated id (:func:`~tablekit.backends._cave_compile.finish`)."""
+        budget = budget or self._http.budget()
         select: Sequence[str] | None = p.needed if p.query.select_columns is not None else None
         if p.query.count and p.endpoint != "live":
             select = p.filter_columns or None  # a count fetches only what the client-side filters read
-        first = self._ask(p, limit=self.page_size, select=select)
+        first = self._ask(p, limit=self.page_size, select=select, budget=budget)
         info: dict[str, Any] = {"requests": 1, "paged": False}
         if not first.truncated:
             return [first.table], [first], info
@@ -803,21 +827,25 @@ class CaveBackend:
                 "to get every row",
             )
             return [first.table], [first], info
-        keys: Any = first.table[p.key].drop_null().to_numpy() if p.key and first.table.num_rows else []
-        if p.key is None or len(keys) == 0:
+        if p.key is None:
             raise IncompleteResultError(
                 f"{p.query.table}: the server cut the answer at its row limit ({cap} rows) and the answer has no "
                 "id column to page by; narrow the query with filters, or pass complete=False for the first page"
+            )
+        keys: Any = first.table[p.key].drop_null().to_numpy() if first.table.num_rows else []
+        if len(keys) == 0:
+            raise IncompleteResultError(
+                f"{p.query.table}: the server said its answer was cut at its row limit ({cap} rows) but sent "
+                f"no rows holding its key column {p.key!r}, so there is nothing to page from: every row is missing. Retry; if "
+                "it persists the server is failing: narrow the query, or pass complete=False"
             )
         ids = np.unique(keys)
         limit = min(cap, self.page_size or cap)
         counts = None
         if wire.counts_here(p):  # the live and join endpoints ignore count
             ranges = ((None, None), (None, int(ids[0])), (int(ids[-1]) + 1, None))
-            got = [f.result()[0] for f in [self._pool.submit(self._count, p, r) for r in ranges]]
+            counts = self._counts(p, ranges, budget, "to plan the pages")
             info["requests"] += 3
-            known = [c for c in got if c is not None]
-            counts = known if len(known) == 3 else None
         pending, keep_first = paging.plan(ids, counts, first.table.num_rows, limit)
         done: list[paging.Page] = []
         if keep_first:
@@ -844,11 +872,12 @@ class CaveBackend:
                 f"{p.query.table}: more rows than the server's row limit ({limit}) share {p.key} = {i}; cannot page"
             )
 
+        workers = budget.sharing()  # stopped once the pages are done or one of them failed
         try:
             info["requests"] += paging.run(
                 pending,
                 done,
-                lambda g: self._pool.submit(self._ask, p, (g.lo, g.hi), limit, select),
+                lambda g: self._pool.submit(self._ask, p, (g.lo, g.hi), limit, select, workers),
                 workers=self._workers,
                 split_full=lambda g: paging.split(g, self._workers, single),
                 rows=lambda t: _rows(p, t),
@@ -856,16 +885,71 @@ class CaveBackend:
                 on_answer=on_answer,
             )
         finally:
+            workers.cancel.set()  # requests still running stop instead of retrying
             if bar is not None:
                 bar.close()
-        got_rows = sum(g.table.num_rows for g in done if g.table is not None)
-        if total is not None and need is None and p.query.random_sample is None and got_rows != total:
-            raise IncompleteResultError(
-                f"{p.query.table}: the server counted {total} rows but its pages hold {got_rows}; the data changed "
-                "while paging or the server pages inconsistently. Retry, or narrow the query"
-            )
+        if counts is not None and p.query.random_sample is None:
+            info["requests"] += self._check_total(p, done, counts, ids, budget)
         info.update(paged=True, row_limit=cap, pages=len(done), expected_rows=total)
         return [g.table for g in done if g.table is not None], answers, info
+
+    def _counts(
+        self, p: wire.Plan, ranges: Sequence[tuple[int | None, int | None]], budget: Budget, why: str
+    ) -> list[int]:
+        """The server's row counts of ``p`` over ``ranges`` of its key (in parallel); an answer that
+        is not a count raises: a paged download is never left unchecked."""
+        group = budget.sharing()
+        futures = [self._pool.submit(self._count, p, r, group) for r in ranges]
+        try:
+            got = [f.result()[0] for f in futures]
+        finally:
+            group.cancel.set()
+        if any(n is None or n < 0 for n in got):
+            raise IncompleteResultError(
+                f"{p.query.table}: the answer is cut at the server's row limit and must be paged, but the "
+                f"server's count of its rows (asked {why}) is not a count; without it the pages cannot be "
+                "checked to hold every row. Retry; if it persists, narrow the query below the row limit"
+            )
+        return got  # type: ignore[return-value]
+
+    def _check_total(
+        self, p: wire.Plan, done: list[paging.Page], counts: Sequence[int], ids: np.ndarray, budget: Budget
+    ) -> int:
+        """Raise unless the pages hold as many rows as the server counts: all of them when the
+        pages reach both ends, else (the download stopped once it held the lowest rows asked for,
+        ``offset``/``limit``) those of the contiguous run of pages from the lowest, counted over
+        its id range (one more count request). ``counts`` are the planning counts (all, below
+        ``ids[0]``, above ``ids[-1]``). Returns the requests made."""
+        n_all, n_low, n_high = counts
+        prefix: list[paging.Page] = []
+        for g in sorted(done, key=lambda g: -np.inf if g.lo is None else g.lo):
+            if prefix and (prefix[-1].hi is None or g.lo != prefix[-1].hi):
+                break
+            prefix.append(g)
+        if not prefix:  # nothing asked for (limit=0)
+            return 0
+        got = sum(g.table.num_rows for g in prefix if g.table is not None)
+        lo, end = prefix[0].lo, prefix[-1].hi
+        starts = lo is None or (n_low == 0 and lo <= int(ids[0]))
+        ends = end is None or (n_high == 0 and end > int(ids[-1]))
+        if starts and ends:
+            want, requests, what = n_all, 0, "rows"
+        else:
+            want = self._counts(p, [(lo, end)], budget, "to check the pages")[0]
+            span = " and ".join(
+                x
+                for x in (f"{p.key} >= {lo}" if lo is not None else "", f"{p.key} < {end}" if end else "")
+                if x
+            )
+            requests, what = 1, f"rows with {span}"
+        if got != want:
+            raise IncompleteResultError(
+                f"{p.query.table}: the server counted {want} {what} but its pages hold {got}: "
+                f"{abs(want - got)} row(s) {'lost' if got < want else 'too many'} (the data changed while "
+                "paging, or the server or a proxy dropped or repeated part of an answer). Retry, or narrow "
+                "the query"
+            )
+        return requests
 
 
 def _check_tables(url: str, got: Any) -> None:
