@@ -427,3 +427,19 @@ def test_quirks_live_limit_warnings_and_404s(quirks, tk, client):
     assert r.json()["message"] == (
         f"404 Not Found: Analysis table 'nope' not found for version {client.version} in datastack {ds}"
     )
+
+
+def test_quirks_booleans_as_flask_restx_reads_them(quirks, client):
+    """The real server's query-string booleans are flask-restx's ``inputs.boolean``: ``true``,
+    ``1``, ``on`` / ``false``, ``0``, and an empty value is false; anything else is refused as
+    ``reqparse`` refuses it (``Input payload validation failed``)."""
+    url = f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query"
+    n = len(client.tables[NUC]().query(select_columns=["id"]))
+    for text in ("on", "TRUE", "1"):
+        assert arrow(post(url, {}, count=text))["count"].to_pylist() == [n]
+    for text in ("", "0", "False"):
+        assert "count" not in arrow(post(url, {}, count=text)).column_names
+    for text in ("yes", "t", "y"):
+        r = post(url, {}, count=text)
+        assert r.status_code == 500 and r.json()["message"] == "Input payload validation failed"
+        assert r.json()["errors"] == {"count": f"Invalid literal for boolean(): {text}"}

@@ -143,10 +143,20 @@ class BodyError(WireError):
         self.errors = dict(errors)
 
 
-def parse_bool(value: str | None, default: bool, name: str = "parameter") -> bool:
-    """Query-string booleans as flask-restx's ``inputs.boolean`` reads them (case-insensitive
-    ``true/false``, ``1/0``; ``yes/no``, ``on/off``, ``t/f``, ``y/n`` too unless ``quirks``)."""
-    if value is None or value == "":
+def parse_bool(value: str | None, default: bool, name: str = "parameter", *, strict: bool = False) -> bool:
+    """Query-string booleans (case-insensitive): ``true/false``, ``1/0``, ``yes/no``, ``on/off``,
+    ``t/f``, ``y/n``; absent or empty → ``default``. ``strict`` (cave_quirks) reads them as the real
+    server's flask-restx ``inputs.boolean`` does: ``true/1/on``, ``false/0``, and empty is false."""
+    if value is None:
+        return default
+    if strict:
+        v = value.lower()
+        if v in ("true", "1", "on"):
+            return True
+        if v in ("false", "0", ""):
+            return False
+        raise ArgumentError(name, f"Invalid literal for boolean(): {v}")
+    if value == "":
         return default
     v = value.strip().lower()
     if v in ("true", "1", "yes", "on", "t", "y"):
@@ -555,7 +565,7 @@ class Translator:
         if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
             raise WireError(f"select_columns must be a list of column names, got {sel!r}")
         select = self._select(cls._layout, None if sel is None else {name: sel}, {name: spec}, partners=True)
-        count = parse_bool(params.get("count"), False, "count")
+        count = parse_bool(params.get("count"), False, "count", strict=self.quirks)
         if self.quirks and not count:
             failure = one_column_failure(cls._layout, select)
             if failure is not None:
@@ -634,7 +644,7 @@ class Translator:
             timestamp=None,
             select=select,
             # the real join endpoint ignores count (generate_complex_query_dataframe: get_count=False)
-            count=parse_bool(params.get("count"), False, "count") and not self.quirks,
+            count=parse_bool(params.get("count"), False, "count", strict=self.quirks) and not self.quirks,
             rename=self._join_rename(cls._layout, sa, sb, suffixes),
             drop=set(),
             warn=warn,
@@ -701,8 +711,12 @@ class Translator:
             else {}
         )
         drop = {rc.name for rc in cls._layout if rc.column.name in ("valid", "superceded_id")}
-        allow_invalid = parse_bool(params.get("allow_invalid_root_ids"), False, "allow_invalid_root_ids")
-        allow_missing = parse_bool(params.get("allow_missing_lookups"), False, "allow_missing_lookups")
+        allow_invalid = parse_bool(
+            params.get("allow_invalid_root_ids"), False, "allow_invalid_root_ids", strict=self.quirks
+        )
+        allow_missing = parse_bool(
+            params.get("allow_missing_lookups"), False, "allow_missing_lookups", strict=self.quirks
+        )
         plan = self._finish(
             cls=cls,
             predicates=preds,

@@ -308,7 +308,7 @@ def build_app(state: ServerState) -> Starlette:
         return JSONResponse(MATERIALIZE_SERVER_VERSION)
 
     async def versions(request: Request) -> Response:
-        expired = parse_bool(request.query_params.get("expired"), False, "expired")
+        expired = parse_bool(request.query_params.get("expired"), False, "expired", strict=state.quirks)
         return JSONResponse(client.get_versions(expired=expired))
 
     async def version_meta(request: Request) -> Response:
@@ -319,7 +319,7 @@ def build_app(state: ServerState) -> Starlette:
         return JSONResponse("No version found", status_code=404)
 
     async def versions_meta(request: Request) -> Response:
-        expired = parse_bool(request.query_params.get("expired"), False, "expired")
+        expired = parse_bool(request.query_params.get("expired"), False, "expired", strict=state.quirks)
         ms = [state.version_object(m) for m in client.get_versions_metadata(expired=expired)]
         if not ms:
             return JSONResponse("No valid versions found", status_code=404)
@@ -417,13 +417,13 @@ def build_app(state: ServerState) -> Starlette:
     # ------------------------------------------------------------------ queries
     def _flags(request: Request) -> tuple[bool, list[str]]:
         p = request.query_params
-        arrow = parse_bool(p.get("return_pyarrow"), True, "return_pyarrow")
+        arrow = parse_bool(p.get("return_pyarrow"), True, "return_pyarrow", strict=state.quirks)
         warn = []
-        if arrow and not parse_bool(p.get("arrow_format"), False, "arrow_format"):
+        if arrow and not parse_bool(p.get("arrow_format"), False, "arrow_format", strict=state.quirks):
             warn.append(ARROW_DEPRECATION)
-        if not parse_bool(p.get("direct_sql_pandas"), False, "direct_sql_pandas"):
+        if not parse_bool(p.get("direct_sql_pandas"), False, "direct_sql_pandas", strict=state.quirks):
             warn.append(CSV_DEPRECATION)
-        parse_bool(p.get("split_positions"), False, "split_positions")
+        parse_bool(p.get("split_positions"), False, "split_positions", strict=state.quirks)
         return arrow, warn
 
     def _execute(plan: Plan, request: Request) -> tuple[pa.Table, list[str]]:
@@ -432,7 +432,9 @@ def build_app(state: ServerState) -> Starlette:
         extra = [w for w in result.warnings if not any(x.endswith(": " + w) for x in plan.warnings)]
         limits = tr.limit_warnings(plan, table.num_rows)
         if state.quirks:
-            direct = parse_bool(request.query_params.get("direct_sql_pandas"), False, "direct_sql_pandas")
+            direct = parse_bool(
+                request.query_params.get("direct_sql_pandas"), False, "direct_sql_pandas", strict=state.quirks
+            )
             return table, _wire.real_warnings(plan, [*plan.warnings, *extra], limits, direct=direct)
         return table, [*plan.warnings, *extra, *limits]
 
@@ -443,11 +445,15 @@ def build_app(state: ServerState) -> Starlette:
         if state.quirks:
             # create_query_response: without arrow_format its one warning replaces all the others;
             # the CSV warnings are already in place (real_warnings)
-            pa_format = parse_bool(request.query_params.get("arrow_format"), False, "arrow_format")
+            pa_format = parse_bool(
+                request.query_params.get("arrow_format"), False, "arrow_format", strict=state.quirks
+            )
             warn, flag_warn = ([_wire.REAL_ARROW_FORMAT_WARNING] if arrow and not pa_format else warn), []
         accept = request.headers.get("accept-encoding")
         if arrow:
-            ipc = parse_bool(request.query_params.get("ipc_compress"), True, "ipc_compress")
+            ipc = parse_bool(
+                request.query_params.get("ipc_compress"), True, "ipc_compress", strict=state.quirks
+            )
             body = _wire.encode_arrow(table, _wire.arrow_compression(accept, ipc))
             media = "data.arrow"
         else:
