@@ -50,6 +50,26 @@ def path(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def real_server(path):
+    """The real MaterializationEngine over the session's datastack (``path``), behind one loopback
+    address with ``tablekit serve`` (tests/_real_server.py), with QUERY_LIMIT_SIZE = 500 so that
+    larger answers are paged. Skips with a one-line reason where it cannot run (no
+    ``../shared/peers``, no PostGIS and not root, no Python 3.12)."""
+    import _real_server
+
+    reason = _real_server.unavailable()
+    if reason:
+        pytest.skip(f"real server: {reason}")
+    server = _real_server.RealServer(path, query_limit=REAL_SERVER_QUERY_LIMIT)
+    yield server
+    server.close()
+
+
+#: the real server's QUERY_LIMIT_SIZE in the tests (small, so that answers are paged)
+REAL_SERVER_QUERY_LIMIT = 500
+
+
+@pytest.fixture(scope="session")
 def client(path):
     import tablekit
 
