@@ -378,7 +378,6 @@ class RealServer:
             serve_cm = running_server(path)
             serve = serve_cm.__enter__()
             self._closers.append(lambda: serve_cm.__exit__(None, None, None))
-            port = _free_port()
             settings = pg.dir / "materialize.cfg"
             settings.write_text(
                 _SETTINGS.format(
@@ -393,7 +392,7 @@ class RealServer:
                 **os.environ,
                 "AUTH_DISABLED": "true",
                 "QUEUE_LENGTH_LIMIT": "10000",
-                "PCG_SERVER_URL": serve + "/segmentation",
+                "PCG_SERVER_URL": serve,
                 "GLOBAL_SERVER_URL": serve,
                 "LOCAL_SERVER_URL": serve,
                 "NO_GCE_CHECK": "true",
@@ -405,7 +404,7 @@ class RealServer:
             self.log = pg.dir / "materialize.log"
             logf = open(self.log, "w")
             self._proc = subprocess.Popen(
-                [str(py), str(APP), str(port), str(settings)],
+                [str(py), str(APP), str(settings)],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -414,7 +413,7 @@ class RealServer:
             )
             self._closers.append(self._stop_app)
             self._closers.append(logf.close)
-            self._wait_up(f"http://127.0.0.1:{port}")
+            port = self._wait_up()
             proxy = _Proxy(f"http://127.0.0.1:{port}", serve)
             self._closers.append(proxy.close)
             self.url = proxy.url
@@ -427,23 +426,31 @@ class RealServer:
             self.close()
             raise
 
-    def _wait_up(self, base: str) -> None:
+    def _wait_up(self) -> int:
+        """Wait for the app's ``READY <port>`` line and its first answer; return the port."""
+        import re
         import urllib.error
         import urllib.request
 
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
+        port = None
         while True:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"MaterializationEngine exited at start:\n{self.log.read_text()[-6000:]}")
-            try:
-                with urllib.request.urlopen(base + "/materialize/version", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if port is None:
+                m = re.search(r"^READY (\d+)$", self.log.read_text(), re.M)
+                port = int(m.group(1)) if m else None
+            if port is not None:
+                try:
+                    url = f"http://127.0.0.1:{port}/materialize/version"
+                    with urllib.request.urlopen(url, timeout=5) as r:
+                        if r.status == 200:
+                            return port
+                except (urllib.error.URLError, OSError):
+                    pass
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"MaterializationEngine did not answer in 120 s:\n{self.log.read_text()[-6000:]}"
+                    f"MaterializationEngine did not answer in 300 s:\n{self.log.read_text()[-6000:]}"
                 )
             time.sleep(0.25)
 

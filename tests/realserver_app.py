@@ -2,14 +2,15 @@
 
 Run in the *server's* virtual environment by ``tests/_real_server.py``::
 
-    <server venv>/bin/python tests/realserver_app.py PORT SETTINGS_PYFILE
+    <server venv>/bin/python tests/realserver_app.py SETTINGS_PYFILE
 
 The settings file (a Flask pyfile) and the environment (``AUTH_DISABLED``, ``PCG_SERVER_URL``,
 ``GLOBAL_SERVER_URL``, ``QUEUE_LENGTH_LIMIT``…) are written by the harness. ``run.py`` of the
 snapshot binds 0.0.0.0 with a self-signed certificate and threads; this serves plain HTTP on
 loopback without threads (threaded, werkzeug leaked a database connection per request), and
 HTTP/1.0, so that one kept-alive connection cannot hold the only worker.
-Prints ``READY <port>`` when the socket is listening.
+It binds port 0 (the OS picks a free port: no race with other processes for it) and prints
+``READY <port>`` when the socket is listening.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ warnings.filterwarnings("ignore")
 
 
 def main() -> None:
-    port, settings = int(sys.argv[1]), sys.argv[2]
+    settings = sys.argv[1]
     os.environ["MATERIALIZATION_ENGINE_SETTINGS"] = settings
     from materializationengine.app import create_app
     from werkzeug.serving import make_server
 
     app = create_app()
-    server = make_server("127.0.0.1", port, app, threaded=False, processes=1)
-    print(f"READY {port}", flush=True)
+    server = make_server("127.0.0.1", 0, app, threaded=False, processes=1)
+    print(f"READY {server.server_port}", flush=True)
     server.serve_forever()
 
 
