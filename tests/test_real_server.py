@@ -30,11 +30,6 @@ pytestmark = [
 
 #: question → (issue 13 §3 item, what differs) for cases the real server answers differently
 KNOWN: dict[str, tuple[str, str]] = {
-    "desired_resolution_of_a_merge": (
-        "1",
-        "[8,8,40] from a 4x4x40 table: nullable positions come back Int64 where the local engine "
-        "rescales to float64",
-    ),
     "datetime_range": (
         "new",
         "a filter on `created` at a frozen version is a 500 ('created'): merged tables have no "
@@ -227,16 +222,8 @@ MORE: dict[str, Callable[[tablekit.Client, dict], object]] = {
 _RES = "positions rescaled by the server come back typed (and cut to) integers; the local engine rescales in float64"
 MORE_KNOWN: dict[str, tuple[str, str]] = {
     "float_not_in": ("3", "not-in on float values: the values compared are float32-rounded, rows differ"),
-    "select_one_column": ("8", "select_columns=['id'] is a 500 ('BigInteger' object has no attribute 'id')"),
-    "resolution_nm": ("1", _RES),
-    "resolution_fractional_8_8_40": ("1", _RES),
     "resolution_fractional_microns": ("1", _RES),
     "resolution_of_a_nm_table": ("1", _RES),
-    "live_at_a_version_timestamp": (
-        "5",
-        "refused: 'do not use live live query to query a materialized timestamp'",
-    ),
-    "live_float_in": ("4", "the live endpoint re-filters float32 values against float64 ones: no rows"),
     "live_synapses_after": (
         "new",
         "a live answer paged past QUERY_LIMIT_SIZE (1039 rows, 3 pages) has `valid` as object dtype "
@@ -255,7 +242,6 @@ def test_more_question(name, real, client, w, request):
     _assert_same(question(real, w), question(client, w), name)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 §3 item 2: random_sample is ignored on merged versions")
 @pytest.mark.parametrize("table", [NUC, SYN])
 def test_random_sample(real, client, table):
     """``random_sample=n`` gives n rows of the table (which ones is random)."""
