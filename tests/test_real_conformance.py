@@ -64,11 +64,6 @@ def test_item3_nan_after_greater(real, client):
         _assert_same(got, client.tables[NUC](volume=kw).query(), f"volume {kw}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="harness, not tablekit: the real server's live path reaches the chunkedgraph at "
-    ".../segmentation/segmentation/api/v1/... (a 404); remove when tests/_real_server.py serves it",
-)
 def test_item4_live_float_membership(real, client):
     t = client.get_timestamp(client.version) + dt.timedelta(hours=1)
     vols = [float(x) for x in client.tables[NUC]().query()["volume"].dropna()[:5]]

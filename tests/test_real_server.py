@@ -10,6 +10,7 @@ A case that differs because of a server defect listed in issue 13 §3 is marked
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -68,19 +69,23 @@ def _without_created(result):
     return result
 
 
+#: position columns: rescaled by tablekit in float64 from the server's integers, never float32
+_POSITION = re.compile(r"_position(_[xyz])?$")
+
+
 def _float32(result):
-    """The local answer with every float column rounded to float32, as the real server sends
-    floats (issue 13 §3 item 3; test_floats_arrive_as_float32 keeps that visible)."""
+    """The local answer with every float column but positions rounded to float32, as the real
+    server sends floats (issue 13 §3 item 3; test_floats_arrive_as_float32 keeps that visible)."""
     if isinstance(result, pa.Table):
         for i, f in enumerate(result.schema):
-            if pa.types.is_float64(f.type):
+            if pa.types.is_float64(f.type) and not _POSITION.search(f.name):
                 col = pc.cast(pc.cast(result[i], pa.float32()), pa.float64())
                 result = result.set_column(i, f, col)
         return result
     if isinstance(result, pd.DataFrame):
         result = result.copy()
         for c in result.columns:
-            if result[c].dtype == np.float64:
+            if result[c].dtype == np.float64 and not _POSITION.search(str(c)):
                 result[c] = result[c].astype(np.float32).astype(np.float64)
     return result
 
@@ -219,11 +224,8 @@ MORE: dict[str, Callable[[tablekit.Client, dict], object]] = {
     "live_count": lambda c, w: c.live_query(SYN, w["after"], get_counts=True),
 }
 
-_RES = "positions rescaled by the server come back typed (and cut to) integers; the local engine rescales in float64"
 MORE_KNOWN: dict[str, tuple[str, str]] = {
     "float_not_in": ("3", "not-in on float values: the values compared are float32-rounded, rows differ"),
-    "resolution_fractional_microns": ("1", _RES),
-    "resolution_of_a_nm_table": ("1", _RES),
     "live_synapses_after": (
         "new",
         "a live answer paged past QUERY_LIMIT_SIZE (1039 rows, 3 pages) has `valid` as object dtype "
