@@ -312,6 +312,38 @@ def test_live_float_equality_and_membership(quirks, tk, client):
         same(got, want, float32=("volume",))
 
 
+def test_float_not_in_excludes_the_values_the_server_stored(quirks, tk, client):
+    """The server ignores ``filter_notin_dict`` (it reads ``filter_out_dict``) and stores Float
+    columns as PostgreSQL ``real``: the float32 values it sends never equal the float64 values
+    excluded, so a not-in applied to them as sent excludes nothing. tablekit excludes, on columns
+    that arrive as float32, each value's float32 neighbour too."""
+    local = client.tables[NUC]().query()
+    vols = [float(v) for v in local["volume"].dropna()[5:9]]
+    assert any(float(np.float32(v)) != v for v in vols)  # values float32 cannot hold exactly
+    body = {"filter_notin_dict": {NUC: {"volume": vols}}}
+    raw = arrow(post(f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query", body))
+    assert raw.schema.field("volume").type == pa.float32()
+    assert raw.num_rows == min(len(local), 300)  # nothing excluded on the wire
+    assert not set(raw["volume"].to_numpy(zero_copy_only=False).astype(float)) & set(vols)
+    oracle = local[~local["volume"].isin(vols)]  # pandas on the local engine's rows
+    assert len(oracle) == len(local) - len(vols)
+    for kw, want_ids in (
+        ({"volume": {"not in": vols}}, oracle["id"]),
+        ({"volume": {"!=": vols[0]}}, local[local["volume"] != vols[0]]["id"]),
+    ):
+        want = client.tables[NUC](**kw).query()
+        assert list(want["id"]) == list(want_ids)
+        same(tk.tables[NUC](**kw).query(), want, float32=("volume",))
+    want = client.query_table(NUC, filter_out_dict={"volume": vols})
+    assert list(want["id"]) == list(oracle["id"])
+    same(tk.query_table(NUC, filter_out_dict={"volume": vols}), want, float32=("volume",))
+    n = tk.query_table(NUC, filter_out_dict={"volume": vols}, get_counts=True)
+    pd.testing.assert_frame_equal(
+        n, client.query_table(NUC, filter_out_dict={"volume": vols}, get_counts=True)
+    )
+    assert int(n["count"].iloc[0]) == len(oracle)
+
+
 # ----------------------------------------------------------------------------- §3.5
 
 

@@ -225,7 +225,6 @@ MORE: dict[str, Callable[[tablekit.Client, dict], object]] = {
 }
 
 MORE_KNOWN: dict[str, tuple[str, str]] = {
-    "float_not_in": ("3", "not-in on float values: the values compared are float32-rounded, rows differ"),
     "live_synapses_after": (
         "new",
         "a live answer paged past QUERY_LIMIT_SIZE (1039 rows, 3 pages) has `valid` as object dtype "

@@ -32,7 +32,7 @@ import datetime as _dt
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -130,7 +130,8 @@ class WireRequest:
 class ClientFilter:
     """A condition applied to decoded rows: ``column`` is a physical result column.
 
-    ``op`` is ``"not in"`` (keep nulls), ``"!=column"`` (``value`` is the other result column;
+    ``op`` is ``"not in"`` (keep nulls; on a float column the server sent as float32 each value's
+    float32 neighbour is excluded too, see :attr:`Plan.float32`), ``"!=column"`` (``value`` is the other result column;
     nulls kept), ``"not nan"`` (drops NaN and null: a real server sends NaN as null) or ``"in"``
     (``value``: the values a float column must equal, each also as its float32 neighbour).
     """
@@ -169,6 +170,9 @@ class Plan:
     rescale: Mapping[str, tuple[tuple[float, float, float], tuple[float, float, float] | None]] = attrs.field(
         factory=dict, eq=False
     )
+    #: float columns the server sent as float32 (a real server stores them as PostgreSQL real);
+    #: filled in by :func:`decode`, read by :func:`apply_client_filters`
+    float32: set[str] = attrs.field(factory=set, eq=False)
 
     @property
     def filter_columns(self) -> tuple[str, ...]:
@@ -756,6 +760,8 @@ def normalize(table: pa.Table, p: Plan) -> pa.Table:
         if name in p.rescale:
             arr = _rescale(arr, name, *p.rescale[name])
         elif src is not None:
+            if src[2] is ColumnKind.FLOAT and pa.types.is_float32(arr.type):
+                p.float32.add(name)
             arr = _cast(arr, src[2], name)
         elif name == "count" and pa.types.is_integer(arr.type):
             arr = arr.cast(pa.int64())
@@ -835,7 +841,7 @@ def finish(p: Plan, pages: Sequence[pa.Table], *, apply_filters: bool = True) ->
     aligned = [_align(t, p, need, notes) for t in pages] or [_align(pa.table({}), p, need, notes)]
     table = aligned[0] if len(aligned) == 1 else pa.concat_tables(aligned)
     if apply_filters:
-        table = apply_client_filters(table, p.client_filters)
+        table = apply_client_filters(table, p.client_filters, p.float32)
     q = p.query
     if q.random_sample is not None:
         table = sample_rows(table, p, int(q.random_sample))
@@ -866,8 +872,15 @@ def _align(t: pa.Table, p: Plan, need: Sequence[str], notes: list[str]) -> pa.Ta
     return pa.table(cols, names=list(need))
 
 
-def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa.Table:
-    """Keep the rows that pass every client-side condition (vectorised)."""
+def apply_client_filters(
+    table: pa.Table, filters: Sequence[ClientFilter], float32: Collection[str] = ()
+) -> pa.Table:
+    """Keep the rows that pass every client-side condition (vectorised).
+
+    ``float32``: the float columns the server sent as float32 (:attr:`Plan.float32`). A value the
+    server stored as float32 is the float32 nearest the local engine's float64 value, so ``not in``
+    excludes, on those columns, each value's float32 neighbour too (as ``in`` matches it).
+    """
     if not filters or table.num_rows == 0:
         return table
     mask: Any = None
@@ -875,7 +888,10 @@ def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa
         col = table[f.column]
         m: Any
         if f.op == "not in":
-            values = pa.array(list(f.value), type=col.type)
+            vals = list(f.value)
+            if f.column in float32 and pa.types.is_floating(col.type):
+                vals = list(dict.fromkeys([*vals, *_float32_neighbours(vals)]))
+            values = pa.array(vals, type=col.type)
             m = pc.or_kleene(pc.is_null(col), pc.invert(pc.is_in(col, value_set=values)))
         elif f.op == "in":
             m = pc.is_in(col, value_set=pa.array(list(f.value), type=col.type))
@@ -890,6 +906,12 @@ def apply_client_filters(table: pa.Table, filters: Sequence[ClientFilter]) -> pa
         m = pc.fill_null(m, True)
         mask = m if mask is None else pc.and_(mask, m)
     return table if mask is None else table.filter(mask)
+
+
+def _float32_neighbours(values: Sequence[Any]) -> list[float]:
+    """Each number of ``values`` rounded to float32, as a Python float (others are left out)."""
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [float(x) for x in np.asarray(nums, dtype=np.float64).astype(np.float32)]
 
 
 def sample_rows(table: pa.Table, p: Plan, n: int) -> pa.Table:

@@ -696,7 +696,9 @@ class CaveBackend:
         )
         notes: list[str] = []
         if query.count:  # counted here: some condition is applied client-side, or the endpoint has no count
-            table = count_table(wire.apply_client_filters(_concat(p, pages), p.client_filters).num_rows)
+            table = count_table(
+                wire.apply_client_filters(_concat(p, pages), p.client_filters, p.float32).num_rows
+            )
         else:
             table, notes = wire.finish(p, pages)
             table = self._contiguous(table)
@@ -963,7 +965,11 @@ def _check_tables(url: str, got: Any) -> None:
 
 
 def _rows(p: wire.Plan, table: pa.Table) -> int:
-    return wire.apply_client_filters(table, p.client_filters).num_rows if p.client_filters else table.num_rows
+    return (
+        wire.apply_client_filters(table, p.client_filters, p.float32).num_rows
+        if p.client_filters
+        else table.num_rows
+    )
 
 
 def _concat(p: wire.Plan, pages: Sequence[pa.Table]) -> pa.Table:
