@@ -25,9 +25,11 @@ _MEMBERSHIP_TYPES: tuple[type, ...] = (list, tuple, set, frozenset, range, np.nd
 
 
 def short(v: Any, n: int = 60) -> str:
-    """``repr(v)`` cut to ``n`` characters, for messages."""
+    """``repr(v)`` cut to about ``n`` characters, for messages (a cut string says its length)."""
     r = repr(v)
-    return r if len(r) <= n else r[: n - 3] + "..."
+    if len(r) <= n:
+        return r
+    return f"{r[: n - 12]}…{r[-8:]} ({len(v) if isinstance(v, str) else '?'} characters)"
 
 
 def is_membership(value: Any) -> bool:

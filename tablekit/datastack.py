@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._checksums import file_record, verify, write_manifest
+from ._values import short
 from .errors import DatastackError, SchemaError
 from .schema import ColumnKind, ColumnRole, PointKind, TableSpec, resolution_triple, table_spec
 
@@ -176,7 +177,7 @@ def _resolution(value: Any, what: str) -> list[float]:
 def _check_table_name(name: Any, what: str = "table") -> str:
     if not isinstance(name, str) or not TABLE_NAME_RE.fullmatch(name):
         raise DatastackError(
-            f"{what} name {_short(name)} is invalid: names must match ^[a-z_][a-z0-9_]*$ (lowercase "
+            f"{what} name {short(name)} is invalid: names must match ^[a-z_][a-z0-9_]*$ (lowercase "
             "letters, digits and underscores, not starting with a digit, at most 128 characters), "
             "e.g. 'synapses_v2'"
         )
@@ -189,21 +190,11 @@ def check_datastack_name(name: Any, where: str = "") -> str:
     stubs and log lines, so quotes, spaces, line breaks and control characters are refused."""
     if not isinstance(name, str) or not DATASTACK_NAME_RE.fullmatch(name):
         raise DatastackError(
-            f"{where}datastack name {_short(name)} is invalid: it must be 1–128 letters, digits, '_', "
+            f"{where}datastack name {short(name)} is invalid: it must be 1–128 letters, digits, '_', "
             "'-' or '.', not starting with '-' or '.' (no spaces, quotes, line breaks or control "
             "characters), e.g. 'my_stack'"
         )
     return name
-
-
-def _short(value: Any, n: int = 60) -> str:
-    """``repr(value)``, cut to about ``n`` characters for a message."""
-    r = repr(value)
-    return (
-        r
-        if len(r) <= n
-        else f"{r[: n - 12]}…{r[-8:]} ({len(value) if isinstance(value, str) else '?'} characters)"
-    )
 
 
 # --------------------------------------------------------------------------- schema documents
@@ -380,7 +371,7 @@ def read_versions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     for i, v in enumerate(raw):
         num = v.get("version") if isinstance(v, dict) else None
         if isinstance(num, bool) or not isinstance(num, int):
-            raise DatastackError(f"{file}, entry {i}: {_short(v)} has no integer 'version'. {fix}")
+            raise DatastackError(f"{file}, entry {i}: {short(v)} has no integer 'version'. {fix}")
         v = dict(v)
         for key in ("time_stamp", "expires_on"):
             if key == "expires_on" and not v.get(key):
@@ -391,7 +382,7 @@ def read_versions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 v[key] = parse_timestamp(v[key])
             except ValueError as e:
                 raise DatastackError(
-                    f"{file}, version {num}: {key!r} is {_short(v.get(key))}, not an ISO-8601 UTC "
+                    f"{file}, version {num}: {key!r} is {short(v.get(key))}, not an ISO-8601 UTC "
                     f"timestamp such as '2025-03-31T08:01:07.000250'. {fix}"
                 ) from e
         out.append(v)

@@ -31,7 +31,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import _checksums
+from .. import _checksums, _values
 from ..errors import (
     DatastackError,
     FilterValueError,
@@ -184,12 +184,6 @@ def _reads_as(found: pa.DataType, want: pa.DataType) -> bool:
     return found == want
 
 
-def _short(value: Any, n: int = 80) -> str:
-    """``repr(value)``, cut to about ``n`` characters for a message."""
-    r = repr(value)
-    return r if len(r) <= n else f"{r[: n - 10]}…{r[-6:]}"
-
-
 def _prune_native(root: Path, keep: set[Path], now: float | None = None) -> list[Path]:
     """Delete native copies (under ``root``, every DuckDB version's directory) that were not
     used for :data:`NATIVE_MAX_AGE`, then the least recently used until the rest fit in
@@ -241,7 +235,7 @@ def _parse_time(value: Any, what: str, fix: str = "") -> _dt.datetime | None:
             t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as e:
             raise DatastackError(
-                f"{what}: {_short(value)} is not an ISO-8601 timestamp (CAVE writes UTC as "
+                f"{what}: {_values.short(value)} is not an ISO-8601 timestamp (CAVE writes UTC as "
                 f"'2025-03-31T08:01:07.000250'). {fix}".rstrip()
             ) from e
     return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
@@ -421,13 +415,13 @@ class LocalBackend:
             for i, v in enumerate(raw):
                 if not isinstance(v, dict):
                     raise DatastackError(
-                        f"{file}, entry {i}: {_short(v)} is not a version object "
+                        f"{file}, entry {i}: {_values.short(v)} is not a version object "
                         f"(an object with 'version' and 'time_stamp'). {fix}"
                     )
                 num = v.get("version")
                 if isinstance(num, bool) or not isinstance(num, int):
                     raise DatastackError(
-                        f"{file}, entry {i}: 'version' is {_short(num)}, not an integer. {fix}"
+                        f"{file}, entry {i}: 'version' is {_values.short(num)}, not an integer. {fix}"
                     )
                 if num in seen:
                     raise DatastackError(f"{file}: version {num} is listed twice. {fix}")
