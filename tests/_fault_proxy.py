@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from _server import loopback_socket
+
 __all__ = ["FAULTS", "NO_STALLS", "Fault", "FaultProxy", "stats_line"]
 
 #: every fault kind, and the ones without stalls
@@ -102,9 +104,7 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock = loopback_socket()
         sock.listen(128)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         ready = threading.Event()
