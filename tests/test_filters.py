@@ -302,7 +302,10 @@ def test_signature_and_docstring(N):
     assert list(sig.parameters) == list(N.fields)
     assert "the volume of the nucleus detected in um^3" in N.__doc__
     assert "4×4×40 nm" in N.__doc__
-    assert "volume" in inspect.signature(N.query).parameters["select_columns"].name or True
+    params = inspect.signature(N.query).parameters
+    assert list(params)[:3] == ["self", "select_columns", "offset"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(params.values())[1:])
+    assert "Columns of nucleus_detection_v0" in N.query.__doc__ and "volume" in N.query.__doc__
 
 
 def test_keyword_only(N):

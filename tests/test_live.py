@@ -54,12 +54,22 @@ def _same_as_oracle(got: pd.DataFrame, want: pd.DataFrame):
 
 # ----------------------------------------------------------------------------- invariants
 @pytest.mark.parametrize("table", [SYN, NUC, CT, "proofreading_status_and_strategy"])
-def test_live_at_a_version_timestamp_equals_the_version(client, table):
+def test_live_at_a_version_timestamp_equals_the_version(client, path, table):
     for v in client.get_versions():
         ts = client.get_timestamp(v)
         mat = client.tables[table]().query(materialization_version=v, split_positions=True, metadata=False)
         live = client.tables[table]().live_query(ts, split_positions=True, metadata=False)
         _frame_equal(live, mat)
+        # and both are the replay (a reference table merged with its target: an inner join)
+        want = _oracle.snapshot(path, table, pd.Timestamp(ts))
+        if table == CT:
+            nuc = _oracle.snapshot(path, NUC, pd.Timestamp(ts))
+            m = want.merge(nuc, left_on="target_id", right_on="id", suffixes=("_ref", "")).sort_values(
+                "id_ref"
+            )
+            assert live["id_ref"].tolist() == m["id_ref"].tolist()
+            want = m.drop(columns="id_ref")
+        _same_as_oracle(live, want)
 
 
 def test_live_between_edits_equals_history_replay(client, path):

@@ -185,11 +185,14 @@ def test_at_edit_creation_and_deletion_times(backend, ds, history):
             assert_same(got, oracle(ds, table, t)[stored(backend, table)])
 
 
-def test_live_at_a_version_is_its_snapshot(backend):
+def test_live_at_a_version_is_its_snapshot(backend, ds):
+    """Live at a version's timestamp equals that version, and both equal the pandas replay."""
     for v, t in ((2, V2), (3, V3)):
         for table in (SYN, NUC, CT):
             mat = backend.execute(Query(mini.DATASTACK, table, version=v)).table
-            assert_tables_equal(backend.execute(live(table, t)).table, mat)
+            got = backend.execute(live(table, t)).table
+            assert_tables_equal(got, mat)
+            assert_same(got, oracle(ds, table, t)[stored(backend, table)])
 
 
 # --------------------------------------------------------------------------- root ids

@@ -16,11 +16,24 @@ def test_all_is_sorted_and_unique():
     assert list(tablekit.__all__) == sorted(set(tablekit.__all__))
 
 
+#: the public names, written out: a name added to or dropped from ``__all__`` fails here first
+PUBLIC = [
+    "AuthError", "Client", "ConnectionFailedError", "DatastackError", "FilterError", "FilterValueError",
+    "HTTPError", "IncompleteResultError", "OperatorError", "Predicate", "Query", "QueryError",
+    "RateLimitError", "RequestTimeoutError", "SchemaError", "ServerError", "StaleStubsWarning",
+    "TableFilter", "TableSource", "TablekitError", "UnknownArgumentError", "UnknownColumnError",
+    "UnknownTableError", "UnsupportedError", "VersionError", "__version__", "build_datastack",
+    "check_stubs", "connect",
+]  # fmt: skip
+
+
 def test_every_name_is_importable():
-    """Each name in ``__all__`` is an attribute of the package and survives ``from tablekit import``."""
+    """``__all__`` is exactly the expected list; each name is an attribute of the package and
+    survives ``from tablekit import``."""
+    assert list(tablekit.__all__) == PUBLIC
     ns: dict[str, object] = {}
-    exec(f"from tablekit import {', '.join(tablekit.__all__)}", ns)
-    for name in tablekit.__all__:
+    exec(f"from tablekit import {', '.join(PUBLIC)}", ns)
+    for name in PUBLIC:
         assert ns[name] is getattr(tablekit, name)
 
 
@@ -50,13 +63,39 @@ def test_py_typed_ships():
     assert 'tablekit = ["py.typed"' in (ROOT / "pyproject.toml").read_text()
 
 
+#: each error and the builtins it refines (besides Exception), written out from design §7
+BUILTINS: dict[str, tuple[type[BaseException], ...]] = {
+    "TablekitError": (),
+    "SchemaError": (ValueError,),
+    "FilterError": (),
+    "UnknownColumnError": (TypeError,),
+    "FilterValueError": (ValueError,),
+    "OperatorError": (ValueError,),
+    "UnknownTableError": (KeyError, AttributeError),
+    "QueryError": (ValueError,),
+    "UnknownArgumentError": (ValueError, TypeError),
+    "VersionError": (ValueError,),
+    "UnsupportedError": (NotImplementedError,),
+    "DatastackError": (ValueError,),
+    "HTTPError": (),
+    "ConnectionFailedError": (ConnectionError,),
+    "RequestTimeoutError": (TimeoutError,),
+    "AuthError": (PermissionError,),
+    "RateLimitError": (),
+    "ServerError": (),
+    "IncompleteResultError": (),
+}
+
+
 def test_error_classes_are_exported_with_their_builtins():
-    """Every error of tablekit.errors is public and also the builtin it refines (design §7)."""
+    """Every error of tablekit.errors is public and also exactly the builtins it refines (design §7)."""
     from tablekit import errors
 
-    for name in errors.__all__:
+    assert sorted(errors.__all__) == sorted(BUILTINS)
+    generic = {object, BaseException, Exception}
+    for name, expected in BUILTINS.items():
         assert name in tablekit.__all__
         cls = getattr(tablekit, name)
         assert issubclass(cls, tablekit.TablekitError)
-        if cls is not tablekit.TablekitError and cls is not tablekit.FilterError:
-            assert any(b.__module__ == "builtins" for b in cls.__mro__[1:-2]), name
+        found = {b for b in cls.__mro__ if b.__module__ == "builtins"} - generic
+        assert found == {b for e in expected for b in e.__mro__} - generic, name

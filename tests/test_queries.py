@@ -258,10 +258,18 @@ def test_metadata_attrs_are_json_and_complete(client):
     )
 
 
-def test_explain_shows_sql_without_running(client):
+def test_explain_shows_sql_without_running(client, monkeypatch):
+    """explain() compiles the query and runs nothing: the backend is never asked to execute."""
+    ran = []
+    real = client.backend.execute
+    monkeypatch.setattr(client.backend, "execute", lambda q: ran.append(q) or real(q))
     text = client.tables[NUC](volume={">": 123.5}).explain(limit=3)
+    assert ran == []
     plan = json.loads(text)
     assert "123.5" not in plan["sql"] and 123.5 in plan["parameters"]
+    assert "LIMIT" in plan["sql"].upper()
+    client.tables[NUC](volume={">": 123.5}).query(limit=3)  # the guard itself sees a query
+    assert len(ran) == 1
 
 
 # ----------------------------------------------------------------------------- versions & metadata
