@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import numbers
+import uuid
 import warnings
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +64,8 @@ class Client(ClassicMixin, RootsMixin):
         if expired_versions not in ("error", "live"):
             raise QueryError(f"expired_versions must be 'error' or 'live', got {expired_versions!r}")
         self._backend = backend
+        self._pickle_id = uuid.uuid4().hex  # names this client in pickles of its filter objects
+        _CLIENTS[self._pickle_id] = self
         #: what a query of an expired version does: "error" (default) or "live" (the same moment as
         #: a live query, recorded in df.attrs["substitution"])
         self.expired_versions = expired_versions
@@ -72,6 +76,11 @@ class Client(ClassicMixin, RootsMixin):
         self._schemas: dict[str, Any] = {}
         if version is not None:
             self.version = version
+
+    def __reduce__(self) -> Any:
+        """Pickled as its backend and options; unpickled in the same process it is this client
+        again (so filter classes stay the same), elsewhere one new client per pickled client."""
+        return (_reconnect, (self._pickle_id, self._backend, self._version, self.expired_versions))
 
     # ------------------------------------------------------------------ basics
     @property
@@ -692,6 +701,20 @@ class Client(ClassicMixin, RootsMixin):
 
     def _explain(self, query: Query) -> str:
         return json.dumps(self._backend.explain(query), indent=2, default=str)
+
+
+#: the live clients of this process by pickle id (see Client.__reduce__)
+_CLIENTS: weakref.WeakValueDictionary[str, Client] = weakref.WeakValueDictionary()
+
+
+def _reconnect(pickle_id: str, backend: Backend, version: int | None, expired_versions: str) -> Client:
+    client = _CLIENTS.get(pickle_id)
+    if client is None:
+        client = Client(backend, version=version, expired_versions=expired_versions)
+        _CLIENTS.pop(client._pickle_id, None)
+        client._pickle_id = pickle_id
+        _CLIENTS[pickle_id] = client
+    return client
 
 
 class _Runner:

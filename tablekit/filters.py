@@ -317,6 +317,13 @@ class TableFilter:
         """The filters as given (keyword → value), without the unset ones."""
         return {n: getattr(self, n) for n in self._fields if getattr(self, n) is not None}
 
+    def __reduce__(self) -> Any:
+        """Pickle as (client, version, table, filters): the generated class is rebuilt by the
+        client on the other side (a process that has none reconnects to the same datastack), so a
+        filter can go to a ``multiprocessing`` or Dask worker and compares equal after the trip."""
+        merge = self._target is not None or not self._spec.reference_table
+        return (_unpickle, (self._runner, self._spec.is_view, self.table_name, merge, self.filters))
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.filters.items())
         return f"{self.table_name}({args})"
@@ -473,6 +480,13 @@ class TableFilter:
     def get_all_live(cls, timestamp: Any, **query_options: Any) -> pd.DataFrame:
         """Every row present at ``timestamp``: ``T().live_query(timestamp, **query_options)``."""
         return cls().live_query(timestamp, **query_options)
+
+
+def _unpickle(runner: Any, is_view: bool, table: str, merge: bool, filters: dict[str, Any]) -> TableFilter:
+    """A pickled filter object again, from its client's filter class (see ``TableFilter.__reduce__``)."""
+    client, version = runner.client, runner.version
+    cls = client._view_class(table, version) if is_view else client._filter_class(table, version, merge)
+    return cls(**filters)
 
 
 def _unknown(cls: type[TableFilter], bad: list[str]) -> UnknownColumnError:

@@ -285,6 +285,13 @@ class CaveBackend:
         self._bootstrap()
 
     # ------------------------------------------------------------------ lifecycle
+    def __reduce__(self) -> Any:  # its token must not be written anywhere
+        raise TypeError(
+            f"a CAVE client ({self.datastack!r} at {self.location}) cannot be pickled, nor its filter "
+            "objects: it holds a token. In the other process connect() again and rebuild the filter "
+            "with client.tables[f.table_name](**f.filters)"
+        )
+
     def __repr__(self) -> str:
         tok = "no token" if self._http.token is None else f"token from {self._http.token.source}"
         return f"<CaveBackend {self.datastack!r} at {self.location} ({tok})>"

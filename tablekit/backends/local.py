@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -274,6 +275,7 @@ class LocalBackend:
         """
         self.path = Path(path).expanduser().resolve()
         self.location = str(self.path)
+        self._options = {"threads": threads, "native_cache": native_cache}
         self._info = self._read_info()
         self.datastack: str = str(self._info["name"])
         config: dict[str, Any] = {}
@@ -1168,6 +1170,10 @@ class LocalBackend:
             "files": {t: [os.path.relpath(f, self.location) for f in fs] for t, fs in files.items()},
             "columns": list(compiled.columns),
         }
+
+    def __reduce__(self) -> Any:
+        """Pickled as the directory and options: unpickling opens it again (its own DuckDB)."""
+        return (functools.partial(LocalBackend, **self._options), (str(self.path),))
 
     def explain(self, query: Query) -> dict[str, Any]:
         compiled, files, _ = self._plan(query)
