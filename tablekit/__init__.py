@@ -34,8 +34,8 @@ from .errors import (
     UnsupportedError,
     VersionError,
 )
-from .filters import TableFilter
-from .query import Predicate, Query
+from .filters import FilterInfo, TableFilter, introspect
+from .query import OutputOptions, Predicate, Query, QueryOptions
 from .stubgen import StaleStubsWarning, check_stubs
 
 __version__ = "0.1.0"
@@ -120,13 +120,16 @@ __all__ = [
     "ConnectionFailedError",
     "DatastackError",
     "FilterError",
+    "FilterInfo",
     "FilterValueError",
     "HTTPError",
     "IncompleteResultError",
     "OperatorError",
+    "OutputOptions",
     "Predicate",
     "Query",
     "QueryError",
+    "QueryOptions",
     "RateLimitError",
     "RequestTimeoutError",
     "SchemaError",
@@ -144,4 +147,5 @@ __all__ = [
     "build_datastack",
     "check_stubs",
     "connect",
+    "introspect",
 ]

@@ -1,4 +1,5 @@
-"""CAVEclient's dict API over tablekit's one pipeline (mixed into :class:`tablekit.Client`).
+"""CAVEclient's dict API over tablekit's one pipeline (mixed into :class:`tablekit.Client`; it
+uses only the client's public methods: ``filter_class``, ``build_query``, ``execute``).
 
 ``query_table(filter_in_dict=…)``, ``query_view``, ``synapse_query`` and ``live_query`` translate
 their filter dicts into the keyword filters of the same filter classes the DSL uses, so the DSL
@@ -7,16 +8,19 @@ and the dict API return identical frames for the same question.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import pandas as pd
+from typing_extensions import Unpack
 
 from . import _values
 from .errors import FilterValueError, QueryError, UnknownTableError
-from .filters import TableFilter, check_flags, keywords_checked, no_live_timestamp
-from .query import CAVE_FILTER_DICTS, Predicate
+from .filters import TableFilter, check_flags, introspect, no_live_timestamp
+from .query import CAVE_FILTER_DICTS, Predicate, Query
+from .query import options as _options
 
 __all__ = ["ClassicMixin"]
 
@@ -25,20 +29,45 @@ __all__ = ["ClassicMixin"]
 _CLASSIC_OPS = {**CAVE_FILTER_DICTS, "filter_out_dict": "not in"}
 
 
+_DICTS = (
+    "filter_in_dict",
+    "filter_out_dict",
+    "filter_equal_dict",
+    "filter_greater_dict",
+    "filter_less_dict",
+    "filter_greater_equal_dict",
+    "filter_less_equal_dict",
+    "filter_spatial_dict",
+    "filter_regex_dict",
+)
+
+
+class _Host(Protocol):
+    """What the classic API uses of the client that holds it: public methods only."""
+
+    @property
+    def datastack(self) -> str: ...
+    @property
+    def info(self) -> dict[str, Any]: ...
+    def filter_class(
+        self, table: str, version: int | None = None, *, view: bool = False, merge_reference: bool = True
+    ) -> type[TableFilter]: ...
+    def build_query(
+        self,
+        source: TableFilter | type[TableFilter],
+        *,
+        predicates: Any = None,
+        options: _options.QueryOptions | None = None,
+        output: _options.OutputOptions | None = None,
+    ) -> Query: ...
+    def execute(self, query: Query, *, given: Mapping[str, Any] | None = None) -> Any: ...
+
+
 class ClassicMixin:
     """The classic query methods of the client."""
 
-    # provided by Client
-    _version_or_default: Any
-    _filter_class: Any
-    _view_class: Any
-    _run: Any
-    info: Any
-    datastack: Any
-
-    @keywords_checked
     def query_table(
-        self,
+        self: _Host,
         table: str,
         filter_in_dict: Mapping[str, Any] | None = None,
         filter_out_dict: Mapping[str, Any] | None = None,
@@ -49,21 +78,9 @@ class ClassicMixin:
         filter_less_equal_dict: Mapping[str, Any] | None = None,
         filter_spatial_dict: Mapping[str, Any] | None = None,
         filter_regex_dict: Mapping[str, Any] | None = None,
-        select_columns: list[str] | None = None,
-        offset: int = 0,
-        limit: int | None = None,
-        split_positions: bool = False,
-        desired_resolution: list[float] | None = None,
-        materialization_version: int | None = None,
-        timestamp: Any = None,
-        get_counts: bool = False,
-        random_sample: int | None = None,
-        metadata: bool = True,
+        *,
         merge_reference: bool = True,
-        output: str = "pandas",
-        allow_invalid_root_ids: bool = False,
-        allow_missing_lookups: bool = False,
-        complete: bool = True,
+        **options: Unpack[_options.QueryKwargs],
     ) -> pd.DataFrame:
         """Query a table with CAVEclient's filter dicts (``{column: value}``).
 
@@ -72,38 +89,25 @@ class ClassicMixin:
         ``filter_greater_dict={"c": x}`` → ``c={">": x}``, ``filter_out_dict`` → ``{"not in": …}``,
         ``filter_spatial_dict={"pt_position": box}`` → ``pt_position_bbox=box``). A reference table
         is merged with its target (the reference table's clashing columns get ``_ref``) unless
-        ``merge_reference=False``.
+        ``merge_reference=False``. The options are those of ``.query()``.
         """
-        check_flags(str(table), merge_reference=merge_reference)
-        v = self._version_or_default(materialization_version)
-        cls = self._filter_class(table, v, merge_reference=merge_reference)
-        kwargs = _classic_kwargs(cls, {k: v for k, v in locals().items() if k.startswith("filter_")})
-        return cls(**kwargs).query(
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            split_positions=split_positions,
-            materialization_version=materialization_version,
-            timestamp=timestamp,
-            metadata=metadata,
-            desired_resolution=desired_resolution,
-            get_counts=get_counts,
-            random_sample=random_sample,
-            output=output,
-            allow_invalid_root_ids=allow_invalid_root_ids,
-            allow_missing_lookups=allow_missing_lookups,
-            complete=complete,
+        dicts = {k: v for k, v in locals().items() if k.startswith("filter_")}
+        opts, out = _options.parse(
+            options, table=str(table), what="query_table", allowed=_QUERY_TABLE_ARGS[1:]
         )
+        check_flags(str(table), merge_reference=merge_reference)
+        cls = self.filter_class(table, opts.materialization_version, merge_reference=merge_reference)
+        obj = cls(**_classic_kwargs(cls, dicts))
+        return self.execute(self.build_query(obj, options=opts, output=out), given=obj.filters)
 
-    def live_query(self, table: str, timestamp: Any, **kwargs: Any) -> pd.DataFrame:
+    def live_query(self: _Host, table: str, timestamp: Any, **kwargs: Any) -> pd.DataFrame:
         """``query_table`` at a moment in time: rows present at ``timestamp``, root ids as of then."""
         if timestamp is None:
             raise no_live_timestamp(table, "query_table()")
-        return self.query_table(table, timestamp=timestamp, **kwargs)
+        return self.query_table(table, timestamp=timestamp, **kwargs)  # type: ignore[attr-defined,no-any-return]
 
-    @keywords_checked
     def query_view(
-        self,
+        self: _Host,
         view_name: str,
         filter_in_dict: Mapping[str, Any] | None = None,
         filter_out_dict: Mapping[str, Any] | None = None,
@@ -114,63 +118,36 @@ class ClassicMixin:
         filter_less_equal_dict: Mapping[str, Any] | None = None,
         filter_spatial_dict: Mapping[str, Any] | None = None,
         filter_regex_dict: Mapping[str, Any] | None = None,
-        select_columns: list[str] | None = None,
-        offset: int = 0,
-        limit: int | None = None,
-        split_positions: bool = False,
-        desired_resolution: list[float] | None = None,
-        materialization_version: int | None = None,
-        get_counts: bool = False,
-        random_sample: int | None = None,
-        metadata: bool = True,
-        output: str = "pandas",
-        complete: bool = True,
+        **options: Unpack[_options.QueryKwargs],
     ) -> pd.DataFrame:
-        """Query a view with filter dicts; same answers as ``client.views.<view>(...).query()``."""
-        v = self._version_or_default(materialization_version)
-        cls = self._view_class(view_name, v)
-        kwargs = _classic_kwargs(cls, {k: v for k, v in locals().items() if k.startswith("filter_")})
-        return cls(**kwargs).query(
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            split_positions=split_positions,
-            materialization_version=materialization_version,
-            metadata=metadata,
-            desired_resolution=desired_resolution,
-            get_counts=get_counts,
-            random_sample=random_sample,
-            output=output,
-            complete=complete,
+        """Query a view with filter dicts; same answers as ``client.views.<view>(...).query()``
+        (the options are those of ``.query()``)."""
+        dicts = {k: v for k, v in locals().items() if k.startswith("filter_")}
+        opts, out = _options.parse(
+            options, table=str(view_name), what="query_view", allowed=_QUERY_VIEW_ARGS[1:]
         )
+        cls = self.filter_class(view_name, opts.materialization_version, view=True)
+        obj = cls(**_classic_kwargs(cls, dicts))
+        return self.execute(self.build_query(obj, options=opts, output=out), given=obj.filters)
 
-    @keywords_checked
     def synapse_query(
-        self,
+        self: _Host,
         pre_ids: Any = None,
         post_ids: Any = None,
         bounding_box: Any = None,
         bounding_box_column: str = "post_pt_position",
-        timestamp: Any = None,
+        *,
         remove_autapses: bool = True,
         include_zeros: bool = True,
-        limit: int | None = None,
-        offset: int = 0,
-        split_positions: bool = False,
-        desired_resolution: list[float] | None = None,
-        materialization_version: int | None = None,
         synapse_table: str | None = None,
-        select_columns: list[str] | None = None,
-        metadata: bool = True,
-        output: str = "pandas",
-        complete: bool = True,
+        **options: Unpack[_options.QueryKwargs],
     ) -> pd.DataFrame:
         """Synapses by presynaptic / postsynaptic root id(s) and/or a bounding box.
 
         ``pre_ids``/``post_ids``: one root id or a list. ``remove_autapses`` drops synapses whose
         pre and post root ids are equal; ``include_zeros=False`` drops synapses with a root id of
         0 (outside the segmentation) on either side. The table defaults to the datastack's
-        ``synapse_table``.
+        ``synapse_table``. The options are those of ``.query()``.
         """
         table = synapse_table if synapse_table is not None else self.info.get("synapse_table")
         if table is not None and not isinstance(table, str):
@@ -178,6 +155,9 @@ class ClassicMixin:
                 f"{self.datastack}: a table name is a str, got synapse_table={_values.short(table)} "
                 f"({type(table).__name__}); see client.get_tables()"
             )
+        opts, out = _options.parse(
+            options, table=str(table), what="synapse_query", allowed=_SYNAPSE_QUERY_ARGS[1:]
+        )
         check_flags(str(table), remove_autapses=remove_autapses, include_zeros=include_zeros)
         if not table:
             raise QueryError(
@@ -194,38 +174,39 @@ class ClassicMixin:
                 kw[col] = ops
         if bounding_box is not None:
             kw[f"{bounding_box_column}_bbox"] = bounding_box
-        v = self._version_or_default(materialization_version)
-        cls = self._filter_class(table, v)
-        q = cls(**kw).to_query(
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            materialization_version=materialization_version,
-            timestamp=timestamp,
-            desired_resolution=desired_resolution,
-            complete=complete,
-        )
+        cls = self.filter_class(table, opts.materialization_version)
+        obj = cls(**kw)
+        q = self.build_query(obj, options=opts, output=out)
         if remove_autapses:
             q = attrs.evolve(
                 q,
                 predicates=(*q.predicates, Predicate(table, "pre_pt_root_id", "!=column", "post_pt_root_id")),
             )
-        df = self._run(
-            q,
-            layout=cls._layout,
-            split_positions=split_positions,
-            output=output,
-            metadata=metadata,
-            given=cls(**kw).filters,
-        )
-        if metadata and output == "pandas":
+        df = self.execute(q, given=obj.filters)
+        if out.metadata and out.output == "pandas":
             df.attrs["remove_autapses"] = remove_autapses
             df.attrs["include_zeros"] = include_zeros
         return df
 
 
+def _with_options(fn: Any, lead: int, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """Give ``fn`` (explicit leading parameters, then ``**options``) the full signature users see
+    in ``help()`` and Jupyter, with every option from its one definition; return its argument names."""
+    params = list(inspect.signature(fn).parameters.values())[: lead + 1]
+    sig = _options.signature(allowed, lead=params)
+    fn.__signature__ = sig
+    fn.__doc__ = inspect.cleandoc(fn.__doc__ or "") + "\n\n" + _options.docs(allowed)
+    return tuple(sig.parameters)
+
+
+_QUERY_TABLE_ARGS = _with_options(ClassicMixin.query_table, 11, _options.QUERY_OPTIONS)
+_QUERY_VIEW_ARGS = _with_options(ClassicMixin.query_view, 10, _options.QUERY_OPTIONS)
+_SYNAPSE_QUERY_ARGS = _with_options(ClassicMixin.synapse_query, 7, _options.QUERY_OPTIONS)
+
+
 def _classic_kwargs(cls: type[TableFilter], dicts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
     """CAVEclient filter dicts → the filter class's keyword arguments."""
+    fields = introspect(cls).fields
     kw: dict[str, dict[str, Any]] = {}
     for dname, d in dicts.items():
         if d is None:
@@ -235,7 +216,7 @@ def _classic_kwargs(cls: type[TableFilter], dicts: Mapping[str, Mapping[str, Any
         for col, value in d.items():
             if dname == "filter_spatial_dict":
                 key = col if str(col).endswith("_bbox") else f"{col}_bbox"
-                if key not in cls._fields and col in cls._fields:
+                if key not in fields and col in fields:
                     key = col
                 kw.setdefault(key, {})["bbox"] = value
                 continue

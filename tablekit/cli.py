@@ -104,6 +104,7 @@ def _check_out(out: str | None) -> str | None:
 def _where_kwargs(cls: Any, wheres: Sequence[str]) -> dict[str, Any]:
     """``['volume>500', 'pt_root_id=1,2', 'pt_position_bbox=0,0,0,10,10,10']`` → filter kwargs."""
     from .errors import FilterValueError, UnknownColumnError
+    from .filters import introspect
 
     kw: dict[str, Any] = {}
     for w in wheres:
@@ -114,10 +115,11 @@ def _where_kwargs(cls: Any, wheres: Sequence[str]) -> dict[str, Any]:
                 "= != > >= < <= ~ (regex); a comma list means membership, e.g. --where 'pt_root_id=1,2'"
             )
         col, op, text = m.groups()
-        if col not in cls._fields:
+        fields = introspect(cls).fields
+        if col not in fields:
             cls(**{col: None})  # raises the UnknownColumnError with suggestions
             raise UnknownColumnError(f"{cls.table_name}: no column {col!r}")  # pragma: no cover
-        field = cls._fields[col]
+        field = fields[col]
         if field.bbox:
             if op not in ("=", "=="):
                 raise FilterValueError(

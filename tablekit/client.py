@@ -1,7 +1,8 @@
 """The Client: versions, metadata, the tables/views namespaces and the classic dict API.
 
-Every query path (DSL, ``query_table``, ``synapse_query``, ``query_view``, live queries) ends in
-:meth:`Client._build_query` → backend → :func:`tablekit.frames.to_output`.
+Every query path (DSL, ``query_table``, ``synapse_query``, ``query_view``, live queries,
+``tablekit serve``) ends in :meth:`Client.build_query` → :meth:`Client.execute` → backend →
+:func:`tablekit.frames.to_output`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numbers
 import uuid
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -31,25 +32,22 @@ from .errors import (
     VersionError,
     user_stacklevel,
 )
-from .filters import ResultColumn, TableFilter, check_flags, check_select, make_filter_class
+from .filters import FilterInfo, TableFilter, check_flags, check_select, introspect, make_filter_class
 from .frames import to_output
-from .query import Join, Predicate, Query
+from .query import OutputOptions, Predicate, Query, QueryOptions
+from .query.layout import ResultColumn, layout
 from .roots import RootsMixin, check_roots_valid
 from .schema import (
     ColumnKind,
     ColumnRole,
     TableSpec,
     load_schema_documents,
-    resolution_triple,
     table_spec,
     view_spec,
 )
 from .tables import Tables, Views, namespace_attribute
 
 __all__ = ["Client"]
-
-#: offsets and limits are row counts in signed 64 bits (DuckDB's BIGINT, the server's int64)
-_MAX_ROWS = 2**63
 
 
 class Client(ClassicMixin, RootsMixin):
@@ -266,6 +264,39 @@ class Client(ClassicMixin, RootsMixin):
             }
         return self._view_specs[version]
 
+    def spec(self, table: str, version: int | None = None, *, view: bool = False) -> TableSpec:
+        """The :class:`~tablekit.schema.TableSpec` of a table (or, with ``view=True``, a view) in a
+        version (default: the client's): its columns, their kinds and roles, its resolution."""
+        v = self._version_or_default(version)
+        if view:
+            views = self._views(v)
+            if not isinstance(table, str) or table not in views:
+                raise self._unknown_view(table, v)
+            return views[table]
+        return self._spec(table, v)
+
+    def filter_class(
+        self, table: str, version: int | None = None, *, view: bool = False, merge_reference: bool = True
+    ) -> type[TableFilter]:
+        """The filter class of a table (``client.tables[table]`` at the client's version) or, with
+        ``view=True``, of a view. A reference table is merged with its target unless
+        ``merge_reference=False``."""
+        v = self._version_or_default(version)
+        return self._view_class(table, v) if view else self._filter_class(table, v, merge_reference)
+
+    def join_class(self, table: str, target: str, version: int | None = None) -> type[TableFilter]:
+        """A filter class of ``table`` merged with ``target`` on ``table.target_id = target.id`` (as
+        the CAVE join endpoint does for any pair): ``target``'s columns keep their names, the clashing
+        ones of ``table`` get ``_ref``."""
+        v = self._version_or_default(version)
+        spec = self._spec(table, v)
+        if spec.reference_table == target:
+            return self._filter_class(table, v, True)
+        key = (f"j:{table}:{target}", v)
+        if key not in self._namespaces:
+            self._namespaces[key] = make_filter_class(spec, self._spec(target, v), self, v)
+        return self._namespaces[key]
+
     def _filter_class(self, table: str, version: int, merge_reference: bool = True) -> type[TableFilter]:
         key = (f"t:{table}:{merge_reference}", version)
         if key not in self._namespaces:
@@ -275,27 +306,28 @@ class Client(ClassicMixin, RootsMixin):
                 if spec.reference_table and merge_reference
                 else None
             )
-            self._namespaces[key] = make_filter_class(spec, target, _Runner(self, version))
+            self._namespaces[key] = make_filter_class(spec, target, self, version)
         return self._namespaces[key]
+
+    def _unknown_view(self, view: Any, version: int) -> UnknownTableError:
+        err = (
+            self.views._unknown(view)
+            if version == self.version
+            else UnknownTableError(f"{self.datastack} v{version}: no view named {_values.short(view)}")
+        )
+        if isinstance(view, str) and view in self._table_specs(version):
+            err = UnknownTableError(
+                f"{err} {view!r} is a table: client.tables[{view!r}] or client.query_table({view!r})"
+            )
+        return err
 
     def _view_class(self, view: str, version: int) -> type[TableFilter]:
         key = (f"v:{view}", version)
         if key not in self._namespaces:
             views = self._views(version)
             if not isinstance(view, str) or view not in views:
-                err = (
-                    self.views._unknown(view)
-                    if version == self.version
-                    else UnknownTableError(
-                        f"{self.datastack} v{version}: no view named {_values.short(view)}"
-                    )
-                )
-                if isinstance(view, str) and view in self._table_specs(version):
-                    err = UnknownTableError(
-                        f"{err} {view!r} is a table: client.tables[{view!r}] or client.query_table({view!r})"
-                    )
-                raise err
-            self._namespaces[key] = make_filter_class(views[view], None, _Runner(self, version))
+                raise self._unknown_view(view, version)
+            self._namespaces[key] = make_filter_class(views[view], None, self, version)
         return self._namespaces[key]
 
     # ------------------------------------------------------------------ namespaces
@@ -378,101 +410,124 @@ class Client(ClassicMixin, RootsMixin):
         return dict(self._backend.view_schemas(self._version_or_default(version)))
 
     # ------------------------------------------------------------------ the pipeline
-    def _build_query(
+    def build_query(
         self,
+        source: TableFilter | type[TableFilter],
         *,
-        version_for_class: int,
-        table: str,
-        kind: str,
-        join: Join | None,
-        predicates: tuple[Predicate, ...],
-        layout: tuple[ResultColumn, ...],
-        select_columns: Any,
-        offset: Any,
-        limit: Any,
-        version: Any,
-        timestamp: Any,
-        desired_resolution: Any,
-        count: bool,
-        random_sample: Any,
-        live_ok: bool = True,
-        allow_invalid_root_ids: bool = False,
-        complete: bool = True,
+        predicates: Sequence[Predicate] | None = None,
+        options: QueryOptions | None = None,
+        output: OutputOptions | None = None,
     ) -> Query:
-        check_flags(table, get_counts=count, complete=complete, allow_invalid_root_ids=allow_invalid_root_ids)
-        if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
-            raise QueryError(f"{table}: offset must be an int >= 0, got {offset!r}")
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit <= 0
-        ):
-            raise QueryError(f"{table}: limit must be a positive int or None (no limit), got {limit!r}")
-        for name, n in (("offset", offset), ("limit", limit)):
-            if n is not None and n >= _MAX_ROWS:  # both backends count rows in signed 64 bits
-                raise QueryError(
-                    f"{table}: {name} {n} is beyond any table (at most 2**63 - 1 rows). "
-                    + ("Pass limit=None for every row" if name == "limit" else "Pass a smaller offset")
-                )
-        if random_sample is not None and (
-            isinstance(random_sample, bool)
-            or not isinstance(random_sample, numbers.Integral)
-            or random_sample <= 0
-        ):
-            raise QueryError(
-                f"{table}: random_sample must be a positive int (a row count), got {random_sample!r}"
-            )
-        res = None
-        if desired_resolution is not None:
-            res = resolution_triple(desired_resolution)
-            if res is None:
-                raise QueryError(
-                    f"{table}: desired_resolution must be three positive numbers (nm per unit, e.g. [1, 1, 1] "
-                    f"for nm), got {desired_resolution!r}"
-                )
+        """The :class:`~tablekit.query.Query` a filter object (or class, with ``predicates``) asks
+        with these options, resolved against the datastack: the version (default: the one the
+        filter class was built for) or the moment of a live query, root-id filters checked at
+        that moment, ``select_columns`` checked against the result columns. Nothing runs.
+        ``client.tables.T(...).to_query(**options)`` is the same with keyword options."""
+        info = introspect(source)
+        if predicates is None:
+            predicates = source.predicates if isinstance(source, TableFilter) else ()
+        o = options if options is not None else QueryOptions()
+        out = output if output is not None else OutputOptions()
+        table = info.table
         ts = None
         v: int | None = None
         substituted: int | None = None
-        if timestamp is not None:
-            if version is not None:
+        if o.timestamp is not None:
+            if o.materialization_version is not None:
                 raise QueryError(
                     f"{table}: pass either materialization_version or timestamp, not both "
                     "(a version is itself a moment: its timestamp is client.get_timestamp(v))"
                 )
-            ts = self._check_timestamp(timestamp, table)
-        elif version is None:
-            v = version_for_class
+            ts = self._check_timestamp(o.timestamp, table)
+        elif o.materialization_version is None:
+            v = info.version
         else:
-            v, ts = self._resolve_version(version)
+            v, ts = self._resolve_version(o.materialization_version)
             if ts is not None:
                 substituted = v
                 v = None
                 ts = self._check_timestamp(ts, table)
-            elif v != version_for_class:
-                self._check_same_layout(table, join, layout, v, version_for_class)
+            elif v != info.version:
+                self._check_same_layout(info, v)
+        preds = tuple(predicates)
         if ts is not None:
-            if not live_ok:
+            if not info.live_compatible:
                 raise UnsupportedError(
                     f"view {table!r} is not live-compatible (its metadata says live_compatible=false); "
                     "query it at a materialization version instead"
                 )
-            predicates = self._live_roots(table, predicates, layout, ts, allow_invalid_root_ids)
-        sel = check_select(table, select_columns, layout)
+            preds = self._live_roots(table, preds, info.layout, ts, o.allow_invalid_root_ids)
+        sel = check_select(table, o.select_columns, info.layout)
         return Query(
             datastack=self.datastack,
             table=table,
-            kind=kind,  # type: ignore[arg-type]
-            join=join,
-            predicates=tuple(predicates),
+            kind=info.kind,  # type: ignore[arg-type]
+            join=info.join,
+            predicates=preds,
             select_columns=sel,
-            offset=int(offset),
-            limit=None if limit is None else int(limit),
+            offset=o.offset,
+            limit=o.limit,
             version=v,
             timestamp=ts,
-            desired_resolution=res,  # type: ignore[arg-type]
-            count=bool(count),
-            random_sample=None if random_sample is None else int(random_sample),
+            desired_resolution=o.desired_resolution,
+            count=o.get_counts,
+            random_sample=o.random_sample,
             substituted_version=substituted,
-            complete=bool(complete),
+            complete=o.complete,
+            allow_missing_lookups=o.allow_missing_lookups,
+            output=out,
+            schema_version=info.version,
         )
+
+    def execute(self, query: Query, *, given: Mapping[str, Any] | None = None) -> Any:
+        """Run a :class:`~tablekit.query.Query` (from :meth:`build_query` or ``to_query``) and
+        return its answer as ``query.output`` says: a DataFrame (default) or a ``pyarrow.Table``,
+        with provenance in ``df.attrs`` (``given``: the filters as the user wrote them, recorded
+        there). Warnings of the answer (table notices, substitutions) are issued as Python warnings.
+        Live queries apply the pending-lookup policy (``allow_missing_lookups``) to every backend."""
+        if not isinstance(query, Query):
+            raise TypeError(
+                f"execute() takes a tablekit Query (T(...).to_query()), got {_values.short(query)}"
+            )
+        if query.datastack != self.datastack:
+            raise QueryError(
+                f"{query.table}: the query is for datastack {query.datastack!r}, this client serves {self.datastack!r}"
+            )
+        cols = self._layout_of(query)
+        if query.live and query.count:
+            result = self._live_count(query, cols)
+        elif query.live:
+            result = self._pending_lookups(query, cols)
+        else:
+            result = self._backend.execute(query)
+        for w in result.warnings:
+            warnings.warn(w, stacklevel=user_stacklevel())
+        out = query.output
+        positions = [c.name for c in cols if c.column.kind is ColumnKind.POSITION]
+        meta = self._provenance(query, result, given or {}) if out.metadata else None
+        return to_output(
+            result.table,
+            position_names=positions,
+            split_positions=out.split_positions,
+            output=out.output,
+            attrs=meta,
+            adopt=result.owned,
+        )
+
+    def explain(self, query: Query) -> str:
+        """What :meth:`execute` would run for ``query`` (SQL and parameters, or the HTTP request),
+        as indented JSON, without running it."""
+        return json.dumps(self._backend.explain(query), indent=2, default=str)
+
+    def _layout_of(self, query: Query) -> tuple[ResultColumn, ...]:
+        """The result columns of ``query``, from the specs of the version it was validated at."""
+        v = query.schema_version if query.schema_version is not None else query.version
+        if v is None:
+            raise QueryError(f"{query.table}: the query names no version; build it with client.build_query")
+        if query.kind == "view":
+            return layout(self.spec(query.table, v, view=True))
+        target = None if query.join is None else self._spec(query.join.target_table, v)
+        return layout(self._spec(query.table, v), target)
 
     def _resolve_version(self, version: Any) -> tuple[int, _dt.datetime | None]:
         """``(version, None)``, or ``(version, its timestamp)`` for an expired version when
@@ -490,22 +545,20 @@ class Client(ClassicMixin, RootsMixin):
                 return v, meta[v]["time_stamp"]
             raise
 
-    def _check_same_layout(
-        self, table: str, join: Join | None, cols: tuple[ResultColumn, ...], v: int, built_for: int
-    ) -> None:
-        spec = (
-            self._spec(table, v) if self._kind_of(table, built_for) == "table" else self._views(v).get(table)
-        )
-        if spec is None:
-            raise UnknownTableError(f"{self.datastack} v{v}: no view named {table!r}")
-        target = self._spec(join.target_table, v) if join is not None else None
-        from .filters import layout as _layout
-
-        here = [(c.name, c.column.kind) for c in _layout(spec, target)]
-        if here != [(c.name, c.column.kind) for c in cols]:
+    def _check_same_layout(self, info: FilterInfo, v: int) -> None:
+        """A filter class built for one version may query another only if its columns are the same there."""
+        if info.kind == "table":
+            spec = self._spec(info.table, v)
+        else:
+            spec = self._views(v).get(info.table)
+            if spec is None:
+                raise UnknownTableError(f"{self.datastack} v{v}: no view named {info.table!r}")
+        target = self._spec(info.target.name, v) if info.target is not None else None
+        here = [(c.name, c.column.kind) for c in layout(spec, target)]
+        if here != [(c.name, c.column.kind) for c in info.layout]:
             raise QueryError(
-                f"{table}: its columns differ between version {built_for} and version {v}; set "
-                f"client.version = {v} and build the filter from client.tables.{table}, or use query_table"
+                f"{info.table}: its columns differ between version {info.version} and version {v}; set "
+                f"client.version = {v} and build the filter from client.tables.{info.table}, or use query_table"
             )
 
     def _kind_of(self, table: str, version: int) -> str:
@@ -584,51 +637,14 @@ class Client(ClassicMixin, RootsMixin):
             )
         return ts
 
-    def _run(
-        self,
-        query: Query,
-        *,
-        layout: tuple[ResultColumn, ...],
-        split_positions: bool,
-        output: str,
-        metadata: bool,
-        given: Mapping[str, Any],
-        allow_missing_lookups: bool = False,
-    ) -> Any:
-        check_flags(
-            query.table,
-            split_positions=split_positions,
-            metadata=metadata,
-            allow_missing_lookups=allow_missing_lookups,
-        )
-        if not isinstance(output, str) or output not in ("pandas", "arrow"):
-            raise QueryError(f"{query.table}: output must be 'pandas' or 'arrow', got {output!r}")
-        if query.live and query.count:
-            result = self._live_count(query, layout, allow_missing_lookups)
-        elif query.live:
-            result = self._pending_lookups(query, layout, allow_missing_lookups)
-        else:
-            result = self._backend.execute(query)
-        for w in result.warnings:
-            warnings.warn(w, stacklevel=user_stacklevel())
-        positions = [c.name for c in layout if c.column.kind is ColumnKind.POSITION]
-        attrs = self._provenance(query, result, given) if metadata else None
-        return to_output(
-            result.table,
-            position_names=positions,
-            split_positions=split_positions,
-            output=output,
-            attrs=attrs,
-            adopt=result.owned,
-        )
-
-    def _pending_lookups(self, query: Query, cols: tuple[ResultColumn, ...], allow: bool) -> Any:
+    def _pending_lookups(self, query: Query, cols: tuple[ResultColumn, ...]) -> Any:
         """Run a live query and deal with annotations whose supervoxel lookup is still pending
         (null supervoxel id, hence no root id at any time): refuse them, or leave them out with a
         warning when ``allow``."""
         svs = [c.name for c in cols if c.column.role is ColumnRole.SUPERVOXEL_ID]
         extra: list[str] = []
-        q = attrs.evolve(query, allow_missing_lookups=allow)  # an HTTP backend sends it to the server
+        allow = query.allow_missing_lookups  # an HTTP backend also sends it to the server
+        q = query
         if query.select_columns is not None:  # look at the supervoxel ids even when not selected
             extra = [c for c in svs if c not in query.select_columns]
             if extra:
@@ -658,12 +674,12 @@ class Client(ClassicMixin, RootsMixin):
             result = attrs.evolve(result, table=result.table.drop_columns(extra))
         return result
 
-    def _live_count(self, query: Query, cols: tuple[ResultColumn, ...], allow: bool) -> Any:
+    def _live_count(self, query: Query, cols: tuple[ResultColumn, ...]) -> Any:
         """A live count counts the rows the live query gives: annotations still waiting for their
         supervoxel lookup are refused, or (``allow``) left out with a warning, as for the rows."""
         first = "id" if any(c.name == "id" for c in cols) else cols[0].name
         rows = attrs.evolve(query, count=False, select_columns=(first,), offset=0, limit=None)
-        result = self._pending_lookups(rows, cols, allow)
+        result = self._pending_lookups(rows, cols)
         table = count_table(result.table.num_rows)
         return QueryResult(table=table, warnings=result.warnings, request=result.request, pages=result.pages)
 
@@ -699,9 +715,6 @@ class Client(ClassicMixin, RootsMixin):
             meta["table_metadata"] = md
         return meta
 
-    def _explain(self, query: Query) -> str:
-        return json.dumps(self._backend.explain(query), indent=2, default=str)
-
 
 #: the live clients of this process by pickle id (see Client.__reduce__)
 _CLIENTS: weakref.WeakValueDictionary[str, Client] = weakref.WeakValueDictionary()
@@ -715,23 +728,6 @@ def _reconnect(pickle_id: str, backend: Backend, version: int | None, expired_ve
         client._pickle_id = pickle_id
         _CLIENTS[pickle_id] = client
     return client
-
-
-class _Runner:
-    """What a filter class calls back into: binds a client and the version the class was built for."""
-
-    def __init__(self, client: Client, version: int):
-        self.client = client
-        self.version = version
-
-    def _build_query(self, **kw: Any) -> Query:
-        return self.client._build_query(version_for_class=self.version, **kw)
-
-    def _run(self, query: Query, **kw: Any) -> Any:
-        return self.client._run(query, **kw)
-
-    def _explain(self, query: Query) -> str:
-        return self.client._explain(query)
 
 
 def _plain(v: Any) -> Any:

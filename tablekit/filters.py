@@ -23,10 +23,11 @@ import inspect
 import keyword
 import threading
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 import attrs
+from typing_extensions import Unpack
 
 from . import _values
 from .errors import (
@@ -38,12 +39,24 @@ from .errors import (
     VersionError,
 )
 from .query import Join, Predicate, Query
+from .query import options as _options
+from .query.layout import ResultColumn, layout
+from .query.options import LiveQueryKwargs, QueryKwargs
 from .schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["Field", "ResultColumn", "TableFilter", "layout", "make_filter_class", "table_fields"]
+__all__ = [
+    "Field",
+    "FilterInfo",
+    "ResultColumn",
+    "TableFilter",
+    "introspect",
+    "layout",
+    "make_filter_class",
+    "table_fields",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -68,15 +81,6 @@ RESERVED = frozenset(
         "mro",
     }
 )
-
-
-@attrs.frozen
-class ResultColumn:
-    """A column of a query result: its name there, and where it comes from."""
-
-    name: str
-    table: str
-    column: ColumnSpec
 
 
 @attrs.frozen
@@ -185,19 +189,6 @@ class Field:
         return Predicate(self.table, col.name, op, val)  # type: ignore[arg-type]
 
 
-def layout(
-    spec: TableSpec, target: TableSpec | None = None, suffix: str = "_ref"
-) -> tuple[ResultColumn, ...]:
-    """Result columns of a query on ``spec`` (merged with ``target`` for reference tables)."""
-    if target is None:
-        return tuple(ResultColumn(c.name, spec.name, c) for c in spec.columns)
-    out = [ResultColumn(c.name, target.name, c) for c in target.columns]
-    taken = {c.name for c in target.columns}
-    for c in spec.columns:
-        out.append(ResultColumn(c.name + suffix if c.name in taken else c.name, spec.name, c))
-    return tuple(out)
-
-
 def _safe(name: str, taken: set[str]) -> str:
     # NFKC as Python's parser normalises identifiers (a keyword ``ﬁ=`` arrives as ``fi``); every
     # character that cannot continue an identifier becomes ``_``
@@ -286,8 +277,68 @@ def _doc(spec: TableSpec, target: TableSpec | None, fields: tuple[Field, ...]) -
     return "\n".join(lines)
 
 
+@attrs.frozen
+class FilterInfo:
+    """What a filter class asks about, for tools built on tablekit (the server, the CLI, the
+    classic API): see :func:`introspect`."""
+
+    #: the queried table or view
+    table: str
+    #: ``"table"`` or ``"view"``
+    kind: str
+    #: the queried table's (or view's) spec
+    spec: TableSpec
+    #: a reference table's target when the class merges it (its columns come first), else None
+    target: TableSpec | None
+    #: the materialization version whose schemas the class was built from
+    version: int
+    #: the keyword arguments, by keyword (in signature order)
+    fields: Mapping[str, Field]
+    #: the result columns (before ``select_columns``)
+    layout: tuple[ResultColumn, ...]
+
+    @property
+    def join(self) -> Join | None:
+        return None if self.target is None else Join(self.spec.name, self.target.name)
+
+    @property
+    def live_compatible(self) -> bool:
+        return not self.spec.is_view or self.spec.live_compatible
+
+
+def introspect(obj: TableFilter | type[TableFilter]) -> FilterInfo:
+    """The table, fields, target and result layout of a filter class (or object), read from the
+    class's attrs field metadata::
+
+        info = tablekit.introspect(client.tables.synapses_pni_2)
+        info.fields["pre_pt_root_id"].column.kind, [c.name for c in info.layout]
+    """
+    cls = obj if isinstance(obj, type) else type(obj)
+    if not (isinstance(cls, type) and issubclass(cls, TableFilter)) or cls is TableFilter:
+        raise TypeError(f"introspect() takes a filter class or object (client.tables.<name>), got {obj!r}")
+    fields = {a.name: a.metadata[_FIELD] for a in attrs.fields(cls) if _FIELD in a.metadata}
+    spec, target = cls._spec, cls._target
+    return FilterInfo(
+        table=spec.name,
+        kind="view" if spec.is_view else "table",
+        spec=spec,
+        target=target,
+        version=cls._version,
+        fields=fields,
+        layout=cls._layout,
+    )
+
+
+#: the attrs metadata key under which each field of a filter class keeps its :class:`Field`
+_FIELD = "tablekit.field"
+
+
 class TableFilter:
-    """Base class of the generated filter classes (one per table or view)."""
+    """Base class of the generated filter classes (one per table or view).
+
+    Options of :meth:`query` / :meth:`live_query` / :meth:`explain` / :meth:`to_query` are
+    defined once, in :mod:`tablekit.query.options`.
+    """
 
     if TYPE_CHECKING:  # the generated classes take one keyword per column; stubs give exact types
 
@@ -297,7 +348,8 @@ class TableFilter:
     _target: ClassVar[TableSpec | None]
     _fields: ClassVar[dict[str, Field]]
     _layout: ClassVar[tuple[ResultColumn, ...]]
-    _runner: ClassVar[Any]
+    _client: ClassVar[Any]
+    _version: ClassVar[int]
     table_name: ClassVar[str]
     fields: ClassVar[tuple[str, ...]]
     numeric_fields: ClassVar[tuple[str, ...]]
@@ -322,170 +374,70 @@ class TableFilter:
         client on the other side (a process that has none reconnects to the same datastack), so a
         filter can go to a ``multiprocessing`` or Dask worker and compares equal after the trip."""
         merge = self._target is not None or not self._spec.reference_table
-        return (_unpickle, (self._runner, self._spec.is_view, self.table_name, merge, self.filters))
+        return (
+            _unpickle,
+            (self._client, self._version, self._spec.is_view, self.table_name, merge, self.filters),
+        )
+
+    @property
+    def predicates(self) -> tuple[Predicate, ...]:
+        """The validated conditions these filters stand for."""
+        return self._predicates
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.filters.items())
         return f"{self.table_name}({args})"
 
-    def to_query(
-        self,
-        *,
-        select_columns: Any = None,
-        offset: int = 0,
-        limit: int | None = None,
-        materialization_version: int | None = None,
-        timestamp: Any = None,
-        desired_resolution: Any = None,
-        get_counts: bool = False,
-        random_sample: int | None = None,
-        allow_invalid_root_ids: bool = False,
-        complete: bool = True,
-    ) -> Query:
-        """The backend-neutral :class:`~tablekit.query.Query` this filter asks."""
-        spec, target = self._spec, self._target
-        return self._runner._build_query(
-            table=spec.name,
-            kind="view" if spec.is_view else "table",
-            join=None if target is None else Join(spec.name, target.name),
-            predicates=self._predicates,
-            layout=self._layout,
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            version=materialization_version,
-            timestamp=timestamp,
-            desired_resolution=desired_resolution,
-            count=get_counts,
-            random_sample=random_sample,
-            live_ok=not spec.is_view or spec.live_compatible,
-            allow_invalid_root_ids=allow_invalid_root_ids,
-            complete=complete,
+    def _options(self, method: str, given: Mapping[str, Any], allowed: tuple[str, ...]) -> Query:
+        opts, out = _options.parse(
+            given,
+            table=self.table_name,
+            what=f"{self.table_name}.{method}",
+            allowed=allowed,
+            filters=self._fields,
         )
+        return self._client.build_query(self, options=opts, output=out)
 
-    def query(
-        self,
-        *,
-        select_columns: list[str] | None = None,
-        offset: int = 0,
-        limit: int | None = None,
-        split_positions: bool = False,
-        materialization_version: int | None = None,
-        timestamp: Any = None,
-        metadata: bool = True,
-        desired_resolution: list[float] | None = None,
-        get_counts: bool = False,
-        random_sample: int | None = None,
-        output: str = "pandas",
-        allow_invalid_root_ids: bool = False,
-        allow_missing_lookups: bool = False,
-        complete: bool = True,
-    ) -> pd.DataFrame:
-        """Run the query and return the matching rows, ordered by ``id``.
+    def to_query(self, **options: Unpack[QueryKwargs]) -> Query:
+        """The backend-neutral :class:`~tablekit.query.Query` that ``.query(**options)`` runs."""
+        return self._options("to_query", options, _options.QUERY_OPTIONS)
 
-        Parameters
-        ----------
-        select_columns : columns to return (result names; positions by their unsplit name,
-            e.g. ``"pt_position"``). Default: all.
-        offset, limit : a page of the id-ordered result. Pages are stable.
-        split_positions : return ``<P>_position_x/_y/_z`` columns instead of one column of
-            3-element arrays per point (faster, less memory).
-        materialization_version : the version to query; default the client's version.
-        timestamp : query the table as it was at this moment (a live query); timezone-aware.
-        metadata : attach provenance to ``df.attrs`` (version, filters, request, resolution).
-        desired_resolution : nm per unit of the returned positions, e.g. ``[1, 1, 1]`` for nm.
-            Bounding-box filters always stay in the table's voxel units.
-        get_counts : return one row with the number of matching rows instead of the rows.
-        random_sample : return a deterministic sample of about this many matching rows.
-        output : ``"pandas"`` (default) or ``"arrow"`` for a ``pyarrow.Table``.
-        allow_invalid_root_ids : live queries only: drop (with a warning) filter root ids that are
-            not valid at ``timestamp`` instead of raising.
-        allow_missing_lookups : live queries only: annotations whose supervoxel lookup is still
-            pending (no root id yet) make the query fail unless this is ``True``; then they are
-            left out, with a warning.
-        complete : a CAVE server cuts answers at its row limit; tablekit completes them by paging
-            (default). ``False`` returns the first page only, with a warning.
-        """
-        q = self.to_query(
-            select_columns=select_columns,
-            offset=offset,
-            limit=limit,
-            materialization_version=materialization_version,
-            timestamp=timestamp,
-            desired_resolution=desired_resolution,
-            get_counts=get_counts,
-            random_sample=random_sample,
-            allow_invalid_root_ids=allow_invalid_root_ids,
-            complete=complete,
-        )
-        return self._runner._run(
-            q,
-            layout=self._layout,
-            split_positions=split_positions,
-            output=output,
-            metadata=metadata,
-            given=self.filters,
-            allow_missing_lookups=allow_missing_lookups,
-        )
+    def query(self, **options: Unpack[QueryKwargs]) -> pd.DataFrame:
+        """Run the query and return the matching rows, ordered by ``id``."""
+        q = self._options("query", options, _options.QUERY_OPTIONS)
+        return self._client.execute(q, given=self.filters)
 
-    def live_query(
-        self,
-        timestamp: Any,
-        *,
-        offset: int = 0,
-        limit: int | None = None,
-        split_positions: bool = False,
-        metadata: bool = True,
-        desired_resolution: list[float] | None = None,
-        random_sample: int | None = None,
-        select_columns: list[str] | None = None,
-        output: str = "pandas",
-        allow_invalid_root_ids: bool = False,
-        allow_missing_lookups: bool = False,
-        complete: bool = True,
-    ) -> pd.DataFrame:
+    def live_query(self, timestamp: Any, **options: Unpack[LiveQueryKwargs]) -> pd.DataFrame:
         """The rows present at ``timestamp`` (timezone-aware, or ``"now"``), with root ids as they
         were at that moment. Root-id filters are interpreted at ``timestamp``: ids not valid then
         raise an error naming them, unless ``allow_invalid_root_ids=True`` (they are dropped with a
         warning). Other parameters as in :meth:`query`."""
         if timestamp is None:
             raise no_live_timestamp(self.table_name, ".query() or get_all()")
-        return self.query(
-            timestamp=timestamp,
-            offset=offset,
-            limit=limit,
-            split_positions=split_positions,
-            metadata=metadata,
-            desired_resolution=desired_resolution,
-            random_sample=random_sample,
-            select_columns=select_columns,
-            output=output,
-            allow_invalid_root_ids=allow_invalid_root_ids,
-            allow_missing_lookups=allow_missing_lookups,
-            complete=complete,
-        )
+        _options.check_keywords(f"{self.table_name}.live_query", options, _options.LIVE_OPTIONS, self._fields)
+        return self.query(timestamp=timestamp, **options)
 
-    def explain(self, **query_options: Any) -> str:
-        """What ``.query(**query_options)`` would run (SQL and parameters, or the HTTP request),
+    def explain(self, **options: Unpack[QueryKwargs]) -> str:
+        """What ``.query(**options)`` would run (SQL and parameters, or the HTTP request),
         without running it."""
-        check_keywords(f"{self.table_name}.explain", query_options, _QUERY_OPTIONS, self._fields)
-        return self._runner._explain(self.to_query(**query_options))
+        return self._client.explain(self._options("explain", options, _options.QUERY_OPTIONS))
 
     @classmethod
-    def get_all(cls, **query_options: Any) -> pd.DataFrame:
-        """Every row of the table: ``T().query(**query_options)``."""
-        return cls().query(**query_options)
+    def get_all(cls, **options: Unpack[QueryKwargs]) -> pd.DataFrame:
+        """Every row of the table: ``T().query(**options)``."""
+        return cls().query(**options)
 
     @classmethod
-    def get_all_live(cls, timestamp: Any, **query_options: Any) -> pd.DataFrame:
-        """Every row present at ``timestamp``: ``T().live_query(timestamp, **query_options)``."""
-        return cls().live_query(timestamp, **query_options)
+    def get_all_live(cls, timestamp: Any, **options: Unpack[LiveQueryKwargs]) -> pd.DataFrame:
+        """Every row present at ``timestamp``: ``T().live_query(timestamp, **options)``."""
+        return cls().live_query(timestamp, **options)
 
 
-def _unpickle(runner: Any, is_view: bool, table: str, merge: bool, filters: dict[str, Any]) -> TableFilter:
+def _unpickle(
+    client: Any, version: int, is_view: bool, table: str, merge: bool, filters: dict[str, Any]
+) -> TableFilter:
     """A pickled filter object again, from its client's filter class (see ``TableFilter.__reduce__``)."""
-    client, version = runner.client, runner.version
-    cls = client._view_class(table, version) if is_view else client._filter_class(table, version, merge)
+    cls = client.filter_class(table, version, view=is_view, merge_reference=merge)
     return cls(**filters)
 
 
@@ -514,8 +466,12 @@ _BASES_LOCK = threading.Lock()
 _BASES_MAX = 2048
 
 
-def make_filter_class(spec: TableSpec, target: TableSpec | None, runner: Any) -> type[TableFilter]:
-    """The filter class of one table (merged with ``target`` for a reference table), bound to ``runner``."""
+def make_filter_class(
+    spec: TableSpec, target: TableSpec | None, client: Any, version: int
+) -> type[TableFilter]:
+    """The filter class of one table (merged with ``target`` for a reference table), bound to
+    ``client`` (which builds and runs its queries: ``build_query``, ``execute``, ``explain``)
+    and to the version whose schemas ``spec`` comes from."""
     key = (spec, target)
     try:
         with _BASES_LOCK:
@@ -533,7 +489,8 @@ def make_filter_class(spec: TableSpec, target: TableSpec | None, runner: Any) ->
         spec.name,
         (base,),
         {
-            "_runner": runner,
+            "_client": client,
+            "_version": version,
             "__doc__": base.__doc__,
             "__module__": base.__module__,
             "__qualname__": base.__qualname__,
@@ -542,10 +499,47 @@ def make_filter_class(spec: TableSpec, target: TableSpec | None, runner: Any) ->
     return cls
 
 
+#: the methods of a filter class that take query options: (options, leading positional parameter)
+_OPTION_METHODS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "query": (_options.QUERY_OPTIONS, None),
+    "live_query": (_options.LIVE_OPTIONS, "timestamp"),
+    "explain": (_options.QUERY_OPTIONS, None),
+    "to_query": (_options.QUERY_OPTIONS, None),
+}
+
+
+def _method_signature(name: str, first: str = "self") -> inspect.Signature:
+    names, lead = _OPTION_METHODS[name]
+    params = [inspect.Parameter(first, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if lead:
+        params.append(inspect.Parameter(lead, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="Any"))
+    returns = {"explain": "str", "to_query": "Query"}.get(name, "pd.DataFrame")
+    return _options.signature(names, lead=params, returns=returns)
+
+
+def _method_doc(name: str) -> str:
+    names, lead = _OPTION_METHODS[name]
+    head = inspect.cleandoc(getattr(TableFilter, name).__doc__ or "").split("\n\nParameters\n", 1)[0]
+    extra = (
+        'timestamp : the moment (timezone-aware datetime, ISO string with an offset, or ``"now"``).'
+        if lead
+        else ""
+    )
+    return head + "\n\n" + _options.docs(names, lead=extra)
+
+
+for _name in _OPTION_METHODS:  # help(TableFilter.query) shows every option, from its one definition
+    _fn = getattr(TableFilter, _name)
+    _fn.__doc__ = _method_doc(_name)
+    _fn.__signature__ = _method_signature(_name)  # type: ignore[attr-defined]
+
+
 def _build_filter_class(spec: TableSpec, target: TableSpec | None) -> type[TableFilter]:
     flds = table_fields(spec, target)
     body = {
-        f.attr: attrs.field(default=None, kw_only=True, alias=f.attr, type=_type_text(f), repr=False)
+        f.attr: attrs.field(
+            default=None, kw_only=True, alias=f.attr, type=_type_text(f), repr=False, metadata={_FIELD: f}
+        )
         for f in flds
     }
     cls = attrs.make_class(
@@ -557,7 +551,7 @@ def _build_filter_class(spec: TableSpec, target: TableSpec | None) -> type[Table
     cls._target = target
     cls._fields = by_attr
     cls._layout = layout(spec, target)
-    cls._runner = None
+    cls._client = None
     cls.table_name = spec.name
     cls.fields = tuple(f.attr for f in flds)
     cls.numeric_fields = tuple(f.attr for f in flds if f.numeric)
@@ -585,64 +579,18 @@ def _build_filter_class(spec: TableSpec, target: TableSpec | None) -> type[Table
     __init__.__signature__ = inspect.signature(generated)  # type: ignore[attr-defined]
     cls.__init__ = __init__
     columns = "\n\nColumns of " + spec.name + ":\n" + cls.__doc__.split("Columns:\n", 1)[-1]
-    for name in ("query", "live_query"):
+    for name in ("query", "live_query", "explain"):
         base = getattr(TableFilter, name)
 
-        allowed = tuple(inspect.signature(base).parameters)[1:]
-
-        def method(
-            self: Any,
-            *args: Any,
-            _base: Any = base,
-            _name: str = name,
-            _allowed: Any = allowed,
-            **kwargs: Any,
-        ) -> Any:
-            check_keywords(f"{spec.name}.{_name}", kwargs, _allowed, by_attr)
+        def method(self: Any, *args: Any, _base: Any = base, **kwargs: Any) -> Any:
             return _base(self, *args, **kwargs)
 
-        functools.update_wrapper(method, base)  # signature follows __wrapped__
-        method.__doc__ = inspect.cleandoc(base.__doc__ or "") + columns
+        functools.update_wrapper(method, base)
+        method.__doc__ = (base.__doc__ or "") + columns
         method.__qualname__ = f"{spec.name}.{name}"
+        method.__signature__ = base.__signature__  # type: ignore[attr-defined]
         setattr(cls, name, method)
     return cls
-
-
-def check_keywords(
-    what: str, given: Mapping[str, Any], allowed: Any, filters: Mapping[str, Any] | None = None
-) -> None:
-    """Refuse a keyword ``what()`` does not take, suggesting the close matches (``limt`` →
-    ``limit``; a column name given to ``query()`` → a filter of the table)."""
-    bad = [k for k in given if k not in allowed]
-    if not bad:
-        return
-    k = bad[0]
-    close = difflib.get_close_matches(k, list(allowed), n=3, cutoff=0.6)
-    if filters and k in filters:
-        hint = f" {k!r} is a column: filter with {what.rsplit('.', 1)[0]}({k}=...).query()."
-    elif close:
-        hint = f" Did you mean {' or '.join(map(repr, close))}?"
-    else:
-        hint = ""
-    raise UnknownArgumentError(f"{what}() has no argument {k!r}.{hint} Its arguments: {', '.join(allowed)}")
-
-
-def keywords_checked(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Decorate a method so that a keyword it does not take raises :func:`check_keywords`'s
-    error (with suggestions) instead of a bare TypeError; its signature is unchanged."""
-    allowed = tuple(
-        n for n, p in inspect.signature(fn).parameters.items() if n != "self" and p.kind in _NAMED
-    )
-
-    @functools.wraps(fn)
-    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        check_keywords(fn.__name__, kwargs, allowed)
-        return fn(*args, **kwargs)
-
-    return checked
-
-
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def check_flags(table: str, **flags: Any) -> None:
@@ -687,7 +635,3 @@ def check_select(table: str, select: Any, cols: tuple[ResultColumn, ...]) -> tup
     if not out:
         raise QueryError(f"{table}: select_columns is empty. Pass at least one column, or None for all")
     return tuple(dict.fromkeys(out))
-
-
-#: the keywords of TableFilter.to_query (what explain() takes)
-_QUERY_OPTIONS = tuple(inspect.signature(TableFilter.to_query).parameters)[1:]

@@ -72,6 +72,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .filters import Field, TableFilter, _doc, layout, table_fields
+from .query.options import option_fields
 from .schema import ColumnKind, TableSpec, schema_hash
 from .tables import _Namespace
 
@@ -308,21 +309,8 @@ def _param_type(f: Field, types: _Types) -> str:
 # --------------------------------------------------------------------------- query methods
 
 #: annotations of the query options, by parameter name; ``_C`` is the table's result columns
-_OPTION_TYPES = {
-    "select_columns": "Sequence[_C] | None",
-    "offset": "int",
-    "limit": "int | None",
-    "split_positions": "bool",
-    "materialization_version": "int | None",
-    "timestamp": "_When | None",
-    "metadata": "bool",
-    "desired_resolution": "Sequence[float] | numpy.ndarray[Any, Any] | None",
-    "get_counts": "bool",
-    "random_sample": "int | None",
-    "allow_invalid_root_ids": "bool",
-    "allow_missing_lookups": "bool",
-    "complete": "bool",
-}
+#: each query option's stub type, from its one definition (tablekit.query.options)
+_OPTION_TYPES = {name: a.metadata["stub"] for name, a in option_fields().items()}
 
 
 def _default(v: Any) -> str:

@@ -27,12 +27,12 @@ def _spec(name, st, docs, **kw):
 
 @pytest.fixture(scope="module")
 def N(schemas_current):
-    return make_filter_class(_spec("nucleus_detection_v0", "nucleus_detection", schemas_current), None, None)
+    return make_filter_class(_spec("nucleus_detection_v0", "nucleus_detection", schemas_current), None, None, 0)
 
 
 @pytest.fixture(scope="module")
 def S(schemas_current):
-    return make_filter_class(_spec("synapses_pni_2", "synapse", schemas_current), None, None)
+    return make_filter_class(_spec("synapses_pni_2", "synapse", schemas_current), None, None, 0)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def P(schemas_current):
         _spec("proofreading_status_and_strategy", "compartment_proofread_status_strategy", schemas_current),
         None,
         None,
+        0,
     )
 
 
@@ -53,7 +54,7 @@ def R(schemas_current):
         schemas_current,
         reference_table="nucleus_detection_v0",
     )
-    return make_filter_class(ref, nuc, None)
+    return make_filter_class(ref, nuc, None, 0)
 
 
 def preds(f):
@@ -198,7 +199,7 @@ def test_wrong_type_inside_a_list(N):
 
 
 def test_string_enum_enforced(schemas_current):
-    cls = make_filter_class(_spec("pr", "proofread_status", schemas_current), None, None)
+    cls = make_filter_class(_spec("pr", "proofread_status", schemas_current), None, None, 0)
     with pytest.raises(
         FilterValueError,
         match=r"column 'status' \(string\) got 'Clean' of type str: not one of the allowed values \['non', 'clean', 'extended'\]",
@@ -233,7 +234,7 @@ def test_bad_bbox(N, box, why):
 
 def test_nullable_fields_are_filterable(schemas_current):
     cls = make_filter_class(
-        _spec("pc", "postsynaptic_compartment", schemas_current, reference_table="s"), None, None
+        _spec("pc", "postsynaptic_compartment", schemas_current, reference_table="s"), None, None, 0
     )
     assert {"dendrite_class", "on_spine"} <= set(cls.fields)
 
@@ -247,7 +248,7 @@ def test_supervoxel_ids_are_identifier_columns(N):
 
 def test_view_spatial_column_is_column_bbox():
     v = view_spec("single_neurons", {"id": {"type": "integer"}, "pt_position": {"type": "SpatialPoint"}}, {})
-    cls = make_filter_class(v, None, None)
+    cls = make_filter_class(v, None, None, 0)
     assert cls.spatial_fields == ("pt_position_bbox",)
 
 
@@ -342,7 +343,7 @@ def test_hazardous_column_names_are_mangled_and_reachable(schemas_current):
         },
     }
     spec = table_spec({"table_name": "hazard", "schema_type": "h", "voxel_resolution": [1, 1, 1]}, {"h": doc})
-    cls = make_filter_class(spec, None, None)
+    cls = make_filter_class(spec, None, None, 0)
     assert {"class_", "query_", "fields_", "_private_", "f_2nd", "OSI"} <= set(cls.fields)
     assert callable(cls.query) and isinstance(cls.fields, tuple)
     f = cls(**{"class": "a", "query": 1, "OSI": 0.5})

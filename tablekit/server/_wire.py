@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..client import _Runner
 from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError
-from ..filters import Field, ResultColumn, TableFilter, make_filter_class
+from ..filters import Field, ResultColumn, TableFilter
 from ..query import CAVE_FILTER_DICTS, Join, Predicate, Query
+from ..query import options as query_options
 from ..schema import ColumnKind, ColumnRole, TableSpec
 
 __all__ = [
@@ -262,22 +262,18 @@ class Translator:
 
     def table_class(self, table: str, version: int, merge_reference: bool = False) -> type[TableFilter]:
         with self.lock:
-            return self.client._filter_class(table, version, merge_reference=merge_reference)
+            return self.client.filter_class(table, version, merge_reference=merge_reference)
 
     def view_class(self, view: str, version: int) -> type[TableFilter]:
         with self.lock:
-            return self.client._view_class(view, version)
+            return self.client.filter_class(view, version, view=True)
 
     def join_class(self, a: str, b: str, version: int) -> type[TableFilter]:
         """``a`` merged with ``b`` (``b``'s columns keep their names, ``a``'s clashing ones get ``_ref``)."""
         with self.lock:
             key = (a, b, version)
             if key not in self._classes:
-                sa, sb = self.client._spec(a, version), self.client._spec(b, version)
-                if sa.reference_table == b:
-                    self._classes[key] = self.client._filter_class(a, version, merge_reference=True)
-                else:
-                    self._classes[key] = make_filter_class(sa, sb, _Runner(self.client, version))
+                self._classes[key] = self.client.join_class(a, b, version)
             return self._classes[key]
 
     # ------------------------------------------------------------------ filters
@@ -490,23 +486,21 @@ class Translator:
         shuffle = self.quirks and not count
         with self.lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            q = self.client._build_query(
-                version_for_class=cls._runner.version,
+            opts, _ = query_options.parse(
+                {
+                    "select_columns": select,
+                    "offset": 0 if shuffle else offset,
+                    "limit": None if shuffle else limit,
+                    "timestamp": timestamp,
+                    "desired_resolution": desired,
+                    "get_counts": count,
+                    "random_sample": rs,
+                    "allow_invalid_root_ids": allow_invalid,
+                },
                 table=cls.table_name,
-                kind=kind,
-                join=join,
-                predicates=predicates,
-                layout=layout,
-                select_columns=select,
-                offset=0 if shuffle else offset,
-                limit=None if shuffle else limit,
-                version=None,
-                timestamp=timestamp,
-                desired_resolution=desired,
-                count=count,
-                random_sample=rs,
-                allow_invalid_root_ids=allow_invalid,
+                what=cls.table_name,
             )
+            q = self.client.build_query(cls, predicates=predicates, options=opts)
         warn.extend(str(w.message) for w in caught)
         res = q.desired_resolution or default_resolution
         return Plan(

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import UnknownTableError
+from ..query import QueryOptions
 from . import _wire
 from ._pcg import PCG_API_VERSIONS, PCG_SERVER_VERSION, BadRequest, Chunkedgraph
 from ._wire import Plan, Translator, WireError, cave_time, jsonable, parse_bool
@@ -389,22 +390,7 @@ def build_app(state: ServerState) -> Starlette:
             cols = [rc.name for rc in cls._layout if rc.column.kind is ColumnKind.STRING]
             if not cols:
                 return {}
-            q = client._build_query(
-                version_for_class=v,
-                table=t,
-                kind="table",
-                join=None,
-                predicates=(),
-                layout=cls._layout,
-                select_columns=cols,
-                offset=0,
-                limit=None,
-                version=None,
-                timestamp=None,
-                desired_resolution=None,
-                count=False,
-                random_sample=None,
-            )
+            q = client.build_query(cls, options=QueryOptions(select_columns=cols))
             table = client.backend.execute(q).table
             import pyarrow.compute as pc
 

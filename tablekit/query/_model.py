@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import attrs
 
+from .options import OutputOptions
+
 __all__ = ["CAVE_FILTER_DICTS", "OPS", "Join", "Op", "Predicate", "Query", "jsonable"]
 
 #: CAVE's filter-dict body keys (in CAVEclient's order) → the tablekit operator each one carries
@@ -80,6 +82,9 @@ class Query:
     of the queried table's ``id`` (``id_ref`` for a merged reference table), so that
     ``offset``/``limit`` pages are stable.
 
+    Build one with ``client.tables.T(...).to_query(**options)`` (or
+    :meth:`tablekit.Client.build_query`) and run it with :meth:`tablekit.Client.execute`.
+
     Exactly one of ``version`` (materialized) and ``timestamp`` (live) is set once the client has
     resolved defaults. ``select_columns`` are result column names (positions by their unsplit
     name, e.g. ``pt_position``); ``None`` means all.
@@ -107,6 +112,11 @@ class Query:
     #: refused (False). The client applies it to every backend's rows; an HTTP backend also sends
     #: it to the server, which otherwise refuses such a query (protocol §5.3)
     allow_missing_lookups: bool = False
+    #: how the answer is returned (pandas or Arrow, split positions, provenance); backends ignore it
+    output: OutputOptions = attrs.field(factory=OutputOptions)
+    #: the materialization version whose table specs the question was validated against (for a
+    #: live query, the version its filter class was built for)
+    schema_version: int | None = None
 
     @property
     def live(self) -> bool:
