@@ -18,12 +18,13 @@ def test_all_is_sorted_and_unique():
 
 #: the public names, written out: a name added to or dropped from ``__all__`` fails here first
 PUBLIC = [
-    "AuthError", "Client", "ConnectionFailedError", "DatastackError", "FilterError", "FilterValueError",
-    "HTTPError", "IncompleteResultError", "OperatorError", "Predicate", "Query", "QueryError",
+    "AuthError", "Client", "ConnectionFailedError", "DatastackError", "FilterError", "FilterInfo",
+    "FilterValueError", "HTTPError", "IncompleteResultError", "OperatorError", "OutputOptions",
+    "Predicate", "Query", "QueryError", "QueryOptions",
     "RateLimitError", "RequestTimeoutError", "SchemaError", "ServerError", "StaleStubsWarning",
     "TableFilter", "TableSource", "TablekitError", "UnknownArgumentError", "UnknownColumnError",
     "UnknownTableError", "UnsupportedError", "VersionError", "__version__", "build_datastack",
-    "check_stubs", "connect",
+    "check_stubs", "connect", "introspect",
 ]  # fmt: skip
 
 
