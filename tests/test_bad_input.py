@@ -30,7 +30,7 @@ from _crafted import crafted_proxy
 from _server import running_server
 
 import tablekit
-from tablekit.backends._http import Urllib3Transport
+from tablekit.backends.cave.transport import Urllib3Transport
 from tablekit.errors import (
     DatastackError,
     FilterValueError,

@@ -33,18 +33,13 @@ import requests
 from _server import running_server, serve_asgi
 
 import tablekit
-from tablekit.backends import _cave_compile as wire
-from tablekit.backends._cave_pages import Answer
-from tablekit.backends._http import (
-    Budget,
-    HTTPSession,
-    Response,
-    Token,
-    Urllib3Transport,
-    find_token,
-    map_transport_error,
-)
 from tablekit.backends.cave import CaveBackend
+from tablekit.backends.cave import compile as wire
+from tablekit.backends.cave import decode as decoding
+from tablekit.backends.cave.http import Budget, HTTPSession
+from tablekit.backends.cave.pages import Answer
+from tablekit.backends.cave.token import Token, find_token
+from tablekit.backends.cave.transport import Response, Urllib3Transport, map_transport_error
 from tablekit.errors import (
     AuthError,
     ConnectionFailedError,
@@ -649,7 +644,7 @@ def test_every_transport_exception_is_mapped():
 
     import urllib3
 
-    from tablekit.backends._http import Request
+    from tablekit.backends.cave.transport import Request
 
     req = Request("GET", "http://127.0.0.1:1/x")
     x = urllib3.exceptions
@@ -732,7 +727,7 @@ def test_decode_arrow_streams_to_local_engine_types(client, compression):
     df.index = pd.Index(np.arange(len(df)) * 2)  # written as the column __index_level_0__
     served = pa.Table.from_pandas(df)
     assert "__index_level_0__" in served.column_names
-    got = wire.decode(_response(_arrow(served, compression), "data.arrow"), p)
+    got = decoding.decode(_response(_arrow(served, compression), "data.arrow"), p)
     assert got.select(local.column_names).equals(local)
     assert "__index_level_0__" not in got.column_names
 
@@ -742,19 +737,19 @@ def test_decode_json_records_and_bad_bodies(client):
     p = _plan(client)
     local = client.backend.execute(p.query).table
     records = local.to_pandas().to_json(orient="records", date_format="epoch").encode()
-    got = wire.decode(_response(records, "application/json"), p)
+    got = decoding.decode(_response(records, "application/json"), p)
     assert got.select(local.column_names).equals(local)
     rows = json.loads(records)
     for r in rows:
         r["created"] = dt.datetime.fromtimestamp(r["created"] / 1000, dt.timezone.utc).isoformat()
-    got = wire.decode(_response(json.dumps(rows).encode(), "application/json"), p)
+    got = decoding.decode(_response(json.dumps(rows).encode(), "application/json"), p)
     assert got["created"].equals(local["created"])
     with pytest.raises(ServerError, match="legacy pyarrow serialization"):
-        wire.decode(_response(b"xx", "x-application/pyarrow"), p)
+        decoding.decode(_response(b"xx", "x-application/pyarrow"), p)
     with pytest.raises(ServerError, match="unknown response type 'text/csv'"):
-        wire.decode(_response(b"a,b", "text/csv"), p)
+        decoding.decode(_response(b"a,b", "text/csv"), p)
     with pytest.raises(ServerError, match="Arrow answer cannot be read"):
-        wire.decode(_response(b"not arrow", "data.arrow"), p)
+        decoding.decode(_response(b"not arrow", "data.arrow"), p)
 
 
 def test_warning_and_resolution_headers_over_several_lines(canned):
@@ -776,15 +771,15 @@ def test_warning_and_resolution_headers_over_several_lines(canned):
         )
     )
     resp = session().request("POST", f"{url}/q")
-    assert wire.warnings_of(resp) == [notice, '201 - "Limited query to 300 rows']
-    assert wire.parse_resolution(resp.header_values("dataframe_resolution")) == (4.0, 4.0, 40.0)
-    assert wire.parse_resolution(["1, 1,1"]) == (1.0, 1.0, 1.0)
-    assert wire.parse_resolution(["4.0, 4.0"]) is None
-    assert wire.truncation(wire.warnings_of(resp), 300, None, None) == (True, 300)
+    assert decoding.warnings_of(resp) == [notice, '201 - "Limited query to 300 rows']
+    assert decoding.parse_resolution(resp.header_values("dataframe_resolution")) == (4.0, 4.0, 40.0)
+    assert decoding.parse_resolution(["1, 1,1"]) == (1.0, 1.0, 1.0)
+    assert decoding.parse_resolution(["4.0, 4.0"]) is None
+    assert decoding.truncation(decoding.warnings_of(resp), 300, None, None) == (True, 300)
     live = "result has 200000 entries, which is equal or more         than limit of 200000 there may be more results which are not shown"
-    assert wire.truncation([live], 12, None, None) == (True, 200000)
-    assert wire.truncation([notice], 299, None, 300) == (False, None)
-    assert wire.truncation([], 500, 500, None) == (True, 500)
+    assert decoding.truncation([live], 12, None, None) == (True, 200000)
+    assert decoding.truncation([notice], 299, None, 300) == (False, None)
+    assert decoding.truncation([], 500, 500, None) == (True, 500)
 
 
 # ============================================================================ the backend on tablekit serve
@@ -880,7 +875,7 @@ def test_a_request_waits_for_the_connection_being_opened_for_it(served, client, 
 def test_the_idna_codec_is_loaded_with_the_http_module():
     """urllib3 encodes every host name with the idna codec; it comes with tablekit's HTTP module,
     so a new process's first request (or its preconnect thread) does not import it."""
-    code = "import sys, tablekit.backends._http; print('encodings.idna' in sys.modules)"
+    code = "import sys, tablekit.backends.cave.transport; print('encodings.idna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
@@ -905,19 +900,19 @@ def test_a_cached_start_parses_only_the_schema_documents_it_uses(served, client,
     one parsed) reads the file and parses only the documents of the tables it queries. A damaged
     file, or a damaged document a table needs, is asked for again (the readable lines are kept); a
     damaged line nothing reads costs nothing."""
-    from tablekit.backends import cave
+    from tablekit.backends.cave import cache
 
     url, rec = served
     want = connect(client, url, cache_dir=tmp_path).tables[SYN](id=1).query()  # fills the cache
-    (path,) = tmp_path.rglob(cave._SCHEMAS)
+    (path,) = tmp_path.rglob(cache.SCHEMAS_FILE)
     n_docs = len(path.read_bytes().split(b"\n")) - 1
     assert n_docs == len(connect(client, url).backend._types_all()) > 1
-    cave._PARSED.clear()
+    cache._PARSED.clear()
     rec.log.clear()
     tk = connect(client, url, cache_dir=tmp_path)
     pd.testing.assert_frame_equal(tk.tables[SYN](id=1).query(), want)
     assert not any("/schema/" in p for p in rec.paths())  # from the disk cache
-    docs = tk.backend._mem[cave._SCHEMAS]
+    docs = tk.backend._mem[cache.SCHEMAS_FILE]
     used = {m["schema_type"] for m in tk.backend.tables_metadata(tk.version) if m["table_name"] == SYN}
     assert set(docs._parsed) == used and len(docs) == n_docs
     assert dict(docs) == connect(client, url).backend._types_all()  # every line is its document
@@ -934,19 +929,19 @@ def test_a_cached_start_parses_only_the_schema_documents_it_uses(served, client,
 
     # a line nobody reads is never parsed: the query needs no schema request
     path.write_bytes(garbled(other))
-    cave._PARSED.clear()
+    cache._PARSED.clear()
     rec.log.clear()
     pd.testing.assert_frame_equal(connect(client, url, cache_dir=tmp_path).tables[SYN](id=1).query(), want)
     assert not any("/schema/" in p for p in rec.paths())
     for damage in (b"not json", good.replace(b"\n", b"\n\n", 1), garbled(mine), garbled(mine, other)):
         path.write_bytes(damage)
-        cave._PARSED.clear()
+        cache._PARSED.clear()
         rec.log.clear()
         again = connect(client, url, cache_dir=tmp_path)
         pd.testing.assert_frame_equal(again.tables[SYN](id=1).query(), want)
         assert any(p.startswith("/schema/api/v2/types") for p in rec.paths())  # asked again
-        cave._PARSED.clear()
-        _, rewritten = cave._Sections.read(path)  # written again, whole
+        cache._PARSED.clear()
+        _, rewritten = cache._Sections.read(path)  # written again, whole
         assert used <= set(rewritten) and all(rewritten[t] == docs[t] for t in rewritten)
         if damage == garbled(mine, other):  # the good lines are kept, the damaged ones are not
             assert other not in rewritten and len(rewritten) == n_docs - 1
@@ -1229,7 +1224,7 @@ def test_a_small_answer_is_decoded_outside_pyarrows_default_memory_pool(served, 
     url, rec = served
     pool = pa.default_memory_pool()
     seen: list[tuple[int, int]] = []  # (body size, default-pool allocations while decoding it)
-    decode = wire.decode
+    decode = decoding.decode
 
     def counted(resp: Any, p: Any) -> pa.Table:
         before = pool.num_allocations()  # the server runs in this process: count the decode only
@@ -1237,7 +1232,7 @@ def test_a_small_answer_is_decoded_outside_pyarrows_default_memory_pool(served, 
         seen.append((len(resp.content), pool.num_allocations() - before))
         return table
 
-    monkeypatch.setattr(wire, "decode", counted)
+    monkeypatch.setattr(decoding, "decode", counted)
     tk = connect(client, url)
     root = values["busy_root"]
     rec.log.clear()
@@ -1245,7 +1240,7 @@ def test_a_small_answer_is_decoded_outside_pyarrows_default_memory_pool(served, 
     (req,) = [r for r in rec.log if r["path"].endswith("/query")]
     assert req["response_headers"]["content-type"] == wire.ARROW_CONTENT_TYPE
     assert "zstd" in req["headers"]["accept-encoding"]  # Arrow buffers compressed: decoding allocates
-    assert len(seen) == 1 and seen[0][0] <= wire._SMALL_ANSWER and seen[0][1] == 0, seen
+    assert len(seen) == 1 and seen[0][0] <= decoding._SMALL_ANSWER and seen[0][1] == 0, seen
     want = client.tables[SYN](pre_pt_root_id=root).query(split_positions=True)
     assert len(got) == len(want) > 0
     pd.testing.assert_frame_equal(got, want)
@@ -1254,6 +1249,6 @@ def test_a_small_answer_is_decoded_outside_pyarrows_default_memory_pool(served, 
     tk.query_table(SYN, split_positions=True)
     assert (
         seen
-        and max(size for size, _ in seen) > wire._SMALL_ANSWER
-        and all(n > 0 for size, n in seen if size > wire._SMALL_ANSWER)
+        and max(size for size, _ in seen) > decoding._SMALL_ANSWER
+        and all(n > 0 for size, n in seen if size > decoding._SMALL_ANSWER)
     )

@@ -244,7 +244,7 @@ def test_a_rate_limit_sent_as_a_500_is_a_rate_limit(canned):
     """The real server's catch-all (``common.py`` ``unhandled_exception``) answers flask-limiter's
     ``TooManyRequests`` as ``500 {"code": 500, "message": "429 Too Many Requests: …"}``: tablekit
     waits and retries it, then raises :class:`~tablekit.errors.RateLimitError`."""
-    from tablekit.backends._http import HTTPSession
+    from tablekit.backends.cave.http import HTTPSession
     from tablekit.errors import RateLimitError
 
     app, url = canned
@@ -268,7 +268,7 @@ def test_validation_error_bodies_are_read(quirks, client, canned):
     with no ``message``; a bad query-string argument (flask-restx reqparse) as ``500 {"errors": …,
     "message": "Input payload validation failed"}``. ``serve --cave-quirks`` sends both; tablekit's
     errors carry what they say."""
-    from tablekit.backends._http import HTTPSession
+    from tablekit.backends.cave.http import HTTPSession
 
     url = f"{m3(quirks, client)}/version/{client.version}/table/{NUC}/query"
     r = post(url, {"filter_out_dict": {NUC: {"id": [1]}}})
@@ -371,7 +371,7 @@ def test_the_pending_lookups_refusal_says_which_rows_the_server_checked(tk, clie
     by hand); without root-id filters it says "matching this live query"."""
     import datetime as dt
 
-    from tablekit.backends import _cave_compile as wire
+    from tablekit.backends.cave import decode as decoding
     from tablekit.query import Predicate, Query
 
     t = client.get_timestamp(client.version) + dt.timedelta(hours=1)
@@ -385,7 +385,7 @@ def test_the_pending_lookups_refusal_says_which_rows_the_server_checked(tk, clie
         ((Predicate(NUC, "volume", ">", 1.0),), "matching this live query"),
     ):
         p = tk.backend.plan(Query(client.datastack, NUC, predicates=preds, timestamp=t))
-        e = wire.pending_lookups_error(p, said)
+        e = decoding.pending_lookups_error(p, said)
         assert str(e).startswith(f"{NUC}: 3 annotation(s) {words} still wait for their supervoxel lookup")
 
 
@@ -439,7 +439,7 @@ def test_quirks_live_limit_warnings_and_404s(quirks, tk, client):
     unknown version or table fails as ``validate_table_args`` aborts (404, sent as 500)."""
     import datetime as dt
 
-    from tablekit.backends import _cave_compile as wire
+    from tablekit.backends.cave import decode as decoding
     from tablekit.server import _wire as sw
 
     t = client.get_timestamp(client.version) + dt.timedelta(days=3)
@@ -448,7 +448,7 @@ def test_quirks_live_limit_warnings_and_404s(quirks, tk, client):
     (w,) = warnings_of(r)
     assert w in (sw.LIVE_LIMIT_WARNING.format(n=1, limit=1), sw.LIVE_PROD_LIMIT_WARNING.format(n=1, limit=1))
     for text in (sw.LIVE_LIMIT_WARNING, sw.LIVE_PROD_LIMIT_WARNING):
-        assert wire.truncation([text.format(n=300, limit=300)], 300, None, None) == (True, 300)
+        assert decoding.truncation([text.format(n=300, limit=300)], 300, None, None) == (True, 300)
     ds = client.datastack
     r = post(f"{m3(quirks, client)}/version/999/table/{NUC}/query", {})
     assert (

@@ -27,7 +27,9 @@ def _spec(name, st, docs, **kw):
 
 @pytest.fixture(scope="module")
 def N(schemas_current):
-    return make_filter_class(_spec("nucleus_detection_v0", "nucleus_detection", schemas_current), None, None, 0)
+    return make_filter_class(
+        _spec("nucleus_detection_v0", "nucleus_detection", schemas_current), None, None, 0
+    )
 
 
 @pytest.fixture(scope="module")

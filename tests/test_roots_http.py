@@ -250,7 +250,7 @@ def test_leaves_and_info_of_another_table_are_refused(remote, cases):
 def test_only_errors_about_the_ids_become_filter_errors():
     """A chunkedgraph failure that is not about the ids asked (a 500 that names none of them, a
     lost connection) stays what it is; a 4xx, or a message naming an id, is about the ids."""
-    from tablekit.backends._cave_history import _unknown_ids
+    from tablekit.backends.cave.history import _unknown_ids
 
     down = ServerError("boom", status=500, server_message="database unavailable")
     assert _unknown_ids(down, [5, 6], "http://x") is down

@@ -8,7 +8,7 @@
   (``tables/metadata`` with ``types_all`` in parallel) and kept on disk per (server, datastack,
   version) for ``cache_ttl`` seconds (:meth:`CaveBackend.refresh` forgets them). The views
   endpoints are optional: their failure never breaks tables.
-* **Queries** compile (:mod:`tablekit.backends._cave_compile`, pure) to the v3 requests, are
+* **Queries** compile (:mod:`~tablekit.backends.cave.compile`, pure) to the v3 requests, are
   decoded from Arrow IPC (zstd/lz4 buffers) or JSON, and come back complete and in ``id`` order:
   a result cut at the server's row limit is completed by paging over ``id`` ranges (a ``count``
   to size the pages, pages in parallel, a page that comes back full is split in two, the total is
@@ -16,28 +16,31 @@
 * **Server defects** that would give wrong answers are compensated (README, "Server defects
   tablekit compensates for").
 * **Roots**: :class:`CaveHistory` answers the roots API from the chunkedgraph endpoints.
+
+Over 600 lines: one class, whose halves share its state (session, pool, memory and disk caches,
+server row limit): metadata (start-up, versions, tables, schemas, views; ~350 lines) and running a
+query (plan, pages, counts, totals checked; ~400). The pure parts are already out
+(:mod:`.compile`, :mod:`.decode`, :mod:`.pages`, :mod:`.cache`); splitting the class further would
+only move ``self`` across modules.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as _dt
-import hashlib
 import json
 import os
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 import pyarrow as pa
 
-from .._values import short
-from ..errors import (
+from ..._values import short
+from ...errors import (
     DatastackError,
     HTTPError,
     IncompleteResultError,
@@ -48,177 +51,20 @@ from ..errors import (
     UnsupportedError,
     VersionError,
 )
-from ..query import Query
-from ..schema import TableSpec, table_spec, view_spec
-from . import _cave_compile as wire
-from . import _cave_pages as paging
-from ._cave_history import CaveHistory
-from ._cave_pages import Answer
-from ._http import DEFAULT_RETRY_BUDGET, Budget, HTTPSession, Response, Token, Transport, find_token
-from .base import QueryResult, count_table
+from ...query import Query
+from ...schema import TableSpec, table_spec, view_spec
+from ..base import QueryResult, count_table
+from . import compile as wire
+from . import decode as decoding
+from . import pages as paging
+from .cache import DEFAULT_TTL, SCHEMAS_FILE, VERSIONS_TTL, DiskCache, readable
+from .history import CaveHistory
+from .http import DEFAULT_RETRY_BUDGET, Budget, HTTPSession
+from .pages import Answer
+from .token import Token, find_token
+from .transport import Response, Transport
 
 __all__ = ["CaveBackend", "CaveHistory"]
-
-DEFAULT_TTL = 12 * 3600.0
-#: the schema documents' cache file (one document per line: see :class:`_Sections`)
-_SCHEMAS = "schemas.v2.json"
-VERSIONS_TTL = 600.0
-
-
-#: parsed cache files, shared by the clients of this process: ``path → (mtime_ns, size, entry)``
-_PARSED: dict[Path, tuple[int, int, Any]] = {}
-_PARSED_LOCK = threading.Lock()
-
-
-def _read_cached(path: Path, parse: Callable[[bytes], tuple[float, Any]]) -> tuple[float, Any]:
-    """A cache file's (fetch time, value), parsed with ``parse`` once per process while the file is
-    unchanged (treat the value as read-only)."""
-    st = os.stat(path)
-    with _PARSED_LOCK:
-        hit = _PARSED.get(path)
-    if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-        return hit[2]
-    with open(path, "rb") as f:
-        entry = parse(f.read())
-    with _PARSED_LOCK:
-        _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
-    return entry
-
-
-def _remember(path: Path, entry: tuple[float, Any]) -> None:
-    """A cache file just written: the next client of this process reads it from memory."""
-    st = os.stat(path)
-    with _PARSED_LOCK:
-        _PARSED[path] = (st.st_mtime_ns, st.st_size, entry)
-
-
-def _parse_json(data: bytes) -> tuple[float, Any]:
-    """A cache file of one JSON document ``{"fetched_at": t, "value": v}``."""
-    entry = json.loads(data)
-    return float(entry["fetched_at"]), entry["value"]
-
-
-class _Sections(Mapping[str, Any]):
-    """A mapping stored one JSON document per line, each parsed when first looked up: a client
-    reads the few schema documents its tables use, not all of them (a new process saves about
-    0.6 ms on the 57 documents of a datastack)."""
-
-    def __init__(self, names: list[str], lines: list[bytes]):
-        if len(names) != len(lines) or len(set(names)) != len(names):
-            raise ValueError("a sectioned cache file whose names and lines do not match")
-        self._lines = dict(zip(names, lines, strict=True))
-        self._parsed: dict[str, Any] = {}
-
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._parsed[name]
-        except KeyError:
-            doc = self._parsed[name] = json.loads(self._lines[name])
-            return doc
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._lines
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._lines)
-
-    def __len__(self) -> int:
-        return len(self._lines)
-
-    @staticmethod
-    def encode(fetched_at: float, docs: Mapping[str, Any]) -> bytes:
-        """A header line (fetch time, names), then each document on its own line."""
-        names = list(docs)
-        head = json.dumps({"fetched_at": fetched_at, "names": names})
-        return "\n".join([head, *(json.dumps(docs[n]) for n in names)]).encode()  # JSON has no raw newline
-
-    @classmethod
-    def parse(cls, data: bytes) -> tuple[float, _Sections]:
-        """(fetch time, mapping) of what :meth:`encode` wrote; only the header is parsed here."""
-        head, *lines = data.split(b"\n")
-        meta = json.loads(head)
-        return float(meta["fetched_at"]), cls(list(meta["names"]), lines)
-
-    @classmethod
-    def read(cls, path: Path) -> tuple[float, _Sections]:
-        """:meth:`parse` of the file at ``path``, once per process while it is unchanged."""
-        return _read_cached(path, cls.parse)
-
-
-def _readable(docs: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
-    """``{name: docs[name]}`` for the names whose cached document reads; a damaged line of the
-    disk cache is left out (and so asked for again)."""
-    out = {}
-    for n in names:
-        try:
-            out[n] = docs[n]
-        except ValueError:
-            pass
-    return out
-
-
-class _DiskCache:
-    """JSON files under ``{root}/cave/{server}/{datastack}/``, each stamped with its fetch time."""
-
-    def __init__(self, root: str | os.PathLike[str] | bool | None, server: str, datastack: str, ttl: float):
-        self.ttl = float(ttl)
-        if root is False:
-            self.dir = None
-            return
-        default = os.environ.get("TABLEKIT_CACHE_DIR") or Path.home() / ".cache" / "tablekit"
-        base = Path(root) if isinstance(root, (str, os.PathLike)) and str(root) else Path(default)
-        host = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in server.split("://")[-1])[:60]
-        key = hashlib.sha256(server.encode()).hexdigest()[:10]
-        name = "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in datastack) or "_"
-        self.dir = base.expanduser() / "cave" / f"{host}-{key}" / name
-
-    def get(self, name: str, ttl: float | None = None) -> Any:
-        """The value :meth:`put` stored; None when absent, expired (``ttl``, at most the cache's)
-        or unreadable."""
-        return self._get(name, _parse_json, self.ttl if ttl is None else min(ttl, self.ttl))
-
-    def get_sections(self, name: str) -> Mapping[str, Any] | None:
-        """A mapping :meth:`put_sections` stored, each entry parsed when looked up; None when absent,
-        expired or unreadable."""
-        return self._get(name, _Sections.parse, self.ttl)
-
-    def _get(self, name: str, parse: Callable[[bytes], tuple[float, Any]], ttl: float) -> Any:
-        if self.dir is None:
-            return None
-        try:
-            fetched_at, value = _read_cached(self.dir / name, parse)
-            if time.time() - fetched_at <= ttl:
-                return value
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        return None
-
-    def put(self, name: str, value: Any) -> None:
-        self._write(name, json.dumps({"fetched_at": time.time(), "value": value}).encode(), _parse_json)
-
-    def put_sections(self, name: str, docs: Mapping[str, Any]) -> None:
-        """Store ``docs`` one per line, for :meth:`get_sections`."""
-        self._write(name, _Sections.encode(time.time(), docs), _Sections.parse)
-
-    def _write(self, name: str, data: bytes, parse: Callable[[bytes], tuple[float, Any]]) -> None:
-        """Write a cache file whole (readers never see half of one); the next client of this process
-        reads it back from memory (``parse`` of what was written, so it shares nothing with the
-        caller's objects)."""
-        if self.dir is None:
-            return
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, self.dir / name)
-            _remember(self.dir / name, parse(data))
-        except OSError as e:  # a cache that cannot be written is only slower
-            warnings.warn(f"tablekit: cannot write the metadata cache {self.dir}: {e}", stacklevel=4)
-
-    def clear(self) -> None:
-        if self.dir is not None and self.dir.is_dir():
-            for p in self.dir.glob("*.json"):
-                p.unlink(missing_ok=True)
 
 
 class CaveBackend:
@@ -226,7 +72,7 @@ class CaveBackend:
 
     ``server`` is the global server (the info service); the materialization and chunkedgraph
     services are found at the datastack's ``local_server``. ``token``: see
-    :func:`tablekit.backends._http.find_token` (argument, ``$CAVE_TOKEN``, CAVEclient's secret
+    :func:`tablekit.backends.cave.token.find_token` (argument, ``$CAVE_TOKEN``, CAVEclient's secret
     files). ``timeout`` (seconds, or ``(connect, read)``), ``max_retries`` and ``backoff`` shape
     every request; ``retry_budget`` (seconds, default 600) is the time a query (all its requests)
     may spend before failures are no longer retried; ``cache_dir`` (``False`` disables it) and ``cache_ttl`` the metadata cache;
@@ -275,7 +121,7 @@ class CaveBackend:
         )
         self._workers = max(1, int(max_workers))
         self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="tablekit-cave")
-        self._disk = _DiskCache(cache_dir, self.location, datastack, cache_ttl)
+        self._disk = DiskCache(cache_dir, self.location, datastack, cache_ttl)
         self._mem: dict[Any, Any] = {}
         self._mem_time: dict[Any, float] = {}
         self._lock = threading.RLock()
@@ -427,26 +273,30 @@ class CaveBackend:
         naming the endpoint and what is wrong."""
         url = f"{self._v3}/datastack/{self.datastack}/metadata"
         if not isinstance(raw, list):
-            raise wire.malformed(url, f"the versions metadata is {short(raw)}, not a list of version objects")
+            raise decoding.malformed(
+                url, f"the versions metadata is {short(raw)}, not a list of version objects"
+            )
         out = []
         for v in raw:
             if not isinstance(v, Mapping):
-                raise wire.malformed(url, f"a version entry is {short(v)}, not an object")
+                raise decoding.malformed(url, f"a version entry is {short(v)}, not an object")
             n = v.get("version")
             if isinstance(n, bool) or not isinstance(n, int):
-                raise wire.malformed(url, f"a version entry has no integer 'version': {short(v)}")
+                raise decoding.malformed(url, f"a version entry has no integer 'version': {short(v)}")
             m = dict(v)
             for k in ("time_stamp", "expires_on"):
                 try:
-                    m[k] = wire.parse_time(m.get(k))
+                    m[k] = decoding.parse_time(m.get(k))
                 except (ValueError, TypeError, OverflowError, OSError):
-                    raise wire.malformed(
+                    raise decoding.malformed(
                         url, f"version {n}: its {k} {short(v.get(k))} is not a timestamp"
                     ) from None
             if m["time_stamp"] is None:
-                raise wire.malformed(url, f"version {n} has no time_stamp")
+                raise decoding.malformed(url, f"version {n} has no time_stamp")
             if not isinstance(m.setdefault("valid", True), bool):
-                raise wire.malformed(url, f"version {n}: its 'valid' {short(m['valid'])} is not true/false")
+                raise decoding.malformed(
+                    url, f"version {n}: its 'valid' {short(m['valid'])} is not true/false"
+                )
             out.append(m)
         return out
 
@@ -493,17 +343,17 @@ class CaveBackend:
     def _schema_docs(self) -> Mapping[str, Any] | None:
         """The schema documents known so far (memory, else the disk cache), or None."""
         with self._lock:
-            if _SCHEMAS in self._mem:
-                return self._mem[_SCHEMAS]
-        docs = self._disk.get_sections(_SCHEMAS)
+            if SCHEMAS_FILE in self._mem:
+                return self._mem[SCHEMAS_FILE]
+        docs = self._disk.get_sections(SCHEMAS_FILE)
         if docs is not None:
             with self._lock:
-                self._mem[_SCHEMAS] = docs
+                self._mem[SCHEMAS_FILE] = docs
         return docs
 
     def schemas(self, schema_types: list[str]) -> dict[str, Mapping[str, Any]]:
         docs = self._schema_docs() or {}
-        known = _readable(docs, [s for s in schema_types if s in docs])
+        known = readable(docs, [s for s in schema_types if s in docs])
         missing = [s for s in schema_types if s not in known]
         if missing:
             fut = self._mem.pop("schemas_future", None)
@@ -516,10 +366,10 @@ class CaveBackend:
             still = [s for s in missing if s not in fetched]
             if still:
                 fetched.update(self._fetch_schemas(still))
-            docs = {**_readable(docs, [s for s in docs if s not in fetched]), **fetched}
+            docs = {**readable(docs, [s for s in docs if s not in fetched]), **fetched}
             with self._lock:
-                self._mem[_SCHEMAS] = docs
-            self._disk.put_sections(_SCHEMAS, docs)
+                self._mem[SCHEMAS_FILE] = docs
+            self._disk.put_sections(SCHEMAS_FILE, docs)
         absent = [s for s in schema_types if s not in docs]
         if absent:
             raise SchemaError(
@@ -570,7 +420,7 @@ class CaveBackend:
         if isinstance(n, float) and n.is_integer():
             n = int(n)
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise wire.malformed(
+            raise decoding.malformed(
                 url, f"the count of {table!r} is {short(n)}, not a number of rows (an int >= 0)"
             )
         return n
@@ -646,7 +496,7 @@ class CaveBackend:
 
     # ------------------------------------------------------------------ queries
     def plan(self, query: Query) -> wire.Plan:
-        """The compiled :class:`~tablekit.backends._cave_compile.Plan` of ``query``."""
+        """The compiled :class:`~tablekit.backends.cave.compile.Plan` of ``query``."""
         if query.datastack != self.datastack:
             raise QueryError(
                 f"{query.table}: the query is for datastack {query.datastack!r}, this backend serves {self.datastack!r}"
@@ -659,7 +509,7 @@ class CaveBackend:
 
     def _describe(self, p: wire.Plan) -> dict[str, Any]:
         q = p.query
-        count_here = q.count and not p.client_filters and wire.counts_here(p)
+        count_here = q.count and not p.client_filters and decoding.counts_here(p)
         req = wire.build(p, count=count_here, limit=self.page_size)
         out = {"backend": "cave", "endpoint": p.endpoint, **req.to_dict()}
         out["client_side"] = [attrs.asdict(f) for f in p.client_filters]
@@ -693,7 +543,7 @@ class CaveBackend:
         if query.random_sample is not None:
             return self._sampled(p, request)
         budget = self._http.budget()  # shared by every request of this query
-        if query.count and not p.client_filters and wire.counts_here(p):
+        if query.count and not p.client_filters and decoding.counts_here(p):
             n, ans = self._count(p, budget=budget)
             if n is not None:
                 return QueryResult(table=count_table(n), warnings=_notices(p, ans.warnings), request=request)
@@ -704,10 +554,10 @@ class CaveBackend:
         notes: list[str] = []
         if query.count:  # counted here: some condition is applied client-side, or the endpoint has no count
             table = count_table(
-                wire.apply_client_filters(_concat(p, pages), p.client_filters, p.float32).num_rows
+                decoding.apply_client_filters(_concat(p, pages), p.client_filters, p.float32).num_rows
             )
         else:
-            table, notes = wire.finish(p, pages)
+            table, notes = decoding.finish(p, pages)
             table = self._contiguous(table)
         warns = (
             _notices(p, [w for a in answers for w in a.warnings])
@@ -726,17 +576,17 @@ class CaveBackend:
         )
 
     def _sampled(self, p: wire.Plan, request: dict[str, Any]) -> QueryResult:
-        """``random_sample``, sampled here from the complete answer (:func:`wire.sample_rows`)."""
+        """``random_sample``, sampled here from the complete answer (:func:`decoding.sample_rows`)."""
         q = p.query
         if q.count:  # min(n, matches), as the local engine counts a sample
             counted = self.execute(attrs.evolve(q, random_sample=None))
             n = min(int(counted.table["count"][0].as_py()), int(q.random_sample))  # type: ignore[arg-type]
             return attrs.evolve(counted, table=count_table(n), request=request)
         if p.key is None:
-            wire.sample_rows(p.empty(), p, 0)  # raises: no id to sample by
+            decoding.sample_rows(p.empty(), p, 0)  # raises: no id to sample by
         whole = attrs.evolve(p, query=attrs.evolve(q, random_sample=None, offset=0, limit=None))
         pages, answers, info = self._collect(whole, need=None, complete=True)
-        table, notes = wire.finish(p, pages)
+        table, notes = decoding.finish(p, pages)
         warns = _notices(p, [w for a in answers for w in a.warnings]) + tuple(notes)
         request.update(info, sampled_by="tablekit: the n rows of smallest hash(id) of the whole answer")
         return QueryResult(
@@ -782,19 +632,19 @@ class CaveBackend:
             if p.endpoint == "live" and "returned no results" in (e.message or ""):
                 # the live endpoint reports an empty answer as an error (protocol §5.1, step 6)
                 return Answer(pa.table({}), (), False, None, None)
-            pending = wire.pending_lookups_error(p, e.message)
+            pending = decoding.pending_lookups_error(p, e.message)
             if pending is not None:  # the same error as the local engine's (client._pending_lookups)
                 raise pending from e
             raise
-        table = wire.decode(resp, p)
-        warns = wire.warnings_of(resp)
+        table = decoding.decode(resp, p)
+        warns = decoding.warnings_of(resp)
         # rows the live endpoint left out for pending lookups were part of what its limit cut
-        left_out = wire.pending_left_out(p, warns)
-        truncated, cap = wire.truncation(warns, table.num_rows + left_out, limit, self._cap)
+        left_out = decoding.pending_left_out(p, warns)
+        truncated, cap = decoding.truncation(warns, table.num_rows + left_out, limit, self._cap)
         if cap is not None and (self._cap is None or cap < self._cap):
             self._cap = cap
-        res = wire.parse_resolution(resp.header_values("dataframe_resolution"))
-        wire.check_resolution(p, res)
+        res = decoding.parse_resolution(resp.header_values("dataframe_resolution"))
+        decoding.check_resolution(p, res)
         return Answer(table, tuple(warns), truncated, cap, res)
 
     def _count(
@@ -805,9 +655,9 @@ class CaveBackend:
     ) -> tuple[int | None, Answer]:
         req = wire.build(p, id_range=id_range, count=True)
         resp = self._post(req, budget)
-        table = wire.decode(resp, p)
-        ans = Answer(table, tuple(wire.warnings_of(resp)), False, None, None)
-        return wire.is_count(table), ans
+        table = decoding.decode(resp, p)
+        ans = Answer(table, tuple(decoding.warnings_of(resp)), False, None, None)
+        return decoding.is_count(table), ans
 
     # ------------------------------------------------------------------ paging
     def _collect(
@@ -818,7 +668,7 @@ class CaveBackend:
         A paged download is checked before it is returned: against the server's counts (every row,
         or, when only the lowest ``need`` were fetched, the rows of the pages fetched), and on the
         live and join endpoints, which ignore count, by every page's body being whole and the
-        ranges tiling the ids without a repeated id (:func:`~tablekit.backends._cave_compile.finish`)."""
+        ranges tiling the ids without a repeated id (:func:`~tablekit.backends.cave.decode.finish`)."""
         budget = budget or self._http.budget()
         select: Sequence[str] | None = p.needed if p.query.select_columns is not None else None
         if p.query.count and p.endpoint != "live":
@@ -851,7 +701,7 @@ class CaveBackend:
         ids = np.unique(keys)
         limit = min(cap, self.page_size or cap)
         counts = None
-        if wire.counts_here(p):  # the live and join endpoints ignore count
+        if decoding.counts_here(p):  # the live and join endpoints ignore count
             ranges = ((None, None), (None, int(ids[0])), (int(ids[-1]) + 1, None))
             counts = self._counts(p, ranges, budget, "to plan the pages")
             info["requests"] += 3
@@ -864,7 +714,7 @@ class CaveBackend:
         # the answers whose rows are kept: a first answer cut short is refetched in pages, and
         # only its other warnings stay (its pending lookups are counted again by the pages)
         answers = [
-            first if keep_first else attrs.evolve(first, warnings=wire.without_pending(first.warnings))
+            first if keep_first else attrs.evolve(first, warnings=decoding.without_pending(first.warnings))
         ]
         total = None if counts is None else counts[0]
         bar = paging.progress_bar(self.progress, total, p.query.table) if pending else None
@@ -964,16 +814,16 @@ class CaveBackend:
 def _check_tables(url: str, got: Any) -> None:
     """The tables metadata answer must be a list of objects, each naming its table."""
     if not isinstance(got, list):
-        raise wire.malformed(url, f"the tables metadata is {short(got)}, not a list of table objects")
+        raise decoding.malformed(url, f"the tables metadata is {short(got)}, not a list of table objects")
     for m in got:
         name = m.get("annotation_table") or m.get("table_name") if isinstance(m, Mapping) else None
         if not isinstance(name, str) or not name:
-            raise wire.malformed(url, f"a table entry names no table (no table_name string): {short(m)}")
+            raise decoding.malformed(url, f"a table entry names no table (no table_name string): {short(m)}")
 
 
 def _rows(p: wire.Plan, table: pa.Table) -> int:
     return (
-        wire.apply_client_filters(table, p.client_filters, p.float32).num_rows
+        decoding.apply_client_filters(table, p.client_filters, p.float32).num_rows
         if p.client_filters
         else table.num_rows
     )
@@ -990,5 +840,5 @@ def _concat(p: wire.Plan, pages: Sequence[pa.Table]) -> pa.Table:
 def _notices(p: wire.Plan, warns: Sequence[str]) -> tuple[str, ...]:
     """The server's warnings for the user: row-limit ones dropped (paging dealt with them), the
     pending-lookup ones of every page as one (with their total), each other text once."""
-    kept = [w for w in warns if not wire.is_truncation_warning(w)]
-    return tuple(dict.fromkeys(wire.pending_lookups_notes(p, kept)))
+    kept = [w for w in warns if not decoding.is_truncation_warning(w)]
+    return tuple(dict.fromkeys(decoding.pending_lookups_notes(p, kept)))

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .._values import short
-from ..errors import FilterValueError, ServerError, UnsupportedError
-from ._cave_compile import malformed, parse_time
-from ._http import HTTPSession
+from ..._values import short
+from ...errors import FilterValueError, ServerError, UnsupportedError
+from .decode import malformed, parse_time
+from .http import HTTPSession
 
 __all__ = ["CaveHistory"]
 
