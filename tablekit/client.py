@@ -101,9 +101,8 @@ class Client(ClassicMixin, RootsMixin):
     def refresh(self) -> None:
         """Forget cached versions, metadata, schemas and filter classes (also the backend's on-disk
         cache), so the next access sees the datastack as it is now."""
-        refresh = getattr(self._backend, "refresh", None)
-        if refresh is not None:
-            refresh()
+        if self._backend.capabilities.refresh:
+            self._backend.refresh()  # type: ignore[attr-defined]
         self._specs.clear()
         self._view_specs.clear()
         self._namespaces.clear()
@@ -438,6 +437,7 @@ class Client(ClassicMixin, RootsMixin):
                     f"{table}: pass either materialization_version or timestamp, not both "
                     "(a version is itself a moment: its timestamp is client.get_timestamp(v))"
                 )
+            self._check_live(info)
             ts = self._check_timestamp(o.timestamp, table)
         elif o.materialization_version is None:
             v = info.version
@@ -446,16 +446,12 @@ class Client(ClassicMixin, RootsMixin):
             if ts is not None:
                 substituted = v
                 v = None
+                self._check_live(info)
                 ts = self._check_timestamp(ts, table)
             elif v != info.version:
                 self._check_same_layout(info, v)
         preds = tuple(predicates)
         if ts is not None:
-            if not info.live_compatible:
-                raise UnsupportedError(
-                    f"view {table!r} is not live-compatible (its metadata says live_compatible=false); "
-                    "query it at a materialization version instead"
-                )
             preds = self._live_roots(table, preds, info.layout, ts, o.allow_invalid_root_ids)
         sel = check_select(table, o.select_columns, info.layout)
         return Query(
@@ -575,7 +571,7 @@ class Client(ClassicMixin, RootsMixin):
         """Root-id filters of a live query must name roots valid at ``ts``."""
         roots = {(c.table, c.column.name) for c in cols if c.column.role is ColumnRole.ROOT_ID}
         out: list[Predicate] = []
-        history = getattr(self._backend, "history", None)
+        history = self._backend.history if self._backend.capabilities.history else None  # type: ignore[attr-defined]
         for p in predicates:
             if (
                 (p.table, p.column) not in roots
@@ -611,6 +607,28 @@ class Client(ClassicMixin, RootsMixin):
                 out.append(Predicate(p.table, p.column, "not in", keep))
         return tuple(out)
 
+    def _check_live(self, info: Any) -> None:
+        """Refuse a live query the backend cannot answer (its :class:`Capabilities`), or of a view
+        that is not live-compatible: the one place this is decided, before any I/O."""
+        caps, table = self._backend.capabilities, info.table
+        if not caps.live:
+            raise UnsupportedError(
+                f"{table}: the {self._backend.name} backend cannot answer live (timestamp) queries yet; "
+                "query a materialization version instead (materialization_version=...)"
+            )
+        if info.kind != "view":
+            return
+        if not info.live_compatible:
+            raise UnsupportedError(
+                f"view {table!r} is not live-compatible (its metadata says live_compatible=false); "
+                "query it at a materialization version instead"
+            )
+        if not caps.live_views:
+            raise UnsupportedError(
+                f"view {table!r}: the {self._backend.name} backend has no live endpoint for views; query "
+                "the view at a materialization version (materialization_version=...)"
+            )
+
     def _check_timestamp(self, timestamp: Any, table: str) -> _dt.datetime:
         now = _dt.datetime.now(_dt.timezone.utc)
         if isinstance(timestamp, str) and timestamp.strip().lower() == "now":
@@ -629,11 +647,6 @@ class Client(ClassicMixin, RootsMixin):
         if ts > now + _dt.timedelta(seconds=5):
             raise VersionError(
                 f"{table}: timestamp {ts.isoformat()} is in the future (now is {now.isoformat()})"
-            )
-        if not getattr(self._backend, "supports_live", False):
-            raise UnsupportedError(
-                f"{table}: the {self._backend.name} backend cannot answer live (timestamp) queries yet; "
-                "query a materialization version instead (materialization_version=...)"
             )
         return ts
 

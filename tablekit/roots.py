@@ -103,7 +103,7 @@ class RootsMixin:
     _backend: Any
 
     def _history(self) -> Any:
-        h = getattr(self._backend, "history", None)
+        h = self._backend.history if self._backend.capabilities.history else None
         if h is None:
             raise UnsupportedError(
                 f"the {self._backend.name} backend has no segmentation history for the roots API"

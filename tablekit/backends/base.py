@@ -15,7 +15,7 @@ import pyarrow as pa
 from ..query import Query
 from ..schema import ColumnKind
 
-__all__ = ["ARROW_TYPES", "Backend", "QueryResult", "count_table"]
+__all__ = ["ARROW_TYPES", "Backend", "Capabilities", "QueryResult", "count_table"]
 
 #: the Arrow type of each non-position column kind, as every backend returns it
 ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
@@ -52,6 +52,25 @@ class QueryResult:
     owned: bool = False
 
 
+@attrs.frozen
+class Capabilities:
+    """What a backend can do beyond the versioned queries every backend answers. The client reads
+    these instead of probing the backend, and refuses what a backend cannot do before any I/O.
+
+    ``live``: queries at a timestamp (:meth:`Backend.execute` with ``version=None``).
+    ``live_views``: live queries of live-compatible views (the CAVE API has no live view endpoint).
+    ``history``: a ``history`` attribute with the roots API (``root_info`` …; it may still be
+    ``None`` for a datastack without a segmentation). ``refresh``: a ``refresh()`` that forgets
+    cached metadata. ``views``: ``views_metadata``/``view_schemas`` name views that can be queried.
+    """
+
+    live: bool = False
+    live_views: bool = False
+    history: bool = False
+    refresh: bool = False
+    views: bool = True
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the client needs from a backend. All metadata is CAVE-shaped (plain dicts)."""
@@ -59,6 +78,7 @@ class Backend(Protocol):
     name: str  # "local" or "cave"
     datastack: str
     location: str  # path or server URL, for provenance
+    capabilities: Capabilities
 
     def datastack_info(self) -> dict[str, Any]:
         """Datastack info: ``synapse_table``, ``soma_table``, ``viewer_resolution`` …"""

@@ -47,7 +47,7 @@ from ..schema import TableSpec, table_spec, view_spec
 from . import _sql
 from ._duckdb import lock_down, view_sql_problem
 from ._history import History
-from .base import ARROW_TYPES, QueryResult
+from .base import ARROW_TYPES, Capabilities, QueryResult
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "LocalBackend"]
 
@@ -253,7 +253,7 @@ class LocalBackend:
     """
 
     name = "local"
-    supports_live = True
+    capabilities = Capabilities(live=True, live_views=True, history=True, refresh=True)
 
     def __init__(
         self, path: str | os.PathLike[str], *, threads: int | None = None, native_cache: bool | None = None

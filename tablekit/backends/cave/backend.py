@@ -53,7 +53,7 @@ from ...errors import (
 )
 from ...query import Query
 from ...schema import TableSpec, table_spec, view_spec
-from ..base import QueryResult, count_table
+from ..base import Capabilities, QueryResult, count_table
 from . import compile as wire
 from . import decode as decoding
 from . import pages as paging
@@ -82,7 +82,7 @@ class CaveBackend:
     """
 
     name = "cave"
-    supports_live = True
+    capabilities = Capabilities(live=True, live_views=False, history=True, refresh=True)
 
     def __init__(
         self,
