@@ -714,6 +714,38 @@ def _response(content: bytes, ctype: str, **headers: Any) -> Response:
     return Response(200, "http://cave.test/q", h, content)
 
 
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_an_arrow_answer_is_read_once_and_only_when_whole(compression):
+    """read_arrow reads an Arrow stream in the pass that shows it whole (its end-of-stream marker),
+    so the session's check and the decoder share one parse; a stream cut between messages (which
+    pyarrow reads as a shorter valid one), cut inside one, or not Arrow gives None. Whole-body zstd
+    is decompressed once, only when Content-Encoding says so."""
+    # batches whose last bytes look like a marker: -1 then 0 as int32 little-endian
+    want = pa.table({"id": pa.array([1, 2, 3, 4], pa.int64()), "v": pa.array([0, 0, -1, 0], pa.int32())})
+    sink = pa.BufferOutputStream()
+    opts = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, want.schema, options=opts) as w:
+        w.write_table(want, max_chunksize=2)
+    whole = sink.getvalue().to_pybytes()
+    assert whole.endswith(b"\xff\xff\xff\xff\x00\x00\x00\x00")
+    got = decoding.read_arrow(_response(whole, wire.ARROW_CONTENT_TYPE))
+    assert got is not None and got.equals(want)
+    no_marker = whole[:-8]  # whole messages: pyarrow alone reads it as a valid 4-row stream
+    assert pa.ipc.open_stream(no_marker).read_all().num_rows == 4
+    assert decoding.read_arrow(_response(no_marker, wire.ARROW_CONTENT_TYPE)) is None
+    assert decoding.read_arrow(_response(no_marker + b"\x00\x00\x00\x00", wire.ARROW_CONTENT_TYPE)).equals(
+        want
+    )
+    for cut in (len(whole) - 9, len(whole) - 20, len(whole) // 2, 3):
+        assert decoding.read_arrow(_response(whole[:cut], wire.ARROW_CONTENT_TYPE)) is None, cut
+    assert decoding.read_arrow(_response(b'{"a": 1}', wire.ARROW_CONTENT_TYPE)) is None
+    zipped = pa.compress(whole, codec="zstd", asbytes=True)
+    assert decoding.read_arrow(_response(zipped, wire.ARROW_CONTENT_TYPE, content_encoding=["zstd"])).equals(
+        want
+    )
+    assert decoding.read_arrow(_response(zipped, wire.ARROW_CONTENT_TYPE)) is None  # not said: not read
+
+
 @pytest.mark.parametrize("compression", [None, "zstd", "lz4"])
 def test_decode_arrow_streams_to_local_engine_types(client, compression):
     """The real server's pandas-made Arrow (Int32 positions, naive UTC times, an index column) →
@@ -1223,16 +1255,16 @@ def test_a_small_answer_is_decoded_outside_pyarrows_default_memory_pool(served, 
     allocator's memory, so a first query does not pay for that. Rows equal the local engine's."""
     url, rec = served
     pool = pa.default_memory_pool()
-    seen: list[tuple[int, int]] = []  # (body size, default-pool allocations while decoding it)
-    decode = decoding.decode
+    seen: list[tuple[int, int]] = []  # (body size, default-pool allocations while reading it)
+    read = decoding.read_arrow  # reads an Arrow answer once, while the session checks it whole
 
-    def counted(resp: Any, p: Any) -> pa.Table:
-        before = pool.num_allocations()  # the server runs in this process: count the decode only
-        table = decode(resp, p)
+    def counted(resp: Any) -> pa.Table | None:
+        before = pool.num_allocations()  # the server runs in this process: count the read only
+        table = read(resp)
         seen.append((len(resp.content), pool.num_allocations() - before))
         return table
 
-    monkeypatch.setattr(decoding, "decode", counted)
+    monkeypatch.setattr(decoding, "read_arrow", counted)
     tk = connect(client, url)
     root = values["busy_root"]
     rec.log.clear()

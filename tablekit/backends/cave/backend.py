@@ -615,6 +615,7 @@ class CaveBackend:
             headers=req.headers,
             idempotent=True,  # queries only read
             budget=budget,
+            read_arrow=decoding.read_arrow,  # an Arrow answer is parsed once, while checked whole
         )
 
     def _ask(

@@ -38,6 +38,7 @@ __all__ = [
     "pending_left_out",
     "pending_lookups_error",
     "pending_lookups_notes",
+    "read_arrow",
     "truncation",
     "without_pending",
 ]
@@ -215,30 +216,73 @@ def without_pending(warnings: Sequence[str]) -> tuple[str, ...]:
     return tuple(w for w in warnings if not _PENDING.search(w))
 
 
-def decode(resp: Response, p: Plan) -> pa.Table:
-    """The body of a query response → an Arrow table with tablekit's column types."""
-    ctype = resp.content_type
+#: the end-of-stream marker of an Arrow IPC stream, and its legacy form (4 zero bytes)
+_EOS = (b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00")
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _body(resp: Response) -> bytes:
+    """The body, whole-body zstd the HTTP stack left alone decompressed (raises OSError or
+    ArrowException when it does not decompress)."""
     body = resp.content
     enc = (resp.header("content-encoding") or "").lower()
-    if "zstd" in enc and body[:4] == b"\x28\xb5\x2f\xfd":  # whole-body zstd the HTTP stack left alone
-        try:
-            body = pa.input_stream(pa.py_buffer(body), compression="zstd").read()
-        except (OSError, pa.ArrowException) as e:
-            raise malformed(
-                p.url, f"its body, sent with Content-Encoding: zstd, cannot be decompressed ({e})"
-            ) from e
+    if "zstd" in enc and body[:4] == _ZSTD_MAGIC:
+        body = pa.input_stream(pa.py_buffer(body), compression="zstd").read()
+    return body
+
+
+def _read_ipc(buf: pa.Buffer, size: int) -> pa.Table:
+    # small answers decode faster without handing buffers to pyarrow's thread pool, and into the
+    # system allocator's memory: pyarrow's default pool (mimalloc) costs a new process about
+    # 0.5 ms, at times 10 ms, to set up on first use
+    opts = pa.ipc.IpcReadOptions(use_threads=size > _SMALL_ANSWER // 4)
+    pool = pa.system_memory_pool() if size <= _SMALL_ANSWER else None
+    return pa.ipc.open_stream(buf, options=opts, memory_pool=pool).read_all()
+
+
+def read_arrow(resp: Response) -> pa.Table | None:
+    """An Arrow IPC answer read in one pass, when that pass shows it whole, else None (the HTTP
+    session then finds what is wrong with it; :func:`decode` says why it cannot be read).
+
+    A stream cut between two messages reads as a shorter valid stream: only its end-of-stream
+    marker shows it whole. The bytes before a trailing marker are read as a stream: a cut one
+    ends there with a message whose declared length runs into the marker, and does not read; a
+    whole one reads to its last byte, so the marker is its own.
+    """
+    try:
+        body = _body(resp)
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    buf = pa.py_buffer(body)
+    for eos in _EOS:
+        if len(body) > len(eos) and body.endswith(eos):
+            try:
+                return _read_ipc(buf.slice(0, len(body) - len(eos)), len(body))
+            except (OSError, ValueError, pa.ArrowException):
+                continue
+    return None
+
+
+def decode(resp: Response, p: Plan) -> pa.Table:
+    """The body of a query response → an Arrow table with tablekit's column types (an Arrow
+    answer's table already read by :func:`read_arrow`, while the session checked it whole, is
+    taken as it is: each body is parsed once)."""
+    ctype = resp.content_type
+    if resp.parsed is not None:
+        return normalize(resp.parsed, p)
+    try:
+        body = _body(resp)
+    except (OSError, pa.ArrowException) as e:
+        raise malformed(
+            p.url, f"its body, sent with Content-Encoding: zstd, cannot be decompressed ({e})"
+        ) from e
     if (
         ctype == ARROW_CONTENT_TYPE
         or ctype.endswith("arrow.stream")
         or ctype.endswith("vnd.apache.arrow.stream")
     ):
         try:
-            # small answers decode faster without handing buffers to pyarrow's thread pool, and
-            # into the system allocator's memory: pyarrow's default pool (mimalloc) costs a new
-            # process about 0.5 ms, at times 10 ms, to set up on first use
-            opts = pa.ipc.IpcReadOptions(use_threads=len(body) > _SMALL_ANSWER // 4)
-            pool = pa.system_memory_pool() if len(body) <= _SMALL_ANSWER else None
-            table = pa.ipc.open_stream(pa.py_buffer(body), options=opts, memory_pool=pool).read_all()
+            table = _read_ipc(pa.py_buffer(body), len(body))
         except pa.ArrowInvalid as e:
             raise ServerError(f"{p.url}: the server's Arrow answer cannot be read: {e}", url=p.url) from e
     elif ctype == "application/json":

@@ -141,32 +141,44 @@ def _arrow_ends(body: bytes) -> bool | None:
         return False if whole else None
 
 
-def _body_check(resp: Response) -> str | None:
+#: reads an Arrow stream body in one pass: its value when that read shows it whole (it ends with
+#: the end-of-stream marker), else None (see :func:`tablekit.backends.cave.decode.read_arrow`)
+ArrowReader = Callable[[Response], Any]
+
+
+def _body_check(resp: Response, read_arrow: ArrowReader | None = None) -> tuple[str | None, Any]:
     """What is wrong with a 2xx body, or None when it is known whole (or is for the decoder to
     refuse): ``"cut"`` (it ended early: only the closed connection marked its end), ``"short"``
     (HTTP says it all arrived but the Arrow stream stops before its end marker: the server cut it),
-    ``"unverified"`` (nothing shows whether it is whole)."""
+    ``"unverified"`` (nothing shows whether it is whole); with what ``read_arrow`` made of an Arrow
+    body it read whole (else None). With ``read_arrow`` a whole Arrow body is parsed once, by it;
+    the message-by-message check (:func:`_arrow_ends`) only classifies one it did not read."""
     if resp.status == 204:
-        return None
+        return None, None
     ctype = resp.content_type
     framed = _framed(resp)
     if ctype in _ARROW_STREAM or ctype.endswith("arrow.stream"):
+        if read_arrow is not None:
+            parsed = read_arrow(resp)
+            if parsed is not None:
+                return None, parsed
         ends = _arrow_ends(resp.content)
         if ends:
-            return None
+            return None, None
         if not framed:
-            return "cut"
-        return "short" if ends is False else None  # not Arrow at all: the decoder says what it is
+            return "cut", None
+        # not Arrow at all: the decoder says what it is
+        return ("short" if ends is False else None), None
     if framed:
-        return None
+        return None, None
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
             value = json.loads(resp.content)
         except ValueError:
-            return "cut"
+            return "cut", None
         # a cut object, array or string does not parse; a cut number ("2000" → "20") does
-        return None if isinstance(value, (dict, list, str)) else "unverified"
-    return "unverified"
+        return (None if isinstance(value, (dict, list, str)) else "unverified"), None
+    return "unverified", None
 
 
 # --------------------------------------------------------------------------- session
@@ -303,8 +315,12 @@ class HTTPSession:
         ok: Sequence[int] = (),
         idempotent: bool | None = None,
         budget: Budget | None = None,
+        read_arrow: ArrowReader | None = None,
     ) -> Response:
         """Send a request and return the response of status 2xx (or one listed in ``ok``).
+
+        ``read_arrow`` reads an Arrow body while checking it whole (:data:`ArrowReader`); what it
+        returns is the response's ``parsed``.
 
         ``idempotent`` (default: true for GET, HEAD, OPTIONS, PUT, DELETE) lets a read timeout be
         retried; ``budget`` is the query's (default: one of ``retry_budget`` for this request).
@@ -316,7 +332,7 @@ class HTTPSession:
         if idempotent is None:
             idempotent = method.upper() in _IDEMPOTENT
         try:
-            return self._send(req, tmo, ok, idempotent, budget or self.budget())
+            return self._send(req, tmo, ok, idempotent, budget or self.budget(), read_arrow)
         except HTTPError as e:  # last line of defence: no message may carry the token
             text = self.redact(str(e))
             if text != str(e):
@@ -324,7 +340,13 @@ class HTTPSession:
             raise
 
     def _send(
-        self, req: Request, timeout: tuple[float, float], ok: Sequence[int], idempotent: bool, budget: Budget
+        self,
+        req: Request,
+        timeout: tuple[float, float],
+        ok: Sequence[int],
+        idempotent: bool,
+        budget: Budget,
+        read_arrow: ArrowReader | None = None,
     ) -> Response:
         attempt = 0
         redirects = 0
@@ -385,7 +407,7 @@ class HTTPSession:
                 redirects += 1
                 continue
             if 200 <= resp.status < 300:
-                problem = _body_check(resp)
+                problem, parsed = _body_check(resp, read_arrow)
                 if problem == "unverified" and unverified is not None and unverified == resp.content:
                     problem = None  # the same body twice: whole
                 if problem is not None:
@@ -403,7 +425,8 @@ class HTTPSession:
                     self._retry(req, e, attempt, budget, wait, why)
                     attempt += 1
                     continue
-                return self._redact_headers(resp)
+                resp = self._redact_headers(resp)
+                return resp if parsed is None else attrs.evolve(resp, parsed=parsed)
             if resp.status in ok:
                 return self._redact_headers(resp)
             if (resp.status in RETRY_STATUSES or _rate_limited_500(resp)) and attempt < self.max_retries:

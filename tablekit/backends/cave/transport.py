@@ -58,6 +58,9 @@ class Response:
     url: str
     headers: Mapping[str, tuple[str, ...]]
     content: bytes = attrs.field(repr=False)
+    #: what the session's ``read`` made of the body while checking it whole (the decoded Arrow
+    #: table of a query answer), so that it is parsed once; None: not read
+    parsed: Any = attrs.field(default=None, eq=False, repr=False)
 
     def header(self, name: str) -> str | None:
         """All values of a header joined with ``", "`` (as ``requests`` does), or ``None``."""
