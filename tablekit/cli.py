@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import TablekitError
+from .query.options import option_fields
 
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*$")
 
@@ -246,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write a deterministic synthetic datastack")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--synapses", type=int, default=200_000, help="number of synapses (default 200000)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the generated data (default 0)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     s.set_defaults(func=_cmd_sample)
 
@@ -255,12 +256,13 @@ def _parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_tables)
 
     q = sub.add_parser("query", help="query a table or view")
-    q.add_argument("table")
+    q.add_argument("table", help="the table or view to query (see `tablekit tables`)")
     common(q)
     q.add_argument("--where", action="append", help="filter COLUMN OP VALUE, e.g. 'volume>500' (repeatable)")
-    q.add_argument("--select", help="comma-separated columns")
-    q.add_argument("--limit", type=int)
-    q.add_argument("--offset", type=int, default=0)
+    opt = option_fields()  # the help of each query option comes from its one definition
+    q.add_argument("--select", help=opt["select_columns"].metadata["cli"])
+    q.add_argument("--limit", type=int, help=opt["limit"].metadata["cli"])
+    q.add_argument("--offset", type=int, default=0, help=opt["offset"].metadata["cli"] + " (default 0)")
     q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
     q.add_argument("--out", help="output file (csv/parquet)")
     q.add_argument("--explain", action="store_true", help="show what would run, without running it")
