@@ -17,14 +17,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _values
 from .backends.base import Backend, QueryResult, count_table
 from .classic import ClassicMixin
 from .errors import (
-    DatastackError,
     FilterValueError,
+    HTTPError,
     QueryError,
     SchemaError,
     UnknownTableError,
@@ -36,6 +37,7 @@ from .filters import FilterInfo, TableFilter, check_flags, check_select, introsp
 from .frames import to_output
 from .query import OutputOptions, Predicate, Query, QueryOptions
 from .query.layout import ResultColumn, layout
+from .query.pending import Pending, find_pending, pending_text, refusal, supervoxel_columns
 from .roots import RootsMixin, check_roots_valid
 from .schema import (
     ColumnKind,
@@ -47,7 +49,27 @@ from .schema import (
 )
 from .tables import Tables, Views, namespace_attribute
 
-__all__ = ["Client"]
+__all__ = ["Answer", "Client"]
+
+
+@attrs.frozen(eq=False)
+class Answer:
+    """What :meth:`Client.answer` returns: one query's answer as Arrow, before it becomes a
+    DataFrame. ``table`` has the result columns (:attr:`layout`, after ``select_columns``) with
+    positions split into ``<col>_x/_y/_z`` and scaled to ``resolution``; ``warnings`` are the
+    answer's notices (table notices, truncation, pending lookups left out), not yet issued;
+    ``request`` is what was run (SQL or HTTP), ``pages`` how many backend requests made it;
+    ``owned``: nothing else holds the table's buffers. ``pending``: for a live query, the rows the
+    pending-lookup rule found (:class:`tablekit.query.pending.Pending`), else None."""
+
+    table: pa.Table
+    layout: tuple[ResultColumn, ...]
+    resolution: tuple[float, float, float] | None = None
+    warnings: tuple[str, ...] = ()
+    request: Mapping[str, Any] = attrs.field(factory=dict)
+    pages: int = 1
+    owned: bool = False
+    pending: Pending | None = None
 
 
 class Client(ClassicMixin, RootsMixin):
@@ -158,14 +180,16 @@ class Client(ClassicMixin, RootsMixin):
         if value is None:
             self._version = None
             return
-        self._version = self._check_version(value)
+        self._version = self.check_version(value)
 
     @property
     def timestamp(self) -> _dt.datetime:
         """The snapshot time of :attr:`version`."""
         return self.get_timestamp(self.version)
 
-    def _check_version(self, value: Any) -> int:
+    def check_version(self, value: Any) -> int:
+        """``value`` as an int if it names a valid (queryable) materialization version;
+        :class:`VersionError` naming the valid ones otherwise (unknown, expired, not an int)."""
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise VersionError(f"{self.datastack}: a materialization version is an int, got {value!r}")
         v = int(value)
@@ -224,6 +248,14 @@ class Client(ClassicMixin, RootsMixin):
             s = specs[table] = table_spec(s, self._schemas)
         return s
 
+    def check_table(self, table: Any, version: int | None = None) -> str:
+        """``table`` if a version (default: the client's) has a table of that name, without reading
+        its schema; :class:`UnknownTableError` otherwise, naming close names (or saying it is a view)."""
+        v = self._version_or_default(version)
+        if isinstance(table, str) and table in self._table_specs(v):
+            return table
+        raise self._unknown_table(table, v)
+
     def _unknown_table(self, table: Any, version: int) -> UnknownTableError:
         import difflib
 
@@ -244,15 +276,15 @@ class Client(ClassicMixin, RootsMixin):
         )
 
     def _views(self, version: int) -> dict[str, TableSpec]:
-        """The views of ``version``. A failure to read them (an optional endpoint) warns and gives
-        no views for this call only: it is not remembered, so the next call asks again."""
+        """The views of ``version``. A failed request for them (an optional endpoint: any
+        :class:`HTTPError`) warns and gives no views for this call only: it is not remembered, so the next call asks again."""
         if version not in self._view_specs:
             try:
                 meta = self._backend.views_metadata(version)
                 schemas = self._backend.view_schemas(version) if meta else {}
-            except DatastackError:  # a refused or damaged view file of a local datastack: say so
-                raise
-            except Exception as e:  # an optional endpoint must never break tables
+            except HTTPError as e:  # an optional endpoint that fails must never break tables
+                # (only the failures of a request: a bug, or a refused or damaged view file of a
+                # local datastack, DatastackError, is raised as it is)
                 warnings.warn(
                     f"{self.datastack}: views unavailable ({e}); they are asked for again on next use",
                     stacklevel=user_stacklevel(),
@@ -475,12 +507,14 @@ class Client(ClassicMixin, RootsMixin):
             schema_version=info.version,
         )
 
-    def execute(self, query: Query, *, given: Mapping[str, Any] | None = None) -> Any:
-        """Run a :class:`~tablekit.query.Query` (from :meth:`build_query` or ``to_query``) and
-        return its answer as ``query.output`` says: a DataFrame (default) or a ``pyarrow.Table``,
-        with provenance in ``df.attrs`` (``given``: the filters as the user wrote them, recorded
-        there). Warnings of the answer (table notices, substitutions) are issued as Python warnings.
-        Live queries apply the pending-lookup policy (``allow_missing_lookups``) to every backend."""
+    def answer(self, query: Query, *, keep_pending: bool = False) -> Answer:
+        """Run a :class:`~tablekit.query.Query` and return its :class:`Answer`: the Arrow table as
+        the backend gives it (result column names, positions split into ``_x/_y/_z``) with its
+        warnings *returned*, not issued, for tools that shape answers themselves (``tablekit
+        serve``). Live queries apply the pending-lookup policy (``allow_missing_lookups``,
+        :mod:`tablekit.query.pending`) unless ``keep_pending``: then rows waiting for their lookup
+        stay in the table and :attr:`Answer.pending` says which (the supervoxel ids are then part of
+        the table even when ``select_columns`` leaves them out), so the caller applies its own."""
         if not isinstance(query, Query):
             raise TypeError(
                 f"execute() takes a tablekit Query (T(...).to_query()), got {_values.short(query)}"
@@ -490,16 +524,36 @@ class Client(ClassicMixin, RootsMixin):
                 f"{query.table}: the query is for datastack {query.datastack!r}, this client serves {self.datastack!r}"
             )
         cols = self._layout_of(query)
+        pending = None
         if query.live and query.count:
             result = self._live_count(query, cols)
         elif query.live:
-            result = self._pending_lookups(query, cols)
+            result, pending = self._pending_lookups(query, cols, keep=keep_pending)
         else:
             result = self._backend.execute(query)
+        return Answer(
+            table=result.table,
+            layout=cols,
+            resolution=result.resolution,
+            warnings=tuple(result.warnings),
+            request=result.request,
+            pages=result.pages,
+            owned=result.owned,
+            pending=pending,
+        )
+
+    def execute(self, query: Query, *, given: Mapping[str, Any] | None = None) -> Any:
+        """Run a :class:`~tablekit.query.Query` (from :meth:`build_query` or ``to_query``) and
+        return its answer as ``query.output`` says: a DataFrame (default) or a ``pyarrow.Table``,
+        with provenance in ``df.attrs`` (``given``: the filters as the user wrote them, recorded
+        there). Warnings of the answer (table notices, substitutions) are issued as Python warnings.
+        Live queries apply the pending-lookup policy (``allow_missing_lookups``) to every backend.
+        :meth:`answer` is the same question answered as Arrow with the warnings returned."""
+        result = self.answer(query)
         for w in result.warnings:
             warnings.warn(w, stacklevel=user_stacklevel())
         out = query.output
-        positions = [c.name for c in cols if c.column.kind is ColumnKind.POSITION]
+        positions = [c.name for c in result.layout if c.column.kind is ColumnKind.POSITION]
         meta = self._provenance(query, result, given or {}) if out.metadata else None
         return to_output(
             result.table,
@@ -529,7 +583,7 @@ class Client(ClassicMixin, RootsMixin):
         """``(version, None)``, or ``(version, its timestamp)`` for an expired version when
         :attr:`expired_versions` is ``"live"``."""
         try:
-            return self._check_version(version), None
+            return self.check_version(version), None
         except VersionError:
             meta = {m["version"]: m for m in self._backend.versions_metadata(expired=True)}
             v = (
@@ -650,13 +704,14 @@ class Client(ClassicMixin, RootsMixin):
             )
         return ts
 
-    def _pending_lookups(self, query: Query, cols: tuple[ResultColumn, ...]) -> Any:
+    def _pending_lookups(
+        self, query: Query, cols: tuple[ResultColumn, ...], *, keep: bool = False
+    ) -> tuple[QueryResult, Pending]:
         """Run a live query and deal with annotations whose supervoxel lookup is still pending
-        (null supervoxel id, hence no root id at any time): refuse them, or leave them out with a
-        warning when ``allow``."""
-        svs = [c.name for c in cols if c.column.role is ColumnRole.SUPERVOXEL_ID]
+        (:mod:`tablekit.query.pending`): refuse them, or leave them out with a warning when
+        ``allow_missing_lookups``; ``keep``: leave them in (and the supervoxel ids too)."""
+        svs = supervoxel_columns(cols)
         extra: list[str] = []
-        allow = query.allow_missing_lookups  # an HTTP backend also sends it to the server
         q = query
         if query.select_columns is not None:  # look at the supervoxel ids even when not selected
             extra = [c for c in svs if c not in query.select_columns]
@@ -664,35 +719,34 @@ class Client(ClassicMixin, RootsMixin):
                 q = attrs.evolve(q, select_columns=(*query.select_columns, *extra))
         result = self._backend.execute(q)
         table = result.table
-        present = [c for c in svs if c in table.column_names]
-        if present:
-            pending = pc.is_null(table[present[0]])
-            for c in present[1:]:
-                pending = pc.or_(pending, pc.is_null(table[c]))
-            n = pc.sum(pending).as_py() or 0
-            if n:
-                ids = table["id"].filter(pending).to_pylist()[:5] if "id" in table.column_names else []
-                text = (
-                    f"{query.table}: {n} annotation(s) matching this live query still wait for their "
-                    f"supervoxel lookup (null {' / '.join(present)}; e.g. ids {ids}), so their root ids at {query.timestamp.isoformat()} "  # type: ignore[union-attr]
-                    "are unknown"
-                )
-                if not allow:
-                    raise QueryError(
-                        f"{text}. Pass allow_missing_lookups=True to leave them out, or query an earlier time"
-                    )
-                table = table.filter(pc.invert(pending))
-                result = attrs.evolve(result, table=table, warnings=(*result.warnings, f"{text}; left out"))
+        pending = find_pending(table, svs)
+        if keep:
+            return result, pending
+        n = pending.count
+        if n:
+            mask = pa.array(pending.mask)
+            ids = table["id"].filter(mask).to_pylist()[:5] if "id" in table.column_names else []
+            text = pending_text(
+                query.table,
+                n,
+                "matching this live query",
+                f"null {' / '.join(pending.columns)}; e.g. ids {ids}",
+                query.timestamp,
+            )
+            if not query.allow_missing_lookups:  # an HTTP backend also sends it to the server
+                raise QueryError(refusal(text))
+            table = table.filter(pc.invert(mask))
+            result = attrs.evolve(result, table=table, warnings=(*result.warnings, f"{text}; left out"))
         if extra:
             result = attrs.evolve(result, table=result.table.drop_columns(extra))
-        return result
+        return result, pending
 
     def _live_count(self, query: Query, cols: tuple[ResultColumn, ...]) -> Any:
         """A live count counts the rows the live query gives: annotations still waiting for their
         supervoxel lookup are refused, or (``allow``) left out with a warning, as for the rows."""
         first = "id" if any(c.name == "id" for c in cols) else cols[0].name
         rows = attrs.evolve(query, count=False, select_columns=(first,), offset=0, limit=None)
-        result = self._pending_lookups(rows, cols)
+        result, _ = self._pending_lookups(rows, cols)
         table = count_table(result.table.num_rows)
         return QueryResult(table=table, warnings=result.warnings, request=result.request, pages=result.pages)
 

@@ -159,13 +159,16 @@ class Field:
                         table=table_name,
                         column=name,
                     )
-                out.append(self._one(table_name, op, v))
+                out.append(self.predicate(table_name, op, v))
             return out
         if _values.is_membership(value):
-            return [self._one(table_name, "in", value)]
-        return [self._one(table_name, "==", value)]
+            return [self.predicate(table_name, "in", value)]
+        return [self.predicate(table_name, "==", value)]
 
-    def _one(self, table_name: str, op: str, v: Any) -> Predicate:
+    def predicate(self, table_name: str, op: str, v: Any) -> Predicate:
+        """Validate one condition ``op`` (``==``, ``!=``, ``<`` …, ``in``, ``not in``) on this field's
+        column with value ``v`` (the operators the keyword allows are in :attr:`ops`; this checks the
+        value only, for tools that accept more operators, such as ``tablekit serve``)."""
         col, name = self.column, self.attr
         if op in ("in", "not in"):
             if not _values.is_membership(v):

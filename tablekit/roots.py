@@ -102,7 +102,10 @@ class RootsMixin:
 
     _backend: Any
 
-    def _history(self) -> Any:
+    def segmentation_history(self) -> Any:
+        """The backend's segmentation history (``roots_at``, ``root_info``, ``edges`` …: what the
+        roots API and ``tablekit serve``'s chunkedgraph answers read); :class:`UnsupportedError` for
+        a backend without one (its :class:`~tablekit.backends.base.Capabilities`)."""
         h = self._backend.history if self._backend.capabilities.history else None
         if h is None:
             raise UnsupportedError(
@@ -121,7 +124,7 @@ class RootsMixin:
     def get_root_timestamps(self, root_ids: Any) -> list[_dt.datetime]:
         """When each root id was created (aware UTC datetimes), in the order given."""
         ids = _ids(root_ids)
-        info = self._history().root_info(ids)
+        info = self.segmentation_history().root_info(ids)
         missing = [r for r in ids if r not in info]
         if missing:
             raise FilterValueError(
@@ -133,14 +136,14 @@ class RootsMixin:
         """For each root id: is it valid (current) at ``timestamp`` (default now)?"""
         ids = _ids(root_ids)
         ts = self._ts(timestamp)
-        h = self._history()
+        h = self.segmentation_history()
         if hasattr(h, "is_latest"):  # the backend answers it directly (chunkedgraph)
             return np.asarray(h.is_latest(ids, ts), dtype=bool)
         info = h.root_info(ids)
         return np.array([_status(info, r, ts) == "valid" and r != 0 for r in ids], dtype=bool)
 
     def _successors(self, root_id: int, ts: _dt.datetime) -> tuple[np.ndarray, np.ndarray]:
-        h = self._history()
+        h = self.segmentation_history()
         sv = h.supervoxels_of(root_id)
         if len(sv) == 0:
             raise FilterValueError(
@@ -152,7 +155,7 @@ class RootsMixin:
         """The root ids at ``timestamp`` (default now) that descend from ``root_id`` (itself if still valid)."""
         rid = _one_id(root_id)
         ts = self._ts(timestamp)
-        h = self._history()
+        h = self.segmentation_history()
         created, _ = h.root_info([rid]).get(rid, (None, None))
         if created is not None and created > ts:
             raise VersionError(
@@ -184,7 +187,7 @@ class RootsMixin:
         if timestamp_past is None:
             timestamp_past = min(m["time_stamp"] for m in self._backend.versions_metadata(expired=True))
         ts = self._ts(timestamp_past)
-        h = self._history()
+        h = self.segmentation_history()
         if hasattr(h, "past_id_mapping"):  # the backend answers it directly (chunkedgraph)
             return h.past_id_mapping(ids, ts, self._ts(timestamp_future))
         past: dict[int, list[int]] = {}  # id → its ancestors at timestamp_past
@@ -206,7 +209,7 @@ class RootsMixin:
         rid = _one_id(root_id)
         lo = None if timestamp_past is None else self._ts(timestamp_past)
         hi = None if timestamp_future is None else self._ts(timestamp_future)
-        h = self._history()
+        h = self.segmentation_history()
         if hasattr(h, "lineage_graph"):  # the backend answers it directly (chunkedgraph)
             return h.lineage_graph(rid, lo, hi)
         edges = [e for e in h.edges() if (lo is None or e[2] >= lo) and (hi is None or e[2] <= hi)]

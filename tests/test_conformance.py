@@ -210,7 +210,7 @@ def test_lineage_up_to_a_time_holds_no_later_successors(quirks, tk, client):
     """PyChunkedGraph's ``lineage_graph_multiple`` follows lineage edges past ``timestamp_future``
     unless ``exclude_links_to_future=true`` (CAVEclient sends it): successors created after T come
     back. tablekit sends it and drops nodes created after T whatever the server does."""
-    edges = sorted(client._history().edges(), key=lambda e: e[2])
+    edges = sorted(client.segmentation_history().edges(), key=lambda e: e[2])
     parent, child, when = edges[len(edges) // 2]
     born = client.get_root_timestamps([parent])[0]
     t = born + (when - born) / 2  # parent is valid at t; child is created after t

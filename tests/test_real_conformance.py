@@ -80,7 +80,7 @@ def test_item5_live_at_a_versions_timestamp(real, client):
 
 
 def test_item7_latest_roots_at_a_time(real, client):
-    edges = sorted(client._history().edges(), key=lambda e: e[2])
+    edges = sorted(client.segmentation_history().edges(), key=lambda e: e[2])
     parent, _child, when = edges[len(edges) // 2]
     born = client.get_root_timestamps([parent])[0]
     t = born + (when - born) / 2

@@ -36,7 +36,7 @@ def hist(path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def moments(client, hist) -> dict:
     """Roots that were edited (parent, child, edit time), roots still current, and times."""
-    edges = sorted(client._history().edges(), key=lambda e: e[2])
+    edges = sorted(client.segmentation_history().edges(), key=lambda e: e[2])
     picks = [edges[i] for i in range(0, len(edges), max(1, len(edges) // 6))][:6]
     current = [int(x) for x in hist.loc[hist["valid_to"].isna(), "root_id"].drop_duplicates()[:6]]
     first = min(m["time_stamp"] for m in client.get_versions_metadata(expired=True))

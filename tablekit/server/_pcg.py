@@ -107,7 +107,7 @@ class Chunkedgraph:
 
     @property
     def history(self) -> Any:
-        return self.client._history()
+        return self.client.segmentation_history()
 
     def is_latest_roots(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:
         ids = _ids(_load(body), "node_ids")

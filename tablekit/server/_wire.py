@@ -3,8 +3,8 @@
 Nothing here answers a query by itself. A CAVE body (table-keyed filter dicts, ``tables`` /
 ``suffix_map`` joins, ``select_columns`` …) is translated into keyword filters of tablekit's
 filter class for the table (or view, or join), validated by it, and compiled by
-:meth:`tablekit.Client._build_query` into a :class:`~tablekit.query.Query`; the backend runs it
-and returns Arrow. This module then renames the columns the way the CAVE server names them (join
+:meth:`tablekit.Client.build_query` into a :class:`~tablekit.query.Query`; :meth:`tablekit.Client.answer`
+runs it and returns Arrow. This module then renames the columns the way the CAVE server names them (join
 suffixes from the request), drops what the CAVE server drops, and encodes the Arrow IPC stream
 (buffer compression from ``Accept-Encoding``), the JSON records and the headers.
 
@@ -30,10 +30,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError
-from ..filters import Field, ResultColumn, TableFilter
+from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError, UnknownTableError
+from ..filters import Field, ResultColumn, TableFilter, introspect
 from ..query import CAVE_FILTER_DICTS, Join, Predicate, Query
 from ..query import options as query_options
+from ..query.pending import find_pending, supervoxel_columns
 from ..schema import ColumnKind, ColumnRole, TableSpec
 
 __all__ = [
@@ -258,7 +259,7 @@ class Translator:
     def require_version(self, version: int) -> int:
         """The version if it can be queried; VersionError (unknown or expired) otherwise."""
         with self.lock:
-            return self.client._check_version(version)
+            return self.client.check_version(version)
 
     def table_class(self, table: str, version: int, merge_reference: bool = False) -> type[TableFilter]:
         with self.lock:
@@ -281,12 +282,13 @@ class Translator:
         self, cls: type[TableFilter], body: Mapping[str, Any], tables: Sequence[str]
     ) -> tuple[Predicate, ...]:
         """Table-keyed filter dicts → predicates, validated by the filter class of the query."""
+        info = introspect(cls)
         by_col: dict[tuple[str, str, bool], Field] = {}
-        for fl in cls._fields.values():
+        for fl in info.fields.values():
             by_col.setdefault((fl.table, fl.column.name, fl.bbox), fl)
-        specs = {cls._spec.name: cls._spec}
-        if cls._target is not None:
-            specs[cls._target.name] = cls._target
+        specs = {info.spec.name: info.spec}
+        if info.target is not None:
+            specs[info.target.name] = info.target
         kwargs: dict[str, dict[str, Any]] = {}
         extra: list[Predicate] = []
         name = cls.table_name
@@ -325,11 +327,11 @@ class Translator:
                                 table=table,
                                 column=col,
                             )
-                    if f.bbox and f.attr in cls._fields:
+                    if f.bbox and f.attr in info.fields:
                         kwargs.setdefault(f.attr, {})["bbox"] = value
                     elif f.bbox:
                         extra.extend(f.predicates(name, value))
-                    elif f.attr in cls._fields and op in f.ops and value is not None:
+                    elif f.attr in info.fields and op in f.ops and value is not None:
                         slot = kwargs.setdefault(f.attr, {})
                         if op in slot:
                             raise QueryError(f"{name}: column {col!r} of {table!r} is given twice for {op!r}")
@@ -337,12 +339,12 @@ class Translator:
                     else:
                         # an operator the DSL refuses on purpose (a range on a root id, a filter on
                         # `valid`) but the CAVE server accepts: same value checks, same Query
-                        extra.append(f._one(name, op, value))
+                        extra.append(f.predicate(name, op, value))
         kw: dict[str, Any] = {}
         for attr, ops in kwargs.items():
             kw[attr] = ops["bbox"] if "bbox" in ops else ops
         obj = cls(**kw)
-        return (*obj._predicates, *extra)
+        return (*obj.predicates, *extra)
 
     # ------------------------------------------------------------------ options
     def _limit(self, body: Mapping[str, Any], count: bool) -> int | None:
@@ -552,22 +554,23 @@ class Translator:
             self._validate_tables([name], version)
         self.require_version(version)
         cls = self.table_class(name, version) if kind == "table" else self.view_class(name, version)
-        spec = cls._spec
+        info = introspect(cls)
+        spec = info.spec
         warn = self._notices([spec])
         preds = self._predicates(cls, body, [name])
         sel = body.get("select_columns")
         if sel is not None and (isinstance(sel, (str, Mapping)) or not isinstance(sel, list)):
             raise WireError(f"select_columns must be a list of column names, got {sel!r}")
-        select = self._select(cls._layout, None if sel is None else {name: sel}, {name: spec}, partners=True)
+        select = self._select(info.layout, None if sel is None else {name: sel}, {name: spec}, partners=True)
         count = parse_bool(params.get("count"), False, "count", strict=self.quirks)
         if self.quirks and not count:
-            failure = one_column_failure(cls._layout, select)
+            failure = one_column_failure(info.layout, select)
             if failure is not None:
                 raise failure
         return self._finish(
             cls=cls,
             predicates=preds,
-            layout=cls._layout,
+            layout=info.layout,
             join=None,
             kind=kind,
             body=body,
@@ -605,7 +608,8 @@ class Translator:
         self._validate_tables([a, b], version)
         self.require_version(version)
         cls = self.join_class(a, b, version)
-        sa, sb = cls._spec, cls._target
+        info = introspect(cls)
+        sa, sb = info.spec, info.target
         assert sb is not None
         warn = self._notices([sa, sb])
         preds = self._predicates(cls, body, [a, b])
@@ -624,12 +628,12 @@ class Translator:
             select_map = {**per, **(select_map or {})}
         if select_map is not None and not isinstance(select_map, Mapping):
             raise WireError(f"select_column_map must be an object {{table: [columns]}}, got {select_map!r}")
-        select = self._select(cls._layout, select_map, {a: sa, b: sb}, partners=True)
+        select = self._select(info.layout, select_map, {a: sa, b: sb}, partners=True)
         suffixes = self._suffixes(body, [a, b], warn, "suffix_map")
         return self._finish(
             cls=cls,
             predicates=preds,
-            layout=cls._layout,
+            layout=info.layout,
             join=Join(a, b, ca, cb),
             kind="table",
             body=body,
@@ -639,7 +643,7 @@ class Translator:
             select=select,
             # the real join endpoint ignores count (generate_complex_query_dataframe: get_count=False)
             count=parse_bool(params.get("count"), False, "count", strict=self.quirks) and not self.quirks,
-            rename=self._join_rename(cls._layout, sa, sb, suffixes),
+            rename=self._join_rename(info.layout, sa, sb, suffixes),
             drop=set(),
             warn=warn,
             default_resolution=sb.voxel_resolution or sa.voxel_resolution,
@@ -679,13 +683,15 @@ class Translator:
                 raise QueryError(f"join_tables must join the queried table {table!r}, got {joins[0]!r}")
             a, ca, b, cb = self._two_tables([[t1, c1], [t2, c2]], "join_tables")
             cls = self.join_class(a, b, version)
-            sa, sb = cls._spec, cls._target
+            info = introspect(cls)
+            sa, sb = info.spec, info.target
             assert sb is not None
             tables, specs = [a, b], {a: sa, b: sb}
             join: Join | None = Join(a, b, ca, cb)
         else:
             cls = self.table_class(table, version)
-            sa = cls._spec
+            info = introspect(cls)
+            sa = info.spec
             tables, specs, join = [table], {table: sa}, None
         preds = self._predicates(cls, body, tables)
         sel = body.get("select_columns")
@@ -693,18 +699,18 @@ class Translator:
             raise WireError(
                 f"select_columns must be an object {{table: [columns]}} for live queries, got {sel!r}"
             )
-        select = self._select(cls._layout, sel, specs, partners=False, strict_tables=self.quirks)
+        select = self._select(info.layout, sel, specs, partners=False, strict_tables=self.quirks)
         suffixes = body.get("suffixes")
         if suffixes is not None and not isinstance(suffixes, Mapping):
             raise WireError(f"suffixes must be an object {{table: suffix}}, got {suffixes!r}")
         rename = (
             self._join_rename(
-                cls._layout, sa, specs[tables[1]], self._suffixes(body, tables, warn, "suffixes")
+                info.layout, sa, specs[tables[1]], self._suffixes(body, tables, warn, "suffixes")
             )
             if join is not None
             else {}
         )
-        drop = {rc.name for rc in cls._layout if rc.column.name in ("valid", "superceded_id")}
+        drop = {rc.name for rc in info.layout if rc.column.name in ("valid", "superceded_id")}
         allow_invalid = parse_bool(
             params.get("allow_invalid_root_ids"), False, "allow_invalid_root_ids", strict=self.quirks
         )
@@ -714,7 +720,7 @@ class Translator:
         plan = self._finish(
             cls=cls,
             predicates=preds,
-            layout=cls._layout,
+            layout=info.layout,
             join=join,
             kind="table",
             body=body,
@@ -735,10 +741,10 @@ class Translator:
             plan.refilter = {k: body[k] for k in _REFILTERED if body.get(k)}
         # pending lookups are found in the supervoxel ids, selected or not (the real server checks
         # them before it applies select_columns)
-        need = [rc.name for rc in cls._layout if rc.column.role is ColumnRole.SUPERVOXEL_ID]
+        need = list(supervoxel_columns(info.layout))
         if self.quirks:
             created = next(
-                (rc.name for rc in cls._layout if rc.table == table and rc.column.name == "created"), None
+                (rc.name for rc in info.layout if rc.table == table and rc.column.name == "created"), None
             )
             with self.lock:
                 past = [
@@ -800,13 +806,8 @@ class Translator:
         :data:`PENDING_LOOKUPS` with the column's count is a warning and those rows are left out
         (``allow_missing_lookups``), or the query fails with 406 (sent as 500). With ``cave_quirks``
         the rows of the materialized version are checked first and fail whatever the flag says."""
-        svs = [
-            rc.name
-            for rc in plan.layout
-            if rc.column.role is ColumnRole.SUPERVOXEL_ID and rc.name in table.column_names
-        ]
-        nulls = [table.column(c).is_null().to_numpy(zero_copy_only=False) for c in svs]
-        if not any(x.any() for x in nulls):
+        pending = find_pending(table, supervoxel_columns(plan.layout))
+        if not any(x.any() for x in pending.nulls):
             return table
         everything = np.ones(table.num_rows, dtype=bool)
         parts = [(everything, plan.allow_missing_lookups)]
@@ -817,9 +818,8 @@ class Translator:
             parts = [(mat, False), (~mat, plan.allow_missing_lookups)]
         keep = everything.copy()
         for part, allow in parts:
-            for isnull in nulls:
-                pending = part & keep & isnull
-                n = int(pending.sum())
+            for _column, rows in pending.by_column(part & keep):
+                n = int(rows.sum())
                 if not n:
                     continue
                 text = PENDING_LOOKUPS.format(n=n)
@@ -827,7 +827,7 @@ class Translator:
                     raise Abort(406, "Not Acceptable", text)
                 plan.warnings.append(text)
                 plan.left_out += n
-                keep &= ~pending
+                keep &= ~rows
         return table if keep.all() else table.filter(pa.array(keep))
 
     def limit_warnings(self, plan: Plan, rows: int) -> list[str]:
@@ -975,9 +975,10 @@ def _version_with(client: Any, table: str, preferred: int) -> int:
     """A valid version whose tables include ``table`` (newest first), for the filter class layout."""
     versions = [preferred, *reversed(client.get_versions())]
     for v in dict.fromkeys(versions):
-        if table in client._table_specs(v):
+        if table in client.get_tables(v):
             return v
-    raise client._unknown_table(table, preferred)
+    client.check_table(table, preferred)  # in no version: raises UnknownTableError (close names)
+    raise UnknownTableError(f"no valid version has a table {table!r}")
 
 
 def _parse_timestamp(value: Any) -> _dt.datetime:

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import UnknownTableError
+from ..filters import introspect
 from ..query import QueryOptions
 from . import _wire
 from ._pcg import PCG_API_VERSIONS, PCG_SERVER_VERSION, BadRequest, Chunkedgraph
@@ -142,7 +143,7 @@ class ServerState:
             m.setdefault("schema", st)
             m.setdefault("id", version * 1000 + i + 1)
             m.setdefault("valid", True)
-            m.setdefault("aligned_volume", self._aligned_volume()["name"])
+            m.setdefault("aligned_volume", self.aligned_volume()["name"])
             m.setdefault("pcg_table_name", self.pcg_table)
             m.setdefault("segmentation_source", "")
             m.setdefault("last_updated", cave_time(ts))
@@ -151,7 +152,7 @@ class ServerState:
             out.append(jsonable(m))
         return out
 
-    def _aligned_volume(self) -> dict[str, Any]:
+    def aligned_volume(self) -> dict[str, Any]:
         av = self.client.info.get("aligned_volume")
         if isinstance(av, dict):
             return {"id": 1, "description": "", "image_source": "", **av}
@@ -169,7 +170,7 @@ class ServerState:
             "id": 1,
             "name": self.datastack,
             "description": info.get("description", ""),
-            "aligned_volume": self._aligned_volume(),
+            "aligned_volume": self.aligned_volume(),
             "segmentation_source": f"graphene://{base}/segmentation/table/{self.pcg_table}",
             "skeleton_source": None,
             "analysis_database": None,
@@ -260,10 +261,10 @@ def build_app(state: ServerState) -> Starlette:
         return JSONResponse(state.datastack_record(_base(request)))
 
     async def aligned_volumes(request: Request) -> Response:
-        return JSONResponse([state._aligned_volume()])
+        return JSONResponse([state.aligned_volume()])
 
     async def aligned_volume(request: Request) -> Response:
-        av = state._aligned_volume()
+        av = state.aligned_volume()
         key = request.path_params.get("name")
         if key is not None and key != av["name"]:
             return JSONResponse({"message": f"aligned volume {key!r} not found"}, status_code=404)
@@ -272,7 +273,7 @@ def build_app(state: ServerState) -> Starlette:
         return JSONResponse(av)
 
     async def aligned_volume_datastacks(request: Request) -> Response:
-        if request.path_params["name"] != state._aligned_volume()["name"]:
+        if request.path_params["name"] != state.aligned_volume()["name"]:
             return JSONResponse([], status_code=404)
         return JSONResponse([state.datastack])
 
@@ -336,7 +337,7 @@ def build_app(state: ServerState) -> Starlette:
         t = request.path_params["table"]
         ms = {m["table_name"]: m for m in await run_in_threadpool(state.table_metadata, v)}
         if t not in ms:
-            raise client._unknown_table(t, v)
+            client.check_table(t, v)  # raises UnknownTableError (close names, or that it is a view)
         resp = JSONResponse(ms[t])
         if request.url.path.startswith("/materialize/api/v2/") and ms[t].get("notice_text"):
             _add(resp, "Warning", f"Table Owner Notice on {t}: {ms[t]['notice_text']}")
@@ -387,11 +388,11 @@ def build_app(state: ServerState) -> Starlette:
 
             v = client.version
             cls = tr.table_class(t, v)
-            cols = [rc.name for rc in cls._layout if rc.column.kind is ColumnKind.STRING]
+            cols = [rc.name for rc in introspect(cls).layout if rc.column.kind is ColumnKind.STRING]
             if not cols:
                 return {}
             q = client.build_query(cls, options=QueryOptions(select_columns=cols))
-            table = client.backend.execute(q).table
+            table = client.answer(q).table
             import pyarrow.compute as pc
 
             return {
@@ -413,7 +414,8 @@ def build_app(state: ServerState) -> Starlette:
         return arrow, warn
 
     def _execute(plan: Plan, request: Request) -> tuple[pa.Table, list[str]]:
-        result = client.backend.execute(plan.query)
+        # the wire's own pending-lookup policy applies (Translator.shape): rows waiting are kept
+        result = client.answer(plan.query, keep_pending=True)
         table = tr.shape(plan, result.table)
         extra = [w for w in result.warnings if not any(x.endswith(": " + w) for x in plan.warnings)]
         limits = tr.limit_warnings(plan, table.num_rows)

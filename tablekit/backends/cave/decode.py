@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...errors import QueryError, ServerError, UnsupportedError
+from ...query.pending import pending_text, refusal
 from ...schema import ColumnKind
 from ..base import ARROW_TYPES
 from .compile import ARROW_CONTENT_TYPE, DEFAULT_ROW_LIMIT, ClientFilter, Plan
@@ -146,7 +147,6 @@ def _pending_text(p: Plan, n: int | str, detail: str) -> str:
     (``n`` may be a bound such as ``"at least 3"``)."""
     q = p.query
     cols = [name for name, (_t, col, _k) in p.sources.items() if col.endswith("supervoxel_id")]
-    ts = q.timestamp.isoformat() if q.timestamp is not None else "the query time"
     roots = sorted({pr.column for pr in q.predicates if pr.column.endswith("root_id")})
     # the live endpoint checks the query without its root-id filters (new_query.py
     # strip_root_id_filters, then update_rootids): the rows it counts need not match the query
@@ -156,9 +156,8 @@ def _pending_text(p: Plan, n: int | str, detail: str) -> str:
         if roots
         else "matching this live query"
     )
-    return (
-        f"{q.table}: {n} annotation(s) {which} still wait for their supervoxel lookup "
-        f"(pending {' / '.join(cols) or 'supervoxel ids'}{detail}), so their root ids at {ts} are unknown"
+    return pending_text(
+        q.table, n, which, f"pending {' / '.join(cols) or 'supervoxel ids'}{detail}", q.timestamp
     )
 
 
@@ -181,7 +180,7 @@ def pending_lookups_error(p: Plan, server_message: str | None) -> QueryError | N
             "of the materialized version its live query starts from; query an earlier time (before they "
             "were created)"
         )
-    return QueryError(f"{text}. Pass allow_missing_lookups=True to leave them out, or query an earlier time")
+    return QueryError(refusal(text))
 
 
 def pending_lookups_notes(p: Plan, warnings: Sequence[str]) -> list[str]:
