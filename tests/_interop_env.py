@@ -13,6 +13,10 @@ repository (``pip install <repo>``, not editable). It lives at ``$TABLEKIT_INTER
 * A lock file serialises concurrent callers (e.g. two pytest processes).
 
 Progress goes to stderr (``pytest -s`` shows it); building takes a minute or two once.
+
+:func:`run_checks` runs one checks module of ``tests/interop/`` under that venv's pytest (a clean
+environment, a temporary ``HOME``, a timeout, the output's tail on failure); tests/test_interop.py
+and tests/test_real_caveclient.py both use it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["REPO", "REQUIREMENTS", "interop_python", "venv_dir"]
+__all__ = ["REPO", "REQUIREMENTS", "interop_python", "run_checks", "venv_dir"]
 
 REPO = Path(__file__).resolve().parent.parent
 #: what the interop venv holds besides tablekit; changing this list rebuilds the venv
@@ -139,6 +143,39 @@ def interop_python() -> str:
             )
             tk_stamp.write_text(f"{src_hash} {pyproject_hash}")
         return str(py)
+
+
+INTEROP_DIR = REPO / "tests" / "interop"
+
+
+def run_checks(checks: str, env: dict[str, str], workdir: Path, *, timeout: float = 900) -> str:
+    """Run ``tests/interop/<checks>`` with the interop venv's pytest and return its output.
+
+    The environment is this process's without ``PYTHONPATH``/``PYTHONHOME``/``VIRTUAL_ENV``, plus
+    ``env`` and ``HOME=<workdir>/home`` (CAVEclient writes its token and caches under ``HOME``:
+    never the user's). Raises ``AssertionError`` with the output's last 12,000 characters when a
+    check fails or nothing passed; prints the last 3,000 and the time taken to stderr either way.
+    """
+    py = interop_python()
+    home = Path(workdir) / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    clean.update(env, HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [py, "-m", "pytest", "-c", str(INTEROP_DIR / "pytest.ini"), str(INTEROP_DIR / checks)],
+        cwd=workdir,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    print(proc.stdout[-3000:], file=sys.stderr)
+    print(f"[interop] {checks} ran in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if proc.returncode != 0 or " passed" not in proc.stdout or " failed" in proc.stdout:
+        raise AssertionError(f"{checks} (exit {proc.returncode}):\n{proc.stdout[-12000:]}")
+    return proc.stdout
 
 
 if __name__ == "__main__":
