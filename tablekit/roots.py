@@ -182,7 +182,9 @@ class RootsMixin:
     ) -> dict[str, Any]:
         """Map root ids to the root ids their supervoxels had at ``timestamp_past`` (default: the
         first version's time). Returns CAVE's shape: ``{"past_id_map": {id: [past ids]},
-        "future_id_map": {past id: [ids]}}``."""
+        "future_id_map": {past id: [id]}}``, as the chunkedgraph means them: a past id maps to the one
+        root holding all its supervoxels at ``timestamp_future`` (default: now), and is left out
+        when they are split between several."""
         ids = _ids(root_ids)
         if timestamp_past is None:
             timestamp_past = min(m["time_stamp"] for m in self._backend.versions_metadata(expired=True))
@@ -190,14 +192,7 @@ class RootsMixin:
         h = self.segmentation_history()
         if hasattr(h, "past_id_mapping"):  # the backend answers it directly (chunkedgraph)
             return h.past_id_mapping(ids, ts, self._ts(timestamp_future))
-        past: dict[int, list[int]] = {}  # id → its ancestors at timestamp_past
-        future: dict[int, list[int]] = {}  # ancestor → the given ids it became
-        for r in ids:
-            sv = h.supervoxels_of(r)
-            olds = sorted({int(x) for x in h.roots_at(sv, ts) if x != 0})
-            past[r] = olds
-            for o in olds:
-                future.setdefault(o, []).append(r)
+        past, future = h.id_maps(ids, ts, self._ts(timestamp_future))
         return {"past_id_map": past, "future_id_map": future}
 
     def get_lineage_graph(

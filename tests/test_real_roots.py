@@ -114,14 +114,9 @@ def test_errors_are_the_local_engines(real, client, moments):
             c.get_root_timestamps([12345])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="new finding (tablekit, not the server): get_past_ids' future_id_map means two things. "
-    "Over HTTP it is the chunkedgraph's (a past id -> the one root that holds all its supervoxels at "
-    "timestamp_future, absent when it split); the local engine maps a past id -> the given ids it "
-    "became. test_roots_http compares past_id_map only",
-)
 def test_future_id_map_is_the_local_engines(real, client, moments):
+    """A past id → the one root holding all its supervoxels at timestamp_future, on both paths
+    (once a new finding: locally it meant the given ids a past id became)."""
     cur = moments["current"] + [c for _p, c, _w in moments["edges"]]
     got = real.get_past_ids(cur)["future_id_map"]
     want = client.get_past_ids(cur)["future_id_map"]

@@ -93,6 +93,46 @@ def test_roots_api_over_http_matches_local(client, path, tmp_path):
         assert remote.suggest_latest_roots(old) == client.suggest_latest_roots(old)
 
 
+def roots_at_oracle(h: pd.DataFrame, svs: Any, ts: dt.datetime) -> set[int]:
+    t = pd.Timestamp(ts)
+    at = h[
+        (h["valid_from"] <= t) & (h["valid_to"].isna() | (h["valid_to"] > t)) & h["supervoxel_id"].isin(svs)
+    ]
+    return {int(r) for r in at["root_id"]}
+
+
+def id_maps_oracle(h: pd.DataFrame, ids: list[int], past: dt.datetime, future: dt.datetime):
+    """The chunkedgraph's past_id_mapping from the history rows: each id → the roots of its
+    supervoxels at ``past``; each of those → the one root holding all of its supervoxels at
+    ``future`` (absent when they are split between several)."""
+    past_map = {r: sorted(roots_at_oracle(h, leaves_oracle(h, r), past)) or [r] for r in ids}
+    future_map = {}
+    for p in {p for v in past_map.values() for p in v}:
+        fut = roots_at_oracle(h, leaves_oracle(h, p), future)
+        if len(fut) == 1:
+            future_map[p] = sorted(fut)
+    return past_map, future_map
+
+
+def test_past_ids_over_http_and_locally_are_the_chunkedgraphs(remote, client, hist, cases):
+    """get_past_ids' two maps mean the same over HTTP and locally, and what the history says
+    (before: the local future_id_map mapped a past id to the given ids it became, split or not)."""
+    tk, _ = remote
+    first = min(m["time_stamp"] for m in client.get_versions_metadata(expired=True))
+    ids = cases["current"] + cases["several"][:2] + cases["one"][:2]
+    edits = sorted(hist.loc[hist["valid_to"].notna(), "valid_to"].unique())
+    futures = [pd.Timestamp(edits[len(edits) // 2]).to_pydatetime(), cases["now"]]
+    split_seen = False
+    for future in futures:
+        want_past, want_future = id_maps_oracle(hist, ids, first, future)
+        split_seen |= len(want_future) < len({p for v in want_past.values() for p in v})
+        for c in (tk, client):
+            got = c.get_past_ids(ids, timestamp_past=first, timestamp_future=future)
+            assert {int(k): sorted(v) for k, v in got["past_id_map"].items()} == want_past
+            assert {int(k): sorted(v) for k, v in got["future_id_map"].items()} == want_future
+    assert split_seen, "no past id was split at either moment: the test shows nothing"
+
+
 def test_suggest_latest_roots_over_http_matches_local_and_the_history(remote, client, hist, cases):
     tk, _ = remote
     now = cases["now"]

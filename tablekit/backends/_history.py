@@ -100,6 +100,33 @@ class History:
         ).to_arrow_table()
         return t.column(0).to_numpy()
 
+    def id_maps(
+        self, root_ids: Sequence[int], past: _dt.datetime, future: _dt.datetime
+    ) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+        """The chunkedgraph's ``past_id_mapping``, as ``(past_id_map, future_id_map)``.
+
+        ``past_id_map``: each root id → the roots its supervoxels had at ``past`` (the id itself
+        when it has none then). ``future_id_map``: each of those past ids → the one root holding
+        all its supervoxels at ``future``, as a one-element list; a past id whose supervoxels are
+        split between several roots then is absent (PyChunkedGraph leaves out a past id whose
+        descendants split). Root id 0 maps to nothing.
+        """
+        past_map: dict[int, list[int]] = {}
+        every_past: dict[int, None] = {}
+        for r in dict.fromkeys(int(x) for x in root_ids):
+            olds = (
+                sorted({int(x) for x in self.roots_at(self.supervoxels_of(r), past) if x != 0}) if r else []
+            )
+            past_map[r] = olds or ([r] if r else [])
+            every_past.update(dict.fromkeys(past_map[r]))
+        future_map: dict[int, list[int]] = {}
+        for p in every_past:
+            sv = self.supervoxels_of(p)
+            fut = {int(x) for x in self.roots_at(sv, future) if x != 0} if len(sv) else set()
+            if len(fut) == 1:
+                future_map[p] = [fut.pop()]
+        return past_map, future_map
+
     def edges(self) -> list[tuple[int, int, _dt.datetime]]:
         """Every (old root, new root, time) succession caused by an edit."""
         con = self._connection()

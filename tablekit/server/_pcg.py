@@ -150,21 +150,11 @@ class Chunkedgraph:
         ids = _ids(_load(body), "root_ids")
         past = _epoch(params, "timestamp_past", 0.0)
         future = _epoch(params, "timestamp_future", time.time())
-        h = self.history
-        past_map: dict[str, list[int]] = {}
-        every_past: dict[int, None] = {}
-        for r in dict.fromkeys(ids):
-            olds = sorted({int(x) for x in h.roots_at(h.supervoxels_of(r), past) if x != 0}) if r else []
-            past_map[str(r)] = olds or [r]  # no ancestor then: the id itself (as the chunkedgraph does)
-            every_past.update(dict.fromkeys(past_map[str(r)]))
-        # future_id_map: a past id whose supervoxels all belong to one root at timestamp_future
-        future_map: dict[str, int] = {}
-        for p in every_past:
-            sv = h.supervoxels_of(p) if p else []
-            fut = {int(x) for x in h.roots_at(sv, future) if x != 0} if len(sv) else set()
-            if len(fut) == 1:
-                future_map[str(p)] = fut.pop()
-        return {"past_id_map": past_map, "future_id_map": future_map}
+        past_map, future_map = self.history.id_maps(ids, past, future)
+        return {
+            "past_id_map": {str(k): v for k, v in past_map.items()},
+            "future_id_map": {str(k): v[0] for k, v in future_map.items()},
+        }
 
     def lineage_graph(self, params: Mapping[str, str], body: bytes) -> dict[str, Any]:
         ids = _ids(_load(body), "root_ids")
