@@ -636,6 +636,9 @@ class CaveBackend:
             pending = decoding.pending_lookups_error(p, e.message)
             if pending is not None:  # the same error as the local engine's (client._pending_lookups)
                 raise pending from e
+            frozen = decoding.frozen_column_error(p, e.message)
+            if frozen is not None:
+                raise frozen from e
             raise
         table = decoding.decode(resp, p)
         warns = decoding.warnings_of(resp)

@@ -183,6 +183,33 @@ def pending_lookups_error(p: Plan, server_message: str | None) -> QueryError | N
     return QueryError(refusal(text))
 
 
+_NO_CRUD = re.compile(r"^'?(created|deleted|superceded_id)'?(?: not in model or models for (\S+))?$")
+
+
+def frozen_column_error(p: Plan, server_message: str | None) -> UnsupportedError | None:
+    """A real deployment's 500 for a filter on, or a selection of, ``created`` (or ``deleted``,
+    ``superceded_id``) at a materialized version → an :class:`UnsupportedError` naming the table,
+    the column and what to do. Its frozen tables have no such column: the materialization drops
+    them (``create_frozen_database.py``), so the server fails with ``KeyError('created')`` or "created
+    not in model or models for …". ``None`` for any other error."""
+    m = _NO_CRUD.match((server_message or "").strip())
+    if p.endpoint not in ("table", "join") or m is None:
+        return None
+    col = m.group(1)
+    tables = (
+        [m.group(2)]
+        if m.group(2)
+        else sorted({t for by_table in p.filters.values() for t, cols in by_table.items() if col in cols})
+        or list(p.query.tables)
+    )
+    return UnsupportedError(
+        f"table {', '.join(tables)}, version {p.query.version}: this deployment's frozen tables have no "
+        f"column {col!r} (its materialization drops it), so a filter on {col!r} or selecting it cannot "
+        f"be answered (the server says {server_message!r}). Leave {col!r} out of the filters and "
+        "select_columns; without select_columns the answer has it as nulls, with a warning"
+    )
+
+
 def pending_lookups_notes(p: Plan, warnings: Sequence[str]) -> list[str]:
     """The live endpoint's warnings about pending lookups it left out with
     ``allow_missing_lookups=true`` (one per supervoxel column, each counting rows the previous ones
@@ -353,6 +380,11 @@ def normalize(table: pa.Table, p: Plan) -> pa.Table:
             if src[2] is ColumnKind.FLOAT and pa.types.is_float32(arr.type):
                 p.float32.add(name)
             arr = _cast(arr, src[2], name)
+            if (name == "valid" or name.startswith("valid_")) and arr.null_count:
+                # the live endpoint's answer concatenates (pandas) its materialized rows, which have
+                # `valid`, with its newer rows, whose `valid` it dropped (api2.py `combine_queries`):
+                # nulls there; it returns only valid rows, so they are true
+                arr = pc.fill_null(arr, True)
         elif name == "count" and pa.types.is_integer(arr.type):
             arr = arr.cast(pa.int64())
         names.append(name)
