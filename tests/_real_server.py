@@ -260,6 +260,48 @@ class PostgresCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _watch(parent: int, pg_dir: Path) -> None:
+    """Run detached (``python tests/_real_server.py --watch PARENT DIR``): once ``parent`` (the test
+    process) is gone without closing (killed), kill the processes listed in ``DIR/pids`` (the
+    app), stop the cluster in ``DIR/data`` (immediate mode) and remove the directory. Exits when
+    the directory goes away (a normal close) or after cleaning up."""
+    import signal
+
+    while pg_dir.exists():
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        return
+    pids = (pg_dir / "pids").read_text().split() if (pg_dir / "pids").exists() else []
+    for pid in map(int, pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    data = pg_dir / "data"
+    if data.exists():
+        user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [*user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def start_watchdog(pg_dir: Path) -> subprocess.Popen[bytes]:
+    """Start :func:`_watch` for this process in its own session (so a signal to the test run's
+    process group does not reach it): a killed pytest leaves no cluster or app behind."""
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--watch", str(os.getpid()), str(pg_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
@@ -370,6 +412,7 @@ class RealServer:
             t0 = time.perf_counter()
             pg = PostgresCluster()
             self._closers.append(pg.stop)
+            start_watchdog(pg.dir)
             info = json.loads((Path(path) / "datastack.json").read_text())
             out = _run([str(py), str(LOADER), pg.uri, str(path)], "loading the datastack into PostgreSQL")
             self.load_report = json.loads(out.strip().splitlines()[-1])
@@ -413,6 +456,8 @@ class RealServer:
             )
             self._closers.append(self._stop_app)
             self._closers.append(logf.close)
+            with open(pg.dir / "pids", "a") as fh:  # for the watchdog
+                fh.write(f"{self._proc.pid}\n")
             port = self._wait_up()
             proxy = _Proxy(f"http://127.0.0.1:{port}", serve)
             self._closers.append(proxy.close)
@@ -467,3 +512,7 @@ class RealServer:
         while self._closers:
             with contextlib.suppress(Exception):
                 self._closers.pop()()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--watch"]:
+    _watch(int(sys.argv[2]), Path(sys.argv[3]))
