@@ -97,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import tablekit
-    from tablekit.sample import build_sample
+    from tablekit.datastack.sample import build_sample
 
     base = pathlib.Path(args.data) / f"synapses-{args.synapses}"
     if not (base / "datastack.json").exists():

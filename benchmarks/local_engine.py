@@ -165,7 +165,7 @@ def main() -> None:
         print(json.dumps(_run_one(path, approach, name, args.repeat, json.loads(picked))))
         return
 
-    from tablekit.sample import build_sample
+    from tablekit.datastack.sample import build_sample
 
     path = pathlib.Path(args.data) / f"synapses-{args.synapses}"
     if not (path / "datastack.json").exists():

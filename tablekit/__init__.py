@@ -105,7 +105,7 @@ def connect(
                 f"unknown datastack {datastack!r}: without server= only the embedded 'demo' is known. "
                 "Pass path='DIR' for a local datastack directory"
             )
-        from .sample import ensure_demo
+        from .datastack.sample import ensure_demo
 
         path = str(ensure_demo())
     backend = LocalBackend(path)

@@ -215,7 +215,7 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .sample import build_sample
+    from .datastack.sample import build_sample
 
     t0 = time.perf_counter()
     path = build_sample(args.out, synapses=args.synapses, seed=args.seed, overwrite=args.overwrite)

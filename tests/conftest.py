@@ -44,7 +44,7 @@ def schemas_old() -> dict:
 @pytest.fixture(scope="session")
 def path(tmp_path_factory) -> str:
     """A generated datastack (20k synapses), built once per test session."""
-    from tablekit.sample import build_sample
+    from tablekit.datastack.sample import build_sample
 
     return str(build_sample(tmp_path_factory.mktemp("ds") / "demo", synapses=20_000, seed=7))
 

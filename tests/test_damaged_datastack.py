@@ -1,7 +1,7 @@
 """Damaged datastack directories give a DatastackError naming the file and the fix, never wrong rows.
 
 Each test copies the generated demo datastack (the session's ``path`` fixture, built by
-``tablekit.sample``) to ``tmp_path``, damages the copy in one way, and asserts the error class
+``tablekit.datastack.sample``) to ``tmp_path``, damages the copy in one way, and asserts the error class
 and that its message names the file, the table, the column or the value. ``tablekit serve`` over
 a damaged copy answers an error too.
 """
@@ -37,12 +37,12 @@ def version(path) -> int:
 @pytest.fixture(scope="module")
 def multipart(tmp_path_factory) -> Path:
     """A small demo datastack whose tables have several part files (1,000-row files)."""
-    from tablekit import datastack
-    from tablekit.sample import build_sample
+    from tablekit.datastack import parts
+    from tablekit.datastack.sample import build_sample
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(datastack, "ROW_GROUP_ROWS", 500)
-    mp.setattr(datastack, "FILE_ROWS", 1000)
+    mp.setattr(parts, "ROW_GROUP_ROWS", 500)
+    mp.setattr(parts, "FILE_ROWS", 1000)
     try:
         return build_sample(tmp_path_factory.mktemp("multipart") / "demo", synapses=5000, seed=3)
     finally:

@@ -204,8 +204,10 @@ def test_materialize_overlapping_history_is_an_error(tmp_path):
 
 def test_materialize_streams_row_groups_and_files(tmp_path, monkeypatch):
     """With tiny row groups and files, a random history still materializes exactly and in id order."""
-    monkeypatch.setattr(ds, "ROW_GROUP_ROWS", 37)
-    monkeypatch.setattr(ds, "FILE_ROWS", 150)
+    from tablekit.datastack import parts
+
+    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 37)
+    monkeypatch.setattr(parts, "FILE_ROWS", 150)
     rng = np.random.default_rng(5)
     root = tmp_path / "r"
     ds.write_datastack_json(root, name="r", synapse_table="syn")

@@ -111,7 +111,7 @@ def test_root_filter_at_t_is_exactly_that_roots_supervoxels(client, path):
 
 @pytest.mark.parametrize("seed", [11, 12])
 def test_generated_datastacks_with_random_edits(tmp_path, seed):
-    from tablekit.sample import build_sample
+    from tablekit.datastack.sample import build_sample
 
     p = str(build_sample(tmp_path / f"s{seed}", synapses=4_000, seed=seed))
     c = tablekit.connect(path=p)

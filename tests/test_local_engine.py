@@ -63,7 +63,7 @@ def test_root_id_lookups_use_a_clustered_copy(ds, tmp_path, monkeypatch):
     """A lookup by a root id (``==`` or a short ``in``) on a big snapshot starts building a copy
     ordered by that column in the background and is answered from it once it is ready; the
     answers equal the pandas oracle before, during and after (ids still ascending)."""
-    import tablekit.backends.local as local
+    import tablekit.backends.local.backend as local
 
     monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(local, "CLUSTER_MIN_ROWS", 1)  # the fixture's tables are tiny
@@ -114,7 +114,7 @@ def test_builds_clear_what_dead_builds_left_behind(ds, tmp_path, monkeypatch):
     import os
     import time
 
-    import tablekit.backends.local as local
+    import tablekit.backends.local.backend as local
 
     monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(local, "CLUSTER_MIN_ROWS", 1)
@@ -152,7 +152,7 @@ def test_native_copies_are_evicted_by_age_and_size(tmp_path, monkeypatch):
     copies used in the last 10 minutes stay."""
     import os
 
-    from tablekit.backends.local import _prune_native
+    from tablekit.backends.local.native import _prune_native
 
     now = 1_000_000_000.0
     root = tmp_path / "native"
@@ -227,7 +227,7 @@ def test_a_build_prunes_and_attaching_marks_a_copy_used(ds, tmp_path, monkeypatc
 def test_a_failed_clustered_build_warns_and_lookups_still_answer(ds, tmp_path, monkeypatch):
     """A background build that fails (here: an invalid TABLEKIT_BUILD_MEMORY) says so, and the
     lookups keep reading the id-ordered copy with the same answers."""
-    import tablekit.backends.local as local
+    import tablekit.backends.local.backend as local
 
     monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TABLEKIT_BUILD_MEMORY", "lots")
@@ -1094,7 +1094,7 @@ def test_views_that_cannot_run(tmp_path, ds):
 
 def test_history_is_exposed(backend):
     """``backend.history`` is the segmentation history the client's roots API uses, built once."""
-    from tablekit.backends._history import History
+    from tablekit.backends.local.history import History
 
     assert isinstance(backend.history, History) and backend.history is backend.history
 

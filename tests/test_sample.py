@@ -1,4 +1,4 @@
-"""Tests of tablekit.sample: the deterministic synthetic datastack.
+"""Tests of tablekit.datastack.sample: the deterministic synthetic datastack.
 
 The snapshots are checked against an independent pandas recomputation from the raw history files;
 the segmentation history is checked for the format's invariants; the content is checked for the
@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tablekit import sample
+from tablekit.datastack import sample
 from tablekit.errors import DatastackError
 from tablekit.schema import PointKind, table_spec
 

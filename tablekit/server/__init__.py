@@ -163,7 +163,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("error: pass a datastack PATH or --demo, not both", file=sys.stderr)
         return 2
     if args.demo:
-        from ..sample import ensure_demo
+        from ..datastack.sample import ensure_demo
 
         path: Any = ensure_demo()
     elif args.path:

@@ -39,8 +39,8 @@ import pyarrow as pa
 from ...errors import QueryError, UnsupportedError
 from ...query import CAVE_FILTER_DICTS, Predicate, Query, jsonable
 from ...schema import ColumnKind, TableSpec
-from .._sql import output_layout
 from ..base import ARROW_TYPES
+from ..local.sql import output_layout
 
 __all__ = [
     "ARROW_CONTENT_TYPE",

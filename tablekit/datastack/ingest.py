@@ -12,25 +12,46 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._values import short
-from .datastack import (
-    _KIND_TYPES,
-    _TS,
-    SEGMENTATION_SCHEMA,
-    TableSource,
-    _filled,
-    _us,
-    annotation_schema,
-    format_timestamp,
-)
-from .errors import DatastackError
-from .schema import ColumnKind, ColumnRole, PointKind, TableSpec
+from .._values import short
+from ..errors import DatastackError
+from ..schema import ColumnKind, ColumnRole, PointKind, TableSpec
+from .format import _KIND_TYPES, _TS, SEGMENTATION_SCHEMA, _us, annotation_schema, format_timestamp
+from .parts import _filled
+
+
+@attrs.define
+class TableSource:
+    """One table for :func:`build_datastack`.
+
+    Args:
+        name: table name (``^[a-z_][a-z0-9_]*$``).
+        schema_type: a CAVE schema type such as ``"synapse"`` or ``"nucleus_detection"``.
+        data: a pandas DataFrame, a Parquet file path, or a list of Parquet paths, in CAVE's
+            flat-column layout (what a CAVE query returns or exports): ``id``, optionally
+            ``created``, ``valid``, ``deleted``, ``superceded_id``, the scalar fields, and per point
+            ``P`` either ``P_position`` (3-element arrays/lists) or ``P_position_x/_y/_z``, plus
+            ``P_supervoxel_id`` and ``P_root_id`` for bound points.
+        voxel_resolution: nm per stored position unit, per axis.
+        description: table description shown to users.
+        reference_table: for schemas with ``target_id``: the name of the table whose ``id`` it refers to.
+        notice_text: an owner notice shown as a warning on every query.
+    """
+
+    name: str
+    schema_type: str
+    data: Any = attrs.field(repr=False)
+    voxel_resolution: tuple[float, float, float] = (4.0, 4.0, 40.0)
+    description: str = ""
+    reference_table: str | None = None
+    notice_text: str | None = None
+
 
 # ---- input normalisation (CAVE flat layout → annotation history)
 

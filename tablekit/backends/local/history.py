@@ -21,7 +21,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ._duckdb import lock_down
+from .lockdown import lock_down
 
 __all__ = ["History"]
 

@@ -37,26 +37,24 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .datastack import (
+from ..errors import DatastackError
+from ..schema import TableSpec, table_spec
+from .build import check_views, replacing_directory
+from .format import (
     FORMAT_VERSION,
     SEGMENTATION_SCHEMA,
     annotation_schema,
     bundled_schemas,
-    check_views,
-    materialize,
-    replacing_directory,
     table_metadata,
     version_metadata,
-    write_annotations,
     write_datastack_json,
     write_schemas,
-    write_segmentation_history,
     write_table_metadata,
     write_versions,
     write_view,
 )
-from .errors import DatastackError
-from .schema import TableSpec, table_spec
+from .materialize import materialize
+from .parts import write_annotations, write_segmentation_history
 
 __all__ = ["SAMPLE_REVISION", "build_sample", "ensure_demo", "sample_versions"]
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DatastackError
+from ..errors import DatastackError
 
 __all__ = ["MANIFEST", "check_sizes", "expected_rows", "file_record", "listed", "verify", "write_manifest"]
 

@@ -56,9 +56,9 @@ from typing import Any
 
 import attrs
 
-from ..errors import FilterValueError, OperatorError, QueryError, UnknownColumnError
-from ..query import Predicate, Query
-from ..schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec, resolution_triple
+from ...errors import FilterValueError, OperatorError, QueryError, UnknownColumnError
+from ...query import Predicate, Query
+from ...schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec, resolution_triple
 
 __all__ = [
     "HISTORY",
