@@ -43,9 +43,6 @@ from .schema import (
     ColumnKind,
     ColumnRole,
     TableSpec,
-    load_schema_documents,
-    table_spec,
-    view_spec,
 )
 from .tables import Tables, Views, namespace_attribute
 
@@ -93,7 +90,6 @@ class Client(ClassicMixin, RootsMixin):
         self._specs: dict[int, dict[str, Any]] = {}
         self._view_specs: dict[int, dict[str, TableSpec]] = {}
         self._namespaces: dict[tuple[str, int], Any] = {}
-        self._schemas: dict[str, Any] = {}
         if version is not None:
             self.version = version
 
@@ -128,7 +124,6 @@ class Client(ClassicMixin, RootsMixin):
         self._specs.clear()
         self._view_specs.clear()
         self._namespaces.clear()
-        self._schemas.clear()
 
     def get_datastack_info(self) -> dict[str, Any]:
         """Same as :attr:`info`."""
@@ -243,9 +238,7 @@ class Client(ClassicMixin, RootsMixin):
                     f"(got {st!r}), so its columns are unknown. The datastack's table metadata is damaged: "
                     "client.refresh() reads it again; if it persists, report it to the datastack's maintainers"
                 )
-            if st not in self._schemas:
-                self._schemas.update(load_schema_documents(self._backend.schemas([st])))
-            s = specs[table] = table_spec(s, self._schemas)
+            s = specs[table] = self._backend.table_spec(table, version)  # the backend's one spec
         return s
 
     def check_table(self, table: Any, version: int | None = None) -> str:
@@ -280,8 +273,7 @@ class Client(ClassicMixin, RootsMixin):
         :class:`HTTPError`) warns and gives no views for this call only: it is not remembered, so the next call asks again."""
         if version not in self._view_specs:
             try:
-                meta = self._backend.views_metadata(version)
-                schemas = self._backend.view_schemas(version) if meta else {}
+                views = self._backend.view_specs(version)  # the backend's, shared with its compiler
             except HTTPError as e:  # an optional endpoint that fails must never break tables
                 # (only the failures of a request: a bug, or a refused or damaged view file of a
                 # local datastack, DatastackError, is raised as it is)
@@ -290,9 +282,7 @@ class Client(ClassicMixin, RootsMixin):
                     stacklevel=user_stacklevel(),
                 )
                 return {}
-            self._view_specs[version] = {
-                n: view_spec(n, schemas[n], {**meta[n], "table_name": n}) for n in meta if n in schemas
-            }
+            self._view_specs[version] = dict(views)
         return self._view_specs[version]
 
     def spec(self, table: str, version: int | None = None, *, view: bool = False) -> TableSpec:

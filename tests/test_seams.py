@@ -211,3 +211,56 @@ def test_segmentation_history_is_the_roots_api_source(client, path):
     now = dt.datetime.now(dt.timezone.utc)
     got = h.roots_at(np.array([row["supervoxel_id"]], dtype=np.int64), now)
     assert int(got[0]) == int(row["root_id"])
+
+
+# --------------------------------------------------------------------------- one TableSpec
+
+
+@pytest.fixture(scope="module")
+def mini_ds(tmp_path_factory):
+    import _mini_datastack as mini
+
+    return mini.write_mini_datastack(tmp_path_factory.mktemp("mini") / mini.DATASTACK)
+
+
+def _one_spec_per_table(c) -> None:
+    for v in c.get_versions():
+        for t in c.get_tables(v):
+            spec = c.backend.table_spec(t, v)
+            assert c.spec(t, v) is spec  # the client's is the backend's, not a second one
+            assert c.backend.table_spec(t, v) is spec  # built once
+            # filter classes share their attrs base across clients by spec equality (filters.py)
+            assert tablekit.introspect(c.filter_class(t, v, merge_reference=False)).spec == spec
+        with pytest.raises(UnknownTableError):
+            c.backend.table_spec("no_such_table", v)
+        views = c.backend.view_specs(v)
+        assert c.get_views(v) == sorted(views)
+        for n in views:
+            assert c.spec(n, v, view=True) is views[n] is c.backend.view_specs(v)[n]
+
+
+def test_client_and_local_backend_share_one_spec(mini_ds):
+    c = tablekit.connect(path=str(mini_ds))
+    _one_spec_per_table(c)
+    # a table's spec is its own, not a version's: the versions that hold it share it
+    t = c.get_tables(c.get_versions()[0])[0]
+    assert {id(c.spec(t, v)) for v in c.get_versions() if t in c.get_tables(v)} == {id(c.spec(t))}
+    # the columns are the stored annotations' (oracle: the Parquet files as pandas reads them)
+    raw = pd.read_parquet(pathlib.Path(mini_ds) / "tables" / t / "annotations").columns
+    stored = set(c.spec(t).stored_columns)
+    assert stored <= set(raw) | {c for c in stored if c.endswith("root_id")}
+
+
+def test_client_and_cave_backend_share_one_spec(mini_ds, tmp_path):
+    import _mini_datastack as mini
+    from _server import serve_asgi
+
+    from tablekit.server import create_app
+
+    with serve_asgi(create_app(str(mini_ds))) as url:
+        c = tablekit.connect(mini.DATASTACK, server=url, cache_dir=tmp_path)
+        _one_spec_per_table(c)
+        local = tablekit.connect(path=str(mini_ds))
+        v = c.version
+        for t in c.get_tables(v):  # the same spec as the local engine builds from the same files
+            assert c.spec(t, v) == local.spec(t, v)

@@ -13,7 +13,7 @@ import attrs
 import pyarrow as pa
 
 from ..query import Query
-from ..schema import ColumnKind
+from ..schema import ColumnKind, TableSpec
 
 __all__ = ["ARROW_TYPES", "Backend", "Capabilities", "QueryResult", "count_table"]
 
@@ -97,12 +97,23 @@ class Backend(Protocol):
         """Raw metadata of every table valid in this version."""
         ...
 
+    def table_spec(self, table: str, version: int) -> TableSpec:
+        """The :class:`~tablekit.schema.TableSpec` of a table of ``version`` (from its metadata and
+        schema document): built once per (version, table) and kept, so the client, its filter
+        classes and the backend's compiler share the one object."""
+        ...
+
     def views_metadata(self, version: int) -> dict[str, dict[str, Any]]:
         """``{view: metadata}`` (``description``, ``voxel_resolution_x/_y/_z``, ``live_compatible`` …)."""
         ...
 
     def view_schemas(self, version: int) -> dict[str, dict[str, Any]]:
         """``{view: {column: {"type": …}}}`` as the CAVE view-schema endpoint returns."""
+        ...
+
+    def view_specs(self, version: int) -> dict[str, TableSpec]:
+        """``{view: TableSpec}`` for the views of ``version`` (from their metadata and schemas),
+        built once per version and kept: the client and the compiler share them."""
         ...
 
     def annotation_count(self, table: str, version: int) -> int: ...

@@ -52,7 +52,7 @@ from ...errors import (
     VersionError,
 )
 from ...query import Query
-from ...schema import TableSpec, table_spec, view_spec
+from ...schema import TableSpec, load_schema_documents, table_spec, view_spec
 from ..base import Capabilities, QueryResult, count_table
 from . import compile as wire
 from . import decode as decoding
@@ -439,7 +439,9 @@ class CaveBackend:
             return self._mem["history"]
 
     # ------------------------------------------------------------------ specs
-    def _table_spec(self, table: str, version: int) -> TableSpec:
+    def table_spec(self, table: str, version: int) -> TableSpec:
+        """The spec of ``table`` in ``version``, built once and kept (until :meth:`refresh`): the
+        client's filter classes and this backend's compiler use the same object."""
         key = ("spec", table, version)
         with self._lock:
             if key in self._mem:
@@ -453,27 +455,35 @@ class CaveBackend:
         st = meta.get("schema_type") or meta.get("schema")
         if not isinstance(st, str):
             raise SchemaError(f"{self.location}: the metadata of table {table!r} names no schema_type")
-        spec = table_spec(meta, self.schemas([st]))
+        spec = table_spec(meta, load_schema_documents(self.schemas([st])))
         with self._lock:
-            self._mem[key] = spec
+            spec = self._mem.setdefault(key, spec)  # two threads building it keep the first
         return spec
+
+    def view_specs(self, version: int) -> dict[str, TableSpec]:
+        """The specs of the views of ``version`` (those with metadata and a schema), built once and
+        kept (until :meth:`refresh`): the client's filter classes and the compiler share them."""
+        key = ("view_specs", int(version))
+        with self._lock:
+            if key in self._mem:
+                return self._mem[key]
+        meta, schemas = self._views(version)
+        specs = {
+            n: view_spec(n, schemas[n], {**(meta[n] or {}), "table_name": n}) for n in meta if n in schemas
+        }
+        with self._lock:
+            return self._mem.setdefault(key, specs)
 
     def _specs(self, query: Query) -> dict[str, TableSpec]:
         v = query.version if query.version is not None else self._version_at(query.timestamp)
         if query.kind == "view":
-            meta, schemas = self._views(v)
-            if query.table not in schemas:
+            views = self.view_specs(v)
+            if query.table not in views:
                 raise UnknownTableError(
                     f"{self.datastack} v{v}: no view named {query.table!r} on {self.location}"
                 )
-            return {
-                query.table: view_spec(
-                    query.table,
-                    schemas[query.table],
-                    {**(meta.get(query.table) or {}), "table_name": query.table},
-                )
-            }
-        return {t: self._table_spec(t, v) for t in query.tables}
+            return {query.table: views[query.table]}
+        return {t: self.table_spec(t, v) for t in query.tables}
 
     def _version_exactly_at(self, ts: _dt.datetime, tables: Sequence[str]) -> int | None:
         """The valid version whose timestamp is ``ts`` and which has every table of ``tables``."""

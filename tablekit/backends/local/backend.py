@@ -43,7 +43,7 @@ from ...errors import (
     VersionError,
 )
 from ...query import Query, jsonable
-from ...schema import TableSpec, table_spec, view_spec
+from ...schema import TableSpec, load_schema_documents, table_spec, view_spec
 from ..base import ARROW_TYPES, Capabilities, QueryResult
 from . import sql as _sql
 from .history import History
@@ -438,6 +438,15 @@ class LocalBackend:
         self._fresh()
         return [self._table_metadata(t) for t in self._tables_in_version(version)]
 
+    def table_spec(self, table: str, version: int) -> TableSpec:
+        """The spec of ``table`` in ``version``: a table's metadata and schema are its own, not a
+        version's, so every version holding it shares one object (built once, kept until the
+        datastack changes), which the client's filter classes and this engine's compiler use."""
+        tables = self._tables_in_version(version)
+        if table not in tables:
+            raise self._unknown_table(table, tables, f"version {version}")
+        return self._spec(table)
+
     def _spec(self, table: str) -> TableSpec:
         if table not in self._table_names():  # also keeps names out of file paths
             raise self._unknown_table(table, self._table_names(), "the datastack")
@@ -449,7 +458,7 @@ class LocalBackend:
                 raise DatastackError(
                     f"{self.location}: tables/{table}/metadata.json names no schema_type. {_RESTORE}"
                 )
-            return table_spec(meta, self.schemas([st]))
+            return table_spec(meta, load_schema_documents(self.schemas([st])))
 
         return self._cached(("spec", table), make)
 
@@ -731,6 +740,11 @@ class LocalBackend:
     def view_schemas(self, version: int) -> dict[str, dict[str, Any]]:
         self._fresh()
         return {name: json.loads(json.dumps(schema)) for name, (schema, _) in self._views(version).items()}
+
+    def view_specs(self, version: int) -> dict[str, TableSpec]:
+        """The specs of the views of ``version``, the ones this engine compiles with."""
+        self._fresh()
+        return {name: spec for name, (_, spec) in self._views(version).items()}
 
     # ------------------------------------------------------------------ queries
     def _plan(self, query: Query) -> tuple[_sql.CompiledSQL, dict[str, tuple[str, ...]], tuple[str, ...]]:
