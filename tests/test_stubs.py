@@ -1,8 +1,9 @@
 """The stub renderer (tablekit/stubgen.py), the committed demo stubs and ``tablekit stubs``.
 
-Rendering is checked against the runtime model it comes from: for every real schema document,
-the keyword arguments of each stub class and the operator keys of their TypedDicts are exactly
-those of :func:`tablekit.filters.table_fields`.
+For every real schema document (and every reference schema merged with a target), the keyword
+arguments of each stub class, their types and the operator keys of their TypedDicts, and the
+runtime class's keywords and accepted operators, are checked against an oracle written here from
+the spec that reads the raw JSON Schema documents (no tablekit.schema/filters helper).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pytest
 
 import tablekit
 from tablekit import stubgen
-from tablekit.filters import TableFilter, table_fields
+from tablekit.errors import FilterValueError, OperatorError
+from tablekit.filters import TableFilter, make_filter_class, table_fields
 from tablekit.schema import schema_hash, table_spec, view_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,19 +142,196 @@ def test_result_columns_and_getitem(demo_specs):
     assert "@_overload" not in views_part
 
 
+# ------------------------------------------------ an oracle from the raw schema documents
+#
+# Hand-written from design.md §3 and cave-data-model.md §1, reading the JSON Schema documents
+# directly (no tablekit.schema / tablekit.filters helper):
+# * every table has ``id`` (equality, membership, exclusion and ranges) and ``created`` (a
+#   datetime: ranges); ``valid`` is no keyword (rows are always valid = true, data model §1.4);
+# * a scalar property's type is ``format`` if given, else ``type`` (a string or a list; "null"
+#   only makes it nullable, and nullable fields are ordinary columns): integer → int, float /
+#   number → float, string → str, boolean → bool, date-time → datetime;
+# * ints, floats and datetimes take ranges; strings take ``regex``; booleans only
+#   equality/membership/exclusion; a string enum is typed as the Literal of its values;
+# * a property that ``$ref``s a point definition is flattened by joining names with ``_``
+#   (a document whose root *is* a point has no prefix): ``position`` → ``{p}_position_bbox``,
+#   ``supervoxel_id`` / ``root_id`` → identifiers (equality, membership, exclusion, no ranges),
+#   any other point property (``dependent_chunk``, ``level``) by its own type;
+# * a reference table merged with its target has the target's keywords, then its own, those
+#   whose column name clashes with a target column getting ``_ref`` (``id_ref``,
+#   ``pt_position_ref`` → ``pt_position_ref_bbox``);
+# * keywords are keyword-only, typed ``T | <many T> | <T>Ops | None`` (bbox: ``_BBox | None``),
+#   bounding boxes last.
+
+_EQ = ("==", "in", "!=", "not in")
+_RANGE = ("<", "<=", ">", ">=")
+_ALL_OPS = (*_EQ, *_RANGE, "regex")
+_OPS_BY_KIND = {
+    "int": {*_EQ, *_RANGE},
+    "float": {*_EQ, *_RANGE},
+    "datetime": {*_EQ, *_RANGE},
+    "str": {*_EQ, "regex"},
+    "bool": set(_EQ),
+    "identifier": set(_EQ),
+}
+_STUB_SCALAR = {
+    "int": "int",
+    "identifier": "int",
+    "float": "float",
+    "str": "str",
+    "bool": "bool",
+    "datetime": "_When",
+}
+_POINT_DEFS = ("BoundSpatialPoint", "SpatialPoint", "DerivedSpatialPoint")
+
+
+def _oracle_kind(prop: dict) -> str:
+    t = prop.get("type")
+    types = [x for x in ([t] if isinstance(t, str) else list(t or [])) if x != "null"]
+    spelled = prop.get("format") or types[0]
+    return {
+        "integer": "int",
+        "float": "float",
+        "number": "float",
+        "string": "str",
+        "boolean": "bool",
+        "date-time": "datetime",
+    }[spelled]
+
+
+def _oracle_columns(doc: dict) -> dict[str, tuple[str, tuple | None]]:
+    """``{column: (kind, enum)}`` of one schema document (``position`` columns have kind "bbox")."""
+    cols: dict[str, tuple[str, tuple | None]] = {"id": ("int", None), "created": ("datetime", None)}
+    root = doc["$ref"].rsplit("/", 1)[-1]
+
+    def point(prefix: str, definition: dict) -> None:
+        for name, prop in definition["properties"].items():
+            col = f"{prefix}_{name}" if prefix else name
+            if name == "position":
+                cols[col] = ("bbox", None)
+            elif name in ("supervoxel_id", "root_id"):
+                cols[col] = ("identifier", None)
+            else:
+                cols[col] = (_oracle_kind(prop), None)
+
+    if root in _POINT_DEFS:
+        point("", doc["definitions"][root])
+        return cols
+    for name, prop in doc["definitions"][root]["properties"].items():
+        if name == "valid":
+            continue
+        if "$ref" in prop:
+            point(name, doc["definitions"][prop["$ref"].rsplit("/", 1)[-1]])
+        else:
+            kind = _oracle_kind(prop)
+            cols[name] = (kind, tuple(prop["enum"]) if kind == "str" and prop.get("enum") else None)
+    return cols
+
+
+def _oracle_keywords(doc: dict, target_doc: dict | None = None) -> dict[str, tuple[str, tuple | None]]:
+    """``{keyword: (kind, enum)}`` of a table's filter class."""
+    own = _oracle_columns(doc)
+    if target_doc is None:
+        merged = own
+    else:
+        merged = _oracle_columns(target_doc)
+        merged = {**merged, **{(c + "_ref" if c in merged else c): k for c, k in own.items()}}
+    return {(c + "_bbox" if k[0] == "bbox" else c): k for c, k in merged.items()}
+
+
+def _oracle_ops(kind: str) -> set[str]:
+    return set() if kind == "bbox" else _OPS_BY_KIND[kind]
+
+
+def _stub_enum_aliases(text: str) -> dict[str, tuple]:
+    out = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Subscript):
+            if ast.unparse(node.value.value) == "Literal":
+                elts = node.value.slice
+                elts = elts.elts if isinstance(elts, ast.Tuple) else [elts]
+                out[node.target.id] = tuple(e.value for e in elts)
+    return out
+
+
+def _check_stub_class(cls: ast.ClassDef, expected: dict, tds: dict, enums: dict) -> None:
+    args = _init_args(cls)
+    where = cls.name
+    assert set(args) == set(expected), (where, sorted(set(args) ^ set(expected)))
+    boxes = [k for k in args if expected[k][0] == "bbox"]
+    assert list(args)[len(args) - len(boxes) :] == boxes, (where, "bounding boxes come last")
+    for kw, (kind, enum) in expected.items():
+        ann = args[kw]
+        if kind == "bbox":
+            assert ann == "_BBox | None", (where, kw, ann)
+            continue
+        parts = ann.split(" | ")
+        assert parts[-1] == "None", (where, kw, ann)
+        if enum is not None:
+            assert enums[parts[0]] == enum, (where, kw, ann)
+        else:
+            assert parts[0] == _STUB_SCALAR[kind], (where, kw, ann)
+        assert set(tds[_ops_of(ann)]) == _oracle_ops(kind), (where, kw, ann, tds[_ops_of(ann)])
+
+
+_SAMPLE = {
+    "int": 5,
+    "identifier": 5,
+    "float": 1.5,
+    "str": "a",
+    "bool": True,
+    "datetime": "2024-01-01T00:00:00+00:00",
+}
+
+
+def _check_runtime_class(cls: type, expected: dict) -> None:
+    """The runtime class: its signature and introspection name the expected keywords, and building
+    an object accepts exactly the expected operators of each (the others raise OperatorError)."""
+    where = cls.__name__
+    params = inspect.signature(cls).parameters
+    assert set(params) == set(expected), (where, sorted(set(params) ^ set(expected)))
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values()), where
+    assert set(tablekit.introspect(cls).fields) == set(expected), where
+    for kw, (kind, enum) in expected.items():
+        if kind == "bbox":
+            cls(**{kw: [[0, 0, 0], [1, 1, 1]]})
+            continue
+        v = enum[0] if enum else _SAMPLE[kind]
+        cls(**{kw: v}), cls(**{kw: [v]})
+        for op in _ALL_OPS:
+            arg = [v] if op in ("in", "not in") else ("a.*" if op == "regex" else v)
+            if op in _oracle_ops(kind):
+                cls(**{kw: {op: arg}})
+            else:
+                with pytest.raises(OperatorError):
+                    cls(**{kw: {op: arg}})
+        if enum:
+            with pytest.raises(FilterValueError, match="allowed values"):
+                cls(**{kw: "not-" + str(enum[0])})
+
+
 def test_every_real_schema_renders_and_agrees_with_the_runtime(schemas_current):
-    """All 57 schema types: the stub parses, and arguments and operators match table_fields."""
-    tables = [(_spec(f"t_{st}", st, schemas_current), None) for st in sorted(schemas_current)]
-    text = stubgen.render_stub("all", 1, tables)
-    classes, tds = _classes(text), _typed_dicts(text)
-    assert len(classes) == 57
-    for spec, target in tables:
-        args = _init_args(classes[spec.name])
-        flds = table_fields(spec, target)
-        assert list(args) == [f.attr for f in flds]
-        for f in flds:
-            if not f.bbox:
-                assert tds[_ops_of(args[f.attr])] == list(f.ops)
+    """All 57 schema types, and every reference schema merged with a nucleus_detection target: the
+    stub's keywords, types and operator keys, and the runtime class's keywords and accepted
+    operators, are those the oracle derives from the raw schema documents."""
+    nuc = _spec("nuc", "nucleus_detection", schemas_current)
+    plain = [(_spec(f"t_{st}", st, schemas_current), None) for st in sorted(schemas_current)]
+    refs = [
+        (_spec(f"r_{st}", st, schemas_current, reference_table="nuc"), nuc)
+        for st, doc in sorted(schemas_current.items())
+        if "target_id" in doc["definitions"][doc["$ref"].rsplit("/", 1)[-1]]["properties"]
+    ]
+    assert len(plain) == 57 and len(refs) == 19
+    text = stubgen.render_stub("all", 1, plain + refs)
+    classes, tds, enums = _classes(text), _typed_dicts(text), _stub_enum_aliases(text)
+    assert len(classes) == 57 + 19
+    for spec, target in plain + refs:
+        expected = _oracle_keywords(
+            schemas_current[spec.schema_type],
+            None if target is None else schemas_current["nucleus_detection"],
+        )
+        _check_stub_class(classes[spec.name], expected, tds, enums)
+        _check_runtime_class(make_filter_class(spec, target, None, 1), expected)
 
 
 def test_enum_columns_are_literals(schemas_current):
