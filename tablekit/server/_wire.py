@@ -47,6 +47,7 @@ __all__ = [
     "Translator",
     "WireError",
     "arrow_compression",
+    "body_type_errors",
     "encode_arrow",
     "encode_json_records",
     "one_column_failure",
@@ -193,6 +194,64 @@ def check_body(body: Any, allowed: frozenset[str] | set[str], required: Sequence
     if errors:
         raise BodyError(f"400 Bad Request: invalid request body: {errors}", errors)
     return body
+
+
+#: cave_quirks: the types the real server's marshmallow schemas give the body's keys
+#: (``schemas.py``: SimpleQuerySchema, ComplexQuerySchema, V2QuerySchema)
+_BODY_TYPES: dict[str, dict[str, str]] = {
+    "simple": {"select_columns": "list", "offset": "int", "limit": "int", "desired_resolution": "xyz"},
+    "join": {
+        "tables": "list",
+        "select_columns": "list",
+        "select_column_map": "dict",
+        "offset": "int",
+        "limit": "int",
+        "suffixes": "list",
+        "suffix_map": "dict",
+        "desired_resolution": "xyz",
+    },
+    "live": {
+        "table": "str",
+        "timestamp": "str",
+        "join_tables": "list",
+        "select_columns": "dict",
+        "offset": "int",
+        "limit": "int",
+        "suffixes": "dict",
+        "desired_resolution": "xyz",
+    },
+}
+
+
+def body_type_errors(body: Any, endpoint: Literal["simple", "join", "live"]) -> dict[str, list[str]]:
+    """cave_quirks: the errors the real server's marshmallow schema reports for values of the wrong
+    type (``{"limit": ["Not a valid integer."]}``), sent as :class:`BodyError`. Unknown and
+    missing keys are :func:`check_body`'s."""
+    if not isinstance(body, Mapping):
+        return {}
+    types = {**dict.fromkeys(FILTER_KEYS, "dict"), **_BODY_TYPES[endpoint]}
+    errors: dict[str, list[str]] = {}
+    for key, value in body.items():
+        kind = types.get(key)
+        if value is None or kind is None:
+            continue
+        if kind == "int":
+            ok = not isinstance(value, bool) and isinstance(value, (int, float, str))
+            try:
+                ok = ok and int(value) == float(value)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                errors[key] = ["Not a valid integer."]
+        elif kind == "dict" and not isinstance(value, Mapping):
+            errors[key] = ["Not a valid mapping type."]
+        elif kind in ("list", "xyz") and not isinstance(value, list):
+            errors[key] = ["Not a valid list."]
+        elif kind == "xyz" and len(value) != 3:
+            errors[key] = ["Length must be 3."]
+        elif kind == "str" and not isinstance(value, str):
+            errors[key] = ["Not a valid string."]
+    return errors
 
 
 # --------------------------------------------------------------------------- the plan
@@ -1013,35 +1072,50 @@ def arrow_compression(
 
 
 @functools.lru_cache(maxsize=256)  # a table's answers share one schema (names and types)
-def _pandas_metadata(schema: pa.Schema) -> bytes:
-    """The ``pandas`` schema metadata a pandas-built table carries, with the nullable extension
-    dtypes the CAVE server produces (``Int64``, ``boolean``), so readers get the same dtypes."""
+def _pandas_columns(schema: pa.Schema, quirks: bool = False, count: bool = False) -> tuple[dict, ...]:
+    """The ``columns`` of the ``pandas`` schema metadata. By default with the nullable extension
+    dtypes a pandas-built table of the CAVE server's columns has (``Int64``, ``boolean``); with
+    ``quirks`` as the real server's ``RecordBatch.from_pandas`` of its ``dtype_map`` frame writes
+    them: integers and floats by width (``Int32``, ``Float32``), strings as ``string``, and a count
+    as plain NumPy ``int64`` (its frame is not retyped)."""
     cols = []
     for f in schema:
         t = f.type
         meta = None
         if pa.types.is_integer(t):
             pt, nt = "int64", "Int64"
+            if quirks:
+                pt = f"{'u' if pa.types.is_unsigned_integer(t) else ''}int{t.bit_width}"
+                nt = pt if count else pt.capitalize()
         elif pa.types.is_boolean(t):
             pt, nt = "bool", "boolean"
         elif pa.types.is_floating(t):
             pt, nt = "float64", "float64"
+            if quirks and pa.types.is_float32(t):
+                pt, nt = "float32", "Float32"
         elif pa.types.is_timestamp(t):
             pt, nt = (
                 ("datetimetz", f"datetime64[{t.unit}]") if t.tz else ("datetime", f"datetime64[{t.unit}]")
             )
             meta = {"timezone": t.tz} if t.tz else None
         elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            pt, nt = "unicode", "object"
+            pt, nt = "unicode", "string" if quirks else "object"
         else:
             pt, nt = "object", "object"
         cols.append(
             {"name": f.name, "field_name": f.name, "pandas_type": pt, "numpy_type": nt, "metadata": meta}
         )
+    return tuple(cols)
+
+
+def _pandas_metadata(schema: pa.Schema, quirks: bool = False, *, rows: int = 0, count: bool = False) -> bytes:
+    """The ``pandas`` schema metadata a pandas-built table carries (see :func:`_pandas_columns`);
+    with ``quirks`` also the frame's ``RangeIndex`` (``rows`` long) as ``from_pandas`` records it."""
+    index = [{"kind": "range", "name": None, "start": 0, "stop": rows, "step": 1}] if quirks else []
     doc = {
-        "index_columns": [],
+        "index_columns": index,
         "column_indexes": [],
-        "columns": cols,
+        "columns": list(_pandas_columns(schema, quirks, count)),
         "attributes": {},
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.3",
@@ -1055,14 +1129,17 @@ def _pandas_metadata(schema: pa.Schema) -> bytes:
 SMALL_ANSWER = 16 * 1024
 
 
-def encode_arrow(table: pa.Table, compression: Literal["lz4", "zstd"] | None) -> bytes:
+def encode_arrow(
+    table: pa.Table, compression: Literal["lz4", "zstd"] | None, *, quirks: bool = False, count: bool = False
+) -> bytes:
     """One Arrow IPC stream with one record batch (buffers compressed with ``compression``, unless
-    the answer is under :data:`SMALL_ANSWER` bytes)."""
+    the answer is under :data:`SMALL_ANSWER` bytes); ``quirks``/``count``: the pandas metadata as
+    the real server writes it (:func:`_pandas_metadata`)."""
     size = table.nbytes
     if size < SMALL_ANSWER:
         compression = None
     meta = dict(table.schema.metadata or {})
-    meta[b"pandas"] = _pandas_metadata(table.schema)
+    meta[b"pandas"] = _pandas_metadata(table.schema, quirks, rows=table.num_rows, count=count)
     table = table.replace_schema_metadata(meta).combine_chunks()
     sink = pa.BufferOutputStream()
     # small answers are written faster without pyarrow's thread pool

@@ -329,6 +329,8 @@ def build_app(state: ServerState) -> Starlette:
 
     async def tables(request: Request) -> Response:
         v = _version_of(request)
+        if state.quirks and v not in client.get_versions(expired=True):
+            return JSONResponse(None, status_code=404)  # FrozenTableVersions.get: `return None, 404`
         tr.require_version(v)
         return JSONResponse(client.get_tables(v))
 
@@ -337,6 +339,9 @@ def build_app(state: ServerState) -> Starlette:
         t = request.path_params["table"]
         ms = {m["table_name"]: m for m in await run_in_threadpool(state.table_metadata, v)}
         if t not in ms:
+            if state.quirks:  # FrozenTableMetadata.get's answer for a table the version lacks
+                msg = f"No table named '{t}' found for version '{v}' in datastack '{state.datastack}'"
+                return JSONResponse(msg, status_code=404)
             client.check_table(t, v)  # raises UnknownTableError (close names, or that it is a view)
         resp = JSONResponse(ms[t])
         if request.url.path.startswith("/materialize/api/v2/") and ms[t].get("notice_text"):
@@ -442,7 +447,9 @@ def build_app(state: ServerState) -> Starlette:
             ipc = parse_bool(
                 request.query_params.get("ipc_compress"), True, "ipc_compress", strict=state.quirks
             )
-            body = _wire.encode_arrow(table, _wire.arrow_compression(accept, ipc))
+            body = _wire.encode_arrow(
+                table, _wire.arrow_compression(accept, ipc), quirks=state.quirks, count=plan.query.count
+            )
             media = "data.arrow"
         else:
             body = _wire.encode_json_records(table, epoch_ms=state.quirks)
@@ -460,12 +467,18 @@ def build_app(state: ServerState) -> Starlette:
         resp.headers["Access-Control-Expose-Headers"] = "column_names, dataframe_resolution, Warning"
         return resp
 
-    def query_route(build: Callable[[Request, Any], Plan], *, v2: bool = False) -> Handler:
+    def query_route(
+        build: Callable[[Request, Any], Plan], *, v2: bool = False, endpoint: str = "simple"
+    ) -> Handler:
         async def handler(request: Request) -> Response:
             if v2 and state.quirks:
                 # the real v2 handlers read args["ipc_compress"], which the v2 parser lacks
                 raise KeyError("ipc_compress")
             body = await _json_body(request)
+            if state.quirks:
+                errors = _wire.body_type_errors(body, endpoint)  # type: ignore[arg-type]
+                if errors:
+                    raise _wire.BodyError(f"400 Bad Request: invalid request body: {errors}", errors)
             if v2 and isinstance(body, dict):
                 body = {k: x for k, x in body.items() if k != "desired_resolution"}  # v2 ignores it
 
@@ -547,7 +560,11 @@ def build_app(state: ServerState) -> Starlette:
                 query_route(simple_plan, v2=base == m2),
                 ["POST"],
             ),
-            (base + "/version/{version}/query", query_route(join_plan, v2=base == m2), ["POST"]),
+            (
+                base + "/version/{version}/query",
+                query_route(join_plan, v2=base == m2, endpoint="join"),
+                ["POST"],
+            ),
         ]
     routes += [
         (m3 + "/version/{version}/tables/metadata", tables_meta, ["GET"]),
@@ -556,7 +573,7 @@ def build_app(state: ServerState) -> Starlette:
         (m3 + "/version/{version}/views/{view}/metadata", view_meta, ["GET"]),
         (m3 + "/version/{version}/views/{view}/schema", view_schema, ["GET"]),
         (m3 + "/version/{version}/views/{view}/query", query_route(view_plan), ["POST"]),
-        (m3 + "/query", query_route(live_plan), ["POST"]),
+        (m3 + "/query", query_route(live_plan, endpoint="live"), ["POST"]),
         (m3 + "/table/{table}/unique_string_values", unique_strings, ["GET"]),
         (pcg + "/is_latest_roots", pcg_route("is_latest_roots"), ["POST"]),
         (pcg + "/roots_binary", pcg_route("roots_binary", binary=True), ["POST"]),
