@@ -363,84 +363,8 @@ LIVE_LIMIT_REASON = (
     "RangeIndex; serve cuts the whole answer at one limit"
 )
 
-#: (case, field) where serve still sends `created` (frozen tables and live answers) and, live,
-#: no `valid`: the real server's merged frozen tables have no `created` (``merge_tables`` drops
-#: it), nor have its live answers, which carry `valid`
-_CREATED = (
-    ("table", "schema"),
-    ("table", "pandas"),
-    ("table_json", "body"),
-    ("table_no_arrow_format", "schema"),
-    ("table_no_arrow_format", "pandas"),
-    ("table_unsplit_positions", "schema"),
-    ("table_unsplit_positions", "pandas"),
-    ("table_paged_limit", "schema"),
-    ("table_paged_limit", "pandas"),
-    ("table_limit", "schema"),
-    ("table_limit", "pandas"),
-    ("table_offset_limit", "schema"),
-    ("table_offset_limit", "pandas"),
-    ("table_resolution_native", "schema"),
-    ("table_resolution_native", "pandas"),
-    ("table_resolution_nm", "schema"),
-    ("table_resolution_nm", "pandas"),
-    ("table_resolution_8_8_40", "schema"),
-    ("table_resolution_8_8_40", "pandas"),
-    ("table_resolution_microns", "schema"),
-    ("table_resolution_microns", "pandas"),
-    ("table_resolution_json", "body"),
-    ("table_filter_in", "schema"),
-    ("table_filter_in", "pandas"),
-    ("table_filter_notin", "schema"),
-    ("table_filter_notin", "pandas"),
-    ("table_filter_equal", "schema"),
-    ("table_filter_equal", "pandas"),
-    ("table_filter_range", "schema"),
-    ("table_filter_range", "pandas"),
-    ("table_filter_spatial", "schema"),
-    ("table_filter_spatial", "pandas"),
-    ("table_filter_regex", "schema"),
-    ("table_filter_regex", "pandas"),
-    ("table_strings_bools", "schema"),
-    ("table_strings_bools", "pandas"),
-    ("table_reference_unmerged", "schema"),
-    ("table_reference_unmerged", "pandas"),
-    ("table_older_version", "schema"),
-    ("table_older_version", "pandas"),
-    ("join", "schema"),
-    ("join", "pandas"),
-    ("join_filtered", "schema"),
-    ("join_filtered", "pandas"),
-    ("join_suffixes", "schema"),
-    ("join_suffixes", "pandas"),
-    ("join_count", "schema"),
-    ("join_count", "pandas"),
-    ("join_json", "body"),
-    ("live_between", "schema"),
-    ("live_between", "pandas"),
-    ("live_after", "schema"),
-    ("live_after", "pandas"),
-    ("live_after_resolution", "schema"),
-    ("live_after_resolution", "pandas"),
-    ("live_paged_synapses", "schema"),
-    ("live_float_range", "schema"),
-    ("live_float_range", "pandas"),
-    ("live_reference_join", "schema"),
-    ("live_reference_join", "pandas"),
-    ("live_count", "schema"),
-    ("live_count", "pandas"),
-    ("live_json", "body"),
-)
-CREATED_REASON = (
-    "serve sends `created` in frozen tables and live answers and leaves `valid` out of live answers; "
-    "the real server's merged frozen tables and its live answers have no `created` "
-    "(merge_tables drops it), its live answers have `valid`"
-)
-
-
 #: (case, field) → why serve --cave-quirks does not send what the real server sends
 NOT_EMULATED: dict[tuple[str, str], str] = {
-    **dict.fromkeys(_CREATED, CREATED_REASON),
     **{(n, "order"): ORDER_REASON for n in _ORDERED},
     **{
         (n, f): CSV_REASON

@@ -52,6 +52,7 @@ __all__ = [
     "encode_json_records",
     "one_column_failure",
     "parse_bool",
+    "real_columns",
     "real_types",
 ]
 
@@ -284,6 +285,9 @@ class Plan:
     created_column: str | None = None
     #: rows left out for pending lookups (they were part of the sub-query the limit applied to)
     left_out: int = 0
+    #: cave_quirks, live: the answer's rows that come from the live database (created after
+    #: ``materialized_at``), which the real endpoint sends with a null ``valid``
+    newer: np.ndarray | None = None
     #: cave_quirks, live: the body's filter dicts, which the real live endpoint applies again in
     #: pandas to its float32 answer (api2.py apply_filters)
     refilter: Mapping[str, Any] | None = None
@@ -846,6 +850,10 @@ class Translator:
             table = real_types(plan.layout, table)
             if plan.refilter:
                 table = pandas_refilter(plan.layout, table, plan.refilter)
+            if plan.live and plan.materialized_at is not None and plan.created_column in table.column_names:
+                created = table.column(plan.created_column)
+                at = pa.scalar(plan.materialized_at, type=created.type)
+                plan.newer = ~pc.fill_null(pc.less_equal(created, at), False).to_numpy(zero_copy_only=False)
         physical: dict[str, str | None] = {}
         for rc in plan.layout:
             new = None if rc.name in plan.drop else plan.rename.get(rc.name, rc.name)
@@ -1069,6 +1077,31 @@ def arrow_compression(
     if "zstd" in a:
         return "zstd"
     return None
+
+
+def real_columns(plan: Plan, table: pa.Table) -> pa.Table:
+    """cave_quirks: the columns the real server has that the plan's layout does not say. Its
+    frozen (merged) tables have no ``created`` (``merge_tables`` drops it), nor has a live answer;
+    a live answer has each table's ``valid``, last: true for the rows of its materialized part,
+    null for the newer rows ``combine_queries`` appends from the live database, whose frame has no
+    ``valid``. Views are left as they are (their SQL says their columns)."""
+    if plan.query.count or plan.query.kind == "view":
+        return table
+    names = {rc.name: plan.rename.get(rc.name, rc.name) for rc in plan.layout}
+    created = [names[rc.name] for rc in plan.layout if rc.column.name == "created"]
+    table = table.drop_columns([c for c in created if c in table.column_names])
+    if plan.live:
+        sel = plan.query.select_columns
+        for rc in plan.layout:
+            name = names[rc.name]
+            if (
+                rc.column.name == "valid"
+                and name not in table.column_names
+                and (sel is None or rc.name in sel)
+            ):
+                newer = plan.newer if plan.newer is not None else np.zeros(table.num_rows, dtype=bool)
+                table = table.append_column(name, pa.array(np.ones(table.num_rows, dtype=bool), mask=newer))
+    return table
 
 
 @functools.lru_cache(maxsize=256)  # a table's answers share one schema (names and types)

@@ -425,6 +425,7 @@ def build_app(state: ServerState) -> Starlette:
         extra = [w for w in result.warnings if not any(x.endswith(": " + w) for x in plan.warnings)]
         limits = tr.limit_warnings(plan, table.num_rows)
         if state.quirks:
+            table = _wire.real_columns(plan, table)
             direct = parse_bool(
                 request.query_params.get("direct_sql_pandas"), False, "direct_sql_pandas", strict=state.quirks
             )

@@ -64,41 +64,6 @@ _LIMITED = (
 )
 _LIVE = "live_.*"
 KNOWN: dict[str, tuple[str, str, str]] = {
-    "positions_int32": (
-        ".*",
-        r"^dtype \w*position_[xyz]: real Int32 serve Int64$",
-        _SERVE + "the real server's Arrow answer carries pandas metadata typing split position "
-        "columns Int32 (query.py dtype_map: CAST(ST_X AS INTEGER)); serve's pandas metadata says Int64",
-    ),
-    "floats_nullable_float32": (
-        ".*",
-        r"^dtype \w+: real Float32 serve float32$",
-        _SERVE + "the real server's pandas metadata makes float columns nullable Float32 "
-        "(dtype_map pd.Float32Dtype()); serve sends float32 without it",
-    ),
-    "strings_string_dtype": (
-        ".*",
-        r"^dtype \w+: real string serve object$",
-        _SERVE + "the real server's pandas metadata types text columns `string`; serve's arrive as object",
-    ),
-    "count_int64": (
-        "tables_count|query_count",
-        r"^dtype count: real int64 serve Int64$",
-        _SERVE + "a count answer: the real server's `count` column is int64, serve's Int64",
-    ),
-    "frozen_no_created": (
-        "(?!live_).*",
-        r"^columns only serve has: \['created'(, 'created_ref')?\]$|^columns only serve has: \['created_ref', 'created'\]$",
-        _SERVE + "frozen (merged) tables have no `created` column on the real server (merge_tables "
-        "drops it); serve sends it",
-    ),
-    "live_valid_not_created": (
-        _LIVE,
-        r"^columns only (real has: \['valid'(, 'valid_ref')?\]|real has: \['valid_ref', 'valid'\]|"
-        r"serve has: \['created'(, 'created_ref')?\]|serve has: \['created_ref', 'created'\])$",
-        _SERVE + "a live_live_query answer of the real server has `valid` and no `created`; serve's "
-        "the other way round",
-    ),
     "column_order": (
         ".*",
         r"^column order: ",
