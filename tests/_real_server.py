@@ -392,11 +392,14 @@ class RealServer:
 
     ``url`` answers ``/materialize/*`` from MaterializationEngine and everything else (info,
     schema, chunkedgraph) from a ``tablekit serve`` of the same datastack. ``load_report`` is what
-    the loader put in the databases. :meth:`close` stops the service, the proxy, ``tablekit
-    serve`` and the PostgreSQL cluster.
+    the loader put in the databases. ``env`` adds to the service's environment (its configuration,
+    such as ``LIMITER_CATEGORIES``). :meth:`close` stops the service, the proxy, ``tablekit serve``
+    and the PostgreSQL cluster.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, query_limit: int = 200_000) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, query_limit: int = 200_000, env: dict[str, str] | None = None
+    ) -> None:
         from _server import running_server
 
         self.timings: dict[str, float] = {}
@@ -441,6 +444,7 @@ class RealServer:
                 "NO_GCE_CHECK": "true",
                 "FLASK_CONFIGURATION": "default",
                 "HOME": str(pg.dir),
+                **(env or {}),  # e.g. LIMITER_CATEGORIES (the service's own rate limits)
             }
             for k in ("VIRTUAL_ENV", "PYTHONPATH", "TABLEKIT_CACHE_DIR", "DAF_CREDENTIALS"):
                 env.pop(k, None)

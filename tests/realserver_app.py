@@ -25,6 +25,15 @@ warnings.filterwarnings("ignore")
 def main() -> None:
     settings = sys.argv[1]
     os.environ["MATERIALIZATION_ENGINE_SETTINGS"] = settings
+    if os.environ.get("TABLEKIT_LIMIT_USER_0"):
+        # With AUTH_DISABLED every request is user 0 (middle_auth_client), whose rate-limit key
+        # (limiter.py _user_key: the id) flask-limiter reads as empty and skips ("Empty value
+        # found in parameters"): no limit ever applies. A deployment's users have ids; key user 0
+        # by its id's text so LIMITER_CATEGORIES applies. Set before the API modules bind it.
+        import flask
+        import materializationengine.limiter as limiter
+
+        limiter._user_key = lambda: str(flask.g.auth_user["id"])
     from materializationengine.app import create_app
     from werkzeug.serving import make_server
 

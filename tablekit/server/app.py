@@ -149,6 +149,11 @@ class ServerState:
             m.setdefault("last_updated", cave_time(ts))
             for k in ("reference_table", "notice_text", "flat_segmentation_source"):
                 m.setdefault(k, None)
+            if self.quirks and m["reference_table"]:  # it has no segmentation table to name
+                m.pop("pcg_table_name", None)
+                m.pop("segmentation_source", None)
+            elif self.quirks and not m["segmentation_source"]:
+                m["segmentation_source"] = None  # the real metadata's null, not ''
             out.append(jsonable(m))
         return out
 

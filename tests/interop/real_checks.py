@@ -93,18 +93,6 @@ KNOWN: dict[str, tuple[str, str, str]] = {
         _SETUP + "last_updated is written by the real materialization workflow, which the loader "
         "does not run: the real database has none",
     ),
-    "segmentation_source": (
-        "get_table_metadata_.*|(?!get_).*",
-        r"^(attrs table_|key )segmentation_source: real (None|'<absent>') serve ''$",
-        _SERVE + "a table without a segmentation source: the real server sends null (or, for a "
-        "reference table, no key), serve ''",
-    ),
-    "reference_pcg_table_name": (
-        "get_table_metadata_reference|query_reference_unmerged|live_tables_reference",
-        r"^(attrs table_|key )pcg_table_name: real '<absent>' serve 'demo_pcg'$",
-        _SERVE + "a reference table's metadata has no pcg_table_name on the real server (it has no "
-        "segmentation table); serve sends the datastack's",
-    ),
     "error_body_json": (
         "live_at_a_version",
         r"^outcome: real error 'HTTPError: 500 Server Error: 400 Bad Request: do not use live live "
