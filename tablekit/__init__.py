@@ -35,6 +35,7 @@ from .errors import (
     VersionError,
 )
 from .filters import FilterInfo, TableFilter, introspect
+from .frames import provenance
 from .query import OutputOptions, Predicate, Query, QueryOptions
 from .stubgen import StaleStubsWarning, check_stubs
 
@@ -148,4 +149,5 @@ __all__ = [
     "check_stubs",
     "connect",
     "introspect",
+    "provenance",
 ]

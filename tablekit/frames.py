@@ -4,12 +4,22 @@
   3-element numpy arrays (CAVEclient's shape, ``None`` for a missing point), or stays split with
   ``split_positions=True`` (the fast path); position columns go last, in layout order;
 * integer columns with nulls become pandas ``Int64`` (never float: 18-digit ids must not lose digits);
-* ``df.attrs`` gets JSON-serialisable provenance.
+* ``df.attrs`` gets JSON-serialisable provenance, kept under :data:`ATTRS_BUDGET` bytes: pandas
+  deep-copies ``attrs`` on every operation (pandas 3 even on ``df["col"]``), so a 20,000-id filter
+  kept whole (twice: as given and in the request) made ordinary operations an order of magnitude
+  slower. A list of more than :data:`LIST_KEEP` values is summarised as its count, a digest and its
+  first values (then the largest remaining values, until it fits); the whole provenance stays
+  reachable with :func:`provenance` while the result lives (an Arrow result keeps it whole in its
+  schema metadata, which Arrow does not copy per operation).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,11 +33,152 @@ try:  # what pyarrow's pandas conversion imports on first use: loaded with table
 except ImportError:  # pragma: no cover - another pyarrow layout: imported on first use
     pass
 
-__all__ = ["to_output"]
+from .errors import TablekitError
+
+__all__ = ["ATTRS_BUDGET", "LIST_KEEP", "provenance", "to_output"]
+
+#: ``df.attrs`` of a result stays under this many bytes (compact JSON)
+ATTRS_BUDGET = 4096
+#: lists of up to this many values are kept whole in ``df.attrs``; longer ones are summarised
+LIST_KEEP = 16
+#: the ``df.attrs`` key naming the whole provenance of a summarised result (see :func:`provenance`)
+_KEY = "provenance_key"
+_FULL: dict[str, list[Any]] = {}  # key -> [whole provenance, results alive holding it]
+_LOCK = threading.Lock()
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
+
+
+def _size(obj: Any) -> int:
+    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _summary(obj: Any) -> dict[str, Any]:
+    """A value too long for ``df.attrs``: what it is, how long, a digest of its JSON (sha256, 16 hex
+    digits, of the compact, key-sorted JSON) and its start."""
+    if isinstance(obj, list):
+        start: Any = [_short(v) for v in obj[:3]]
+        return {"summarised": f"{len(obj)} values", "count": len(obj), "sha256": _digest(obj), "first": start}
+    if isinstance(obj, str):
+        return {
+            "summarised": f"{len(obj)} characters",
+            "count": len(obj),
+            "sha256": _digest(obj),
+            "first": obj[:64],
+        }
+    return {
+        "summarised": f"{type(obj).__name__} of {len(obj)} entries",
+        "count": len(obj),
+        "sha256": _digest(obj),
+    }
+
+
+def _short(v: Any) -> Any:
+    return v if _size(v) <= 64 else _summary(v) if isinstance(v, (list, str, dict)) else str(v)[:64]
+
+
+def _lists_summarised(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists_summarised(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return _summary(obj) if len(obj) > LIST_KEEP else [_lists_summarised(v) for v in obj]
+    return obj
+
+
+def _largest(obj: Any, path: tuple[Any, ...] = ()) -> tuple[int, tuple[Any, ...]]:
+    """(JSON size, path) of the largest summarisable value below ``obj`` (never ``obj`` itself)."""
+    best: tuple[int, tuple[Any, ...]] = (0, ())
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if isinstance(v, (dict, list, str)) and not (isinstance(v, dict) and "summarised" in v):
+            best = max(best, (_size(v), (*path, k)), key=lambda b: b[0])
+            if isinstance(v, (dict, list)):
+                best = max(best, _largest(v, (*path, k)), key=lambda b: b[0])
+    return best
+
+
+def _within_budget(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with long lists summarised, then its largest values, until it fits :data:`ATTRS_BUDGET`
+    (the largest value is summarised first, so a value is replaced only as deep as needed)."""
+    out = _lists_summarised(meta)
+    while _size(out) > ATTRS_BUDGET:
+        size, path = _largest(out)
+        if not path or size <= 200:  # nothing left worth summarising
+            break
+        holder = out
+        for k in path[:-1]:
+            holder = holder[k]
+        holder[path[-1]] = _summary(holder[path[-1]])
+    return out
+
+
+def _release(key: str) -> None:
+    with _LOCK:
+        entry = _FULL.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _FULL[key]
+
+
+def _attach(df: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """``df.attrs``: ``meta`` when it fits the budget, else its summary naming the whole of it,
+    which stays in this process while ``df`` lives."""
+    if _size(meta) <= ATTRS_BUDGET:
+        df.attrs.update(meta)
+        return
+    small = _within_budget(meta)
+    key = _digest(meta)
+    small[_KEY] = key
+    with _LOCK:
+        entry = _FULL.setdefault(key, [meta, 0])
+        entry[1] += 1
+    weakref.finalize(df, _release, key)
+    df.attrs.update(small)
+
+
+def provenance(result: pd.DataFrame | pa.Table) -> dict[str, Any]:
+    """The whole provenance of a query's result (a new dict): what ``df.attrs`` holds, with every
+    value it summarises (long filter value lists, the request's value lists) written out whole, so
+    the query can be rebuilt from it.
+
+    ``df.attrs`` keeps under 4 KB (pandas copies it on every operation); a summarised one names its
+    whole provenance by ``df.attrs["provenance_key"]``, held in this process as long as the
+    DataFrame the query returned is alive (frames derived from it, which copy its ``attrs``, find
+    it too while it lives). An Arrow result keeps its provenance whole in its schema metadata
+    (``b"tablekit"``). Raises :class:`~tablekit.TablekitError` when there is none: a result of
+    ``metadata=False``, or one whose whole provenance is gone (pickled into another process, or the
+    original result was garbage-collected).
+    """
+    if isinstance(result, pa.Table):
+        raw = (result.schema.metadata or {}).get(b"tablekit")
+        if raw is None:
+            raise TablekitError("this Arrow table has no tablekit provenance (queried with metadata=False?)")
+        return json.loads(raw)
+    attrs = getattr(result, "attrs", None)
+    if not isinstance(attrs, Mapping) or not attrs:
+        raise TablekitError(
+            f"this {type(result).__name__} has no tablekit provenance in its attrs (queried with metadata=False?)"
+        )
+    key = attrs.get(_KEY)
+    if key is None:
+        return copy.deepcopy(dict(attrs))
+    with _LOCK:
+        entry = _FULL.get(key)
+    if entry is None:
+        raise TablekitError(
+            f"the whole provenance {key} of this result is no longer held: the DataFrame the query returned "
+            "was garbage-collected, or this one was unpickled in another process. df.attrs keeps its "
+            "summary (each long value list as its count and sha256 digest); run the query again to get it whole"
+        )
+    return copy.deepcopy(entry[0])
 
 
 def _position_groups(
@@ -175,5 +326,5 @@ def to_output(
         arrays.update((p, _points(*(table[c] for c in trio))) for p, trio in groups)
     df = pd.DataFrame(arrays, copy=False) if arrays else pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     if attrs is not None:
-        df.attrs.update(_jsonable(dict(attrs)))
+        _attach(df, _jsonable(dict(attrs)))
     return df

@@ -175,3 +175,33 @@ def test_booleans_at_any_bit_offset_convert_without_pyarrows_default_pool():
             pd.testing.assert_series_equal(got["valid"], t.to_pandas()["valid"])
             got.loc[0, "valid"] = not got.loc[0, "valid"]  # writeable in the frame too
             assert got.loc[0, "valid"] != bits[start] and full[start].as_py() == bits[start]
+
+
+def test_attrs_summary_fits_the_budget_whatever_the_provenance():
+    """Long lists, long strings and many entries: ``attrs`` stays under ATTRS_BUDGET and
+    ``provenance`` gives back the whole, until the result is garbage-collected."""
+    import gc
+    import json
+
+    import tablekit
+    from tablekit.frames import ATTRS_BUDGET
+
+    t = pa.table({"id": pa.array([1, 2], pa.int64())})
+    meta = {
+        "filters": {"id": list(range(100_000)), "name": ["x" * 500] * 3},
+        "request": {"value_lists": [list(range(50_000))], "sql": "SELECT " + "a, " * 3000},
+        "table_metadata": {f"t{i}": {"description": "d" * 300} for i in range(40)},
+        "version": 7,
+    }
+    df = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=meta)
+    assert len(json.dumps(df.attrs, separators=(",", ":")).encode()) <= ATTRS_BUDGET
+    assert df.attrs["version"] == 7 and df.attrs["filters"]["id"]["count"] == 100_000
+    assert tablekit.provenance(df) == meta
+    key = df.attrs["provenance_key"]
+    copy_ = df.copy()
+    del df
+    gc.collect()
+    with pytest.raises(tablekit.TablekitError, match=key):
+        tablekit.provenance(copy_)
+    arrow = to_output(t, position_names=[], split_positions=False, output="arrow", attrs=meta)
+    assert tablekit.provenance(arrow) == meta  # Arrow keeps it whole in its schema metadata

@@ -24,7 +24,7 @@ PUBLIC = [
     "RateLimitError", "RequestTimeoutError", "SchemaError", "ServerError", "StaleStubsWarning",
     "TableFilter", "TableSource", "TablekitError", "UnknownArgumentError", "UnknownColumnError",
     "UnknownTableError", "UnsupportedError", "VersionError", "__version__", "build_datastack",
-    "check_stubs", "connect", "introspect",
+    "check_stubs", "connect", "introspect", "provenance",
 ]  # fmt: skip
 
 

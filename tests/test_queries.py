@@ -402,3 +402,31 @@ def test_counts_ignore_desired_resolution(client):
     assert int(got["count"].iloc[0]) == n
     t = client.tables[NUC]().query(desired_resolution=[1, 1, 1], get_counts=True)
     assert int(t["count"].iloc[0]) == client.get_annotation_count(NUC)
+
+
+def test_attrs_stay_small_and_provenance_keeps_the_whole_query(client):
+    """A 20,000-id filter: ``df.attrs`` stays under 4 KB (each long list as its count and the
+    sha256 of its JSON, checked here with hashlib), ``tablekit.provenance(df)`` gives the filters
+    and request whole, and re-running the filters it records gives the same rows."""
+    import hashlib
+
+    ids = client.tables[SYN]().query(select_columns=["id"], limit=20_000)["id"].tolist()
+    ids = ids + list(range(10**15, 10**15 + 20_000 - len(ids)))  # 20,000 ids, some matching nothing
+    df = client.tables[SYN](id=ids).query()
+    size = len(json.dumps(df.attrs, separators=(",", ":")).encode())
+    assert size <= 4096, size
+    summary = df.attrs["filters"]["id"]
+    text = json.dumps(ids, sort_keys=True, separators=(",", ":"))
+    assert summary["count"] == 20_000 and summary["first"] == ids[:3]
+    assert summary["sha256"] == hashlib.sha256(text.encode()).hexdigest()[:16]
+    full = tablekit.provenance(df)
+    assert full["filters"] == {"id": ids} and full["table_name"] == SYN
+    assert tablekit.provenance(df.head(3))["filters"]["id"] == ids  # derived frames find it too
+    again = client.tables[full["table_name"]](**full["filters"]).query()
+    pd.testing.assert_frame_equal(again, df)
+    want = sorted(set(ids) & set(client.tables[SYN]().query(select_columns=["id"])["id"]))
+    assert df["id"].tolist() == want  # the oracle: the ids asked for that exist, in id order
+    small = client.tables[SYN](id=ids[:3]).query()
+    assert "provenance_key" not in small.attrs and tablekit.provenance(small) == small.attrs
+    with pytest.raises(tablekit.TablekitError, match="metadata=False"):
+        tablekit.provenance(client.tables[SYN](id=ids[:3]).query(metadata=False))
