@@ -31,7 +31,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["REPO", "REQUIREMENTS", "interop_python", "run_checks", "venv_dir"]
+__all__ = [
+    "REPO",
+    "REQUIREMENTS",
+    "interop_python",
+    "locked",
+    "python_of",
+    "run_checks",
+    "tablekit_hash",
+    "venv_dir",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 #: what the interop venv holds besides tablekit; changing this list rebuilds the venv
@@ -49,7 +58,8 @@ def _say(msg: str) -> None:
     print(f"[interop venv] {msg}", file=sys.stderr, flush=True)
 
 
-def _python_of(venv: Path) -> Path:
+def python_of(venv: Path) -> Path:
+    """The ``python`` of a virtual environment."""
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
@@ -61,7 +71,7 @@ def _want_stamp() -> dict[str, object]:
     }
 
 
-def _tablekit_hash() -> tuple[str, str]:
+def tablekit_hash() -> tuple[str, str]:
     """(hash of the package sources + pyproject, hash of pyproject alone)."""
     h = hashlib.sha256()
     files = sorted(p for p in (REPO / "tablekit").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
@@ -85,7 +95,8 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (a lock file) for the ``with`` block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:
@@ -103,8 +114,8 @@ def _locked(path: Path) -> Iterator[None]:
 def interop_python() -> str:
     """Create or reuse the interop venv and return the path of its ``python``."""
     venv = venv_dir()
-    with _locked(venv.parent / (venv.name + ".lock")):
-        py = _python_of(venv)
+    with locked(venv.parent / (venv.name + ".lock")):
+        py = python_of(venv)
         stamp = venv / _STAMP
         want = _want_stamp()
         try:
@@ -128,7 +139,7 @@ def interop_python() -> str:
             stamp.write_text(json.dumps(want))
             _say(f"venv ready in {time.perf_counter() - t0:.0f} s")
         tk_stamp = venv / _TK_STAMP
-        src_hash, pyproject_hash = _tablekit_hash()
+        src_hash, pyproject_hash = tablekit_hash()
         try:
             old_src, old_pyproject = tk_stamp.read_text().split()
         except (OSError, ValueError):

@@ -1257,6 +1257,8 @@ def test_a_small_answer_is_decoded_outside_pyarrows_default_memory_pool(served, 
     allocator's memory, so a first query does not pay for that. Rows equal the local engine's."""
     url, rec = served
     pool = pa.default_memory_pool()
+    if not hasattr(pool, "num_allocations"):
+        pytest.skip(f"pyarrow {pa.__version__} cannot count a memory pool's allocations (20 can)")
     seen: list[tuple[int, int]] = []  # (body size, default-pool allocations while reading it)
     read = decoding.read_arrow  # reads an Arrow answer once, while the session checks it whole
 

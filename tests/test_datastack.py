@@ -196,7 +196,8 @@ def test_materialize_missing_root_names_supervoxel(tmp_path):
 def test_materialize_overlapping_history_is_an_error(tmp_path):
     root = _small_stack(tmp_path / "s")
     hist = _history().to_pandas()
-    extra = pd.DataFrame([(13, 600, E, None)], columns=hist.columns)
+    # typed as hist (pandas < 2.2 cannot concat an all-None object column with a datetime one)
+    extra = pd.DataFrame([(13, 600, E, None)], columns=hist.columns).astype(hist.dtypes.to_dict())
     ds.write_segmentation_history(root, pd.concat([hist, extra], ignore_index=True))
     with pytest.raises(DatastackError, match=r"supervoxel 13 has two overlapping intervals"):
         materialize(root)

@@ -161,14 +161,16 @@ def test_booleans_at_any_bit_offset_convert_without_pyarrows_default_pool():
     bits = rng.random(203) < 0.5
     full = pa.array(bits)
     pool = pa.default_memory_pool()
+    # pyarrow < 20 cannot count a pool's allocations: there the values are checked, not the pool
+    allocations = getattr(pool, "num_allocations", lambda: 0)
     for start in range(0, 17):
         for cuts in ([], [1], [8, 9], [50, 51, 120]):
             edges = [start, *[start + c for c in cuts if start + c < len(bits)], len(bits)]
             col = pa.chunked_array([full.slice(a, b - a) for a, b in itertools.pairwise(edges)], pa.bool_())
             t = pa.table({"valid": col})
-            before = pool.num_allocations()
+            before = allocations()
             column = frames._column(col, set())  # (pandas 3 makes the column labels with pyarrow)
-            assert pool.num_allocations() == before
+            assert allocations() == before
             np.testing.assert_array_equal(column, bits[start:])
             got = to_output(t, position_names=[], split_positions=False, output="pandas", attrs=None)
             assert column.dtype == np.bool_ and column.flags.writeable

@@ -1105,15 +1105,17 @@ def real_columns(plan: Plan, table: pa.Table) -> pa.Table:
 
 
 @functools.lru_cache(maxsize=256)  # a table's answers share one schema (names and types)
-def _pandas_columns(schema: pa.Schema, quirks: bool = False, count: bool = False) -> tuple[dict, ...]:
+def _pandas_columns(
+    fields: tuple[tuple[str, pa.DataType], ...], quirks: bool = False, count: bool = False
+) -> tuple[dict, ...]:
     """The ``columns`` of the ``pandas`` schema metadata. By default with the nullable extension
     dtypes a pandas-built table of the CAVE server's columns has (``Int64``, ``boolean``); with
     ``quirks`` as the real server's ``RecordBatch.from_pandas`` of its ``dtype_map`` frame writes
     them: integers and floats by width (``Int32``, ``Float32``), strings as ``string``, and a count
-    as plain NumPy ``int64`` (its frame is not retyped)."""
+    as plain NumPy ``int64`` (its frame is not retyped). Keyed by the fields' names and types: a
+    schema with metadata is not hashable before pyarrow 22."""
     cols = []
-    for f in schema:
-        t = f.type
+    for name, t in fields:
         meta = None
         if pa.types.is_integer(t):
             pt, nt = "int64", "Int64"
@@ -1135,9 +1137,7 @@ def _pandas_columns(schema: pa.Schema, quirks: bool = False, count: bool = False
             pt, nt = "unicode", "string" if quirks else "object"
         else:
             pt, nt = "object", "object"
-        cols.append(
-            {"name": f.name, "field_name": f.name, "pandas_type": pt, "numpy_type": nt, "metadata": meta}
-        )
+        cols.append({"name": name, "field_name": name, "pandas_type": pt, "numpy_type": nt, "metadata": meta})
     return tuple(cols)
 
 
@@ -1148,7 +1148,7 @@ def _pandas_metadata(schema: pa.Schema, quirks: bool = False, *, rows: int = 0, 
     doc = {
         "index_columns": index,
         "column_indexes": [],
-        "columns": list(_pandas_columns(schema, quirks, count)),
+        "columns": list(_pandas_columns(tuple((f.name, f.type) for f in schema), quirks, count)),
         "attributes": {},
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.3",
