@@ -15,16 +15,48 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import TablekitError
+from .errors import DatastackError, TablekitError
 from .query.options import option_fields
 
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|>=|<=|=|>|<|~)\s*(.*?)\s*$")
 
 
 def _connect(args: argparse.Namespace) -> Any:
+    """The client ``tablekit.connect`` gives for these options: a local datastack (``--path`` or the
+    demo) or a CAVE deployment (``--server URL --datastack NAME``), the token resolved as
+    ``connect`` resolves it (``--token``, else ``$CAVE_TOKEN``, else CAVEclient's secret files)."""
     import tablekit
 
-    return tablekit.connect(path=args.path, version=args.version)
+    if args.server is None:
+        if args.token is not None or args.datastack is not None:
+            given = "--token" if args.token is not None else "--datastack"
+            raise DatastackError(f"{given} is for a server: add --server URL (or leave {given} out)")
+        return tablekit.connect(path=args.path, version=args.version)
+    if args.path is not None:
+        raise DatastackError("give either --path (a local datastack) or --server URL, not both")
+    if not args.datastack:
+        raise DatastackError(f"--server {args.server}: name the datastack too: --datastack NAME")
+    return tablekit.connect(args.datastack, server=args.server, token=args.token, version=args.version)
+
+
+# Advice the library words for Python callers, in the words of this command.
+_CLI_ADVICE = (
+    (re.compile(r"pass overwrite=True to replace it"), "add --overwrite to replace it"),
+    (re.compile(r"pass token=\.\.\., set"), "pass --token TOKEN, set"),
+    (
+        re.compile(
+            r"(?:list (?:them|the (?:table|view)s) with )?list\(client\.(?:table|view)s\)"
+            r"(?: or search with client\.(?:table|view)s\.find\('\.\.\.'\))?"
+        ),
+        "list them with `tablekit tables`",
+    ),
+)
+
+
+def _cli_words(text: str) -> str:
+    for pattern, words in _CLI_ADVICE:
+        text = pattern.sub(words, text)
+    return text
 
 
 def _parse_value(field: Any, text: str) -> Any:
@@ -174,22 +206,26 @@ def _cmd_query(args: argparse.Namespace) -> int:
     df = f.query(
         select_columns=select, limit=args.limit, offset=args.offset, split_positions=True, metadata=False
     )
-    if args.format == "table":
+    fmt = _out_format(args)
+    if fmt == "table" and not args.out:
         import pandas as pd
 
         with pd.option_context("display.width", 200, "display.max_columns", 30):
             print(df.to_string(max_rows=args.limit or 50))
         print(f"[{len(df)} rows]")
         return 0
-    if args.format == "parquet" and not args.out:
+    if fmt == "parquet" and not args.out:
         print("error: --format parquet needs --out FILE", file=sys.stderr)
         return 2
     if not args.out:
         sys.stdout.write(df.to_csv(index=False))
         return 0
     try:
-        if args.format == "parquet":
+        if fmt == "parquet":
             df.to_parquet(args.out, index=False)
+        elif fmt == "table":  # every row, as the terminal would show them
+            with open(args.out, "w") as fh:
+                fh.write(df.to_string(index=False) + "\n")
         else:
             with open(args.out, "w") as fh:
                 fh.write(df.to_csv(index=False))
@@ -200,6 +236,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     return 0
+
+
+def _out_format(args: argparse.Namespace) -> str:
+    """``--format``, or without it: from ``--out``'s suffix (.parquet, .csv; anything else gets the
+    table as text), and the table on the terminal without ``--out``."""
+    if args.format is not None:
+        return str(args.format)
+    suffix = (args.out or "").lower().rsplit(".", 1)[-1] if args.out and "." in args.out else ""
+    return {"parquet": "parquet", "pq": "parquet", "csv": "csv"}.get(suffix, "table")
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:
@@ -215,8 +260,15 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    import os
+
     from .datastack.sample import build_sample
 
+    if not args.overwrite and os.path.isdir(args.out) and os.listdir(args.out):
+        print(
+            f"error: --out {args.out} exists and is not empty; add --overwrite to replace it", file=sys.stderr
+        )
+        return 2
     t0 = time.perf_counter()
     path = build_sample(args.out, synapses=args.synapses, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote datastack to {path} in {time.perf_counter() - t0:.1f} s")
@@ -236,8 +288,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
+    p.add_argument("-V", "--version", action="version", version=f"tablekit {_package_version()}")
+
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--path", help="datastack directory (default: the embedded demo)")
+        sp.add_argument("--path", help="local datastack directory (default: the embedded demo)")
+        sp.add_argument(
+            "--server",
+            metavar="URL",
+            help="a CAVE deployment's global server (or a `tablekit serve` URL) instead of a local datastack",
+        )
+        sp.add_argument("--datastack", metavar="NAME", help="the datastack to read on --server")
+        sp.add_argument(
+            "--token",
+            help="the CAVE token for --server (default: $CAVE_TOKEN, else CAVEclient's secret files "
+            "~/.cloudvolume/secrets/*cave-secret.json); never printed",
+        )
         sp.add_argument("--version", type=int, help="materialization version (default: latest valid)")
 
     d = sub.add_parser("demo", help="a short guided run on the demo datastack, printing real results")
@@ -263,8 +328,13 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--select", help=opt["select_columns"].metadata["cli"])
     q.add_argument("--limit", type=int, help=opt["limit"].metadata["cli"])
     q.add_argument("--offset", type=int, default=0, help=opt["offset"].metadata["cli"] + " (default 0)")
-    q.add_argument("--format", choices=["table", "csv", "parquet"], default="table")
-    q.add_argument("--out", help="output file (csv/parquet)")
+    q.add_argument(
+        "--format",
+        choices=["table", "csv", "parquet"],
+        help="output format (default: from --out's suffix: .csv, .parquet, else the table as text; "
+        "without --out, the table on the terminal)",
+    )
+    q.add_argument("--out", metavar="FILE", help="write the rows to FILE (every row) instead of the terminal")
     q.add_argument("--explain", action="store_true", help="show what would run, without running it")
     q.set_defaults(func=_cmd_query)
     from .stubgen import add_stubs_command
@@ -282,8 +352,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TablekitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_cli_words(str(e))}", file=sys.stderr)
         return 2
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tablekit")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        return "unknown"
 
 
 if __name__ == "__main__":  # pragma: no cover

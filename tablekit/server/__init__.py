@@ -229,5 +229,10 @@ def add_serve_command(subparsers: Any) -> None:
         action="store_true",
         help="emulate the real CAVE server's wrong answers (ignored not-in filter, unordered rows, broken v2 queries)",
     )
-    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (default info)",
+    )
     s.set_defaults(func=_cmd_serve)
