@@ -161,3 +161,19 @@ def test_errors_give_cli_advice(path, tmp_path):
     words = _cli_words(str(e.value))
     assert "list(client" not in words and "`tablekit tables`" in words
     assert "pass --token TOKEN" in _cli_words("No token was sent: pass token=..., set $CAVE_TOKEN")
+
+
+def test_stubs_are_written_0644(tmp_path):
+    out = tmp_path / "stubs"
+    p = subprocess.run(
+        [sys.executable, "-m", "tablekit", "stubs", "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        umask=0o022,
+    )
+    assert p.returncode == 0, p.stderr
+    files = sorted(p for p in out.rglob("*.pyi"))
+    assert len(files) == 2
+    for f in files:
+        assert f.stat().st_mode & 0o777 == 0o644, (f, oct(f.stat().st_mode))
