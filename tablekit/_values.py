@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _time
 from .errors import FilterValueError
 from .schema import ColumnKind, ColumnSpec
 
@@ -271,30 +272,6 @@ def bbox(table: str, attr: str, value: Any) -> tuple[tuple[Any, ...], tuple[Any,
 
 
 def normalize_timestamp(value: Any, *, what: str = "timestamp") -> _dt.datetime:
-    """Aware datetime / pandas Timestamp / ISO string with offset → aware UTC datetime.
-
-    Naive values are refused: all CAVE timestamps are UTC, and guessing caused hour-shift bugs.
-    """
-    fix = (
-        "All timestamps are UTC: pass an aware datetime, e.g. datetime.now(timezone.utc) or "
-        "datetime(2025, 3, 1, tzinfo=timezone.utc), or an ISO string with an offset such as "
-        "'2025-03-01T00:00:00+00:00'"
-    )
-    v = value
-    if isinstance(v, str):
-        s = v.strip()
-        try:
-            v = _dt.datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
-        except ValueError:
-            raise FilterValueError(f"{what}: {value!r} is not an ISO-8601 timestamp. {fix}") from None
-    elif hasattr(v, "to_pydatetime") and not isinstance(v, _dt.datetime):
-        v = v.to_pydatetime()
-    elif isinstance(v, np.datetime64):
-        raise FilterValueError(f"{what}: numpy datetime64 {value!r} carries no time zone. {fix}")
-    if isinstance(v, _dt.date) and not isinstance(v, _dt.datetime):
-        raise FilterValueError(f"{what}: a date {value!r} has no time or time zone. {fix}")
-    if not isinstance(v, _dt.datetime):
-        raise FilterValueError(f"{what}: {value!r} of type {type(value).__name__} is not a timestamp. {fix}")
-    if v.tzinfo is None or v.tzinfo.utcoffset(v) is None:
-        raise FilterValueError(f"{what}: {value!r} is naive (no time zone). {fix}")
-    return v.astimezone(_dt.timezone.utc)
+    """Aware datetime / pandas Timestamp / ISO string with offset → aware UTC datetime
+    (:func:`tablekit._time.utc_timestamp`; naive values are refused)."""
+    return _time.utc_timestamp(value, what=what)

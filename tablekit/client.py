@@ -20,11 +20,10 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _values
+from . import _time, _values
 from .backends.base import Backend, QueryResult, count_table
 from .classic import ClassicMixin
 from .errors import (
-    FilterValueError,
     HTTPError,
     QueryError,
     SchemaError,
@@ -675,13 +674,11 @@ class Client(ClassicMixin, RootsMixin):
 
     def _check_timestamp(self, timestamp: Any, table: str) -> _dt.datetime:
         now = _dt.datetime.now(_dt.timezone.utc)
-        if isinstance(timestamp, str) and timestamp.strip().lower() == "now":
-            ts = now
-        else:
-            try:
-                ts = _values.normalize_timestamp(timestamp, what=f"{table}: timestamp")
-            except FilterValueError as e:
-                raise VersionError(str(e)) from None
+        ts = (
+            now
+            if _time.is_now(timestamp)
+            else _time.utc_timestamp(timestamp, what=f"{table}: timestamp", error=VersionError)
+        )
         first = min((m["time_stamp"] for m in self._backend.versions_metadata(expired=True)), default=None)
         if first is not None and ts < first:
             raise VersionError(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _values
+from . import _time, _values
 from .errors import FilterValueError, UnsupportedError, VersionError
 
 __all__ = ["RootsMixin", "check_roots_valid"]
@@ -114,12 +114,9 @@ class RootsMixin:
         return h
 
     def _ts(self, timestamp: Any, default_now: bool = True) -> _dt.datetime:
-        if timestamp is None or (isinstance(timestamp, str) and timestamp.strip().lower() == "now"):
+        if timestamp is None:
             return _dt.datetime.now(_dt.timezone.utc)
-        try:
-            return _values.normalize_timestamp(timestamp)
-        except FilterValueError as e:
-            raise VersionError(str(e)) from None
+        return _time.moment(timestamp, error=VersionError)
 
     def get_root_timestamps(self, root_ids: Any) -> list[_dt.datetime]:
         """When each root id was created (aware UTC datetimes), in the order given."""

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .. import _time
 from .._values import short
 from ..errors import DatastackError, SchemaError
 from ..schema import ColumnKind, ColumnRole, PointKind, TableSpec, resolution_triple, table_spec
@@ -52,19 +53,13 @@ _KIND_TYPES: dict[ColumnKind, pa.DataType] = {
 
 
 def _utc(value: Any, what: str) -> pd.Timestamp:
-    """An aware UTC timestamp from a datetime / pandas Timestamp / ISO string; naive is an error."""
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as e:
-        raise DatastackError(f"{what}: {value!r} is not a timestamp; pass an aware datetime in UTC") from e
-    if ts is pd.NaT:
+    """An aware UTC timestamp from a datetime / pandas Timestamp / ISO string; naive is an error
+    (:func:`tablekit._time.utc_timestamp`, raising :class:`DatastackError`)."""
+    if value is pd.NaT:
         raise DatastackError(f"{what}: got NaT; pass an aware datetime in UTC")
-    if ts.tzinfo is None:
-        raise DatastackError(
-            f"{what}: {value!r} has no time zone; pass an aware UTC datetime, e.g. "
-            "datetime(2025, 1, 6, 8, tzinfo=timezone.utc) or pd.Timestamp('2025-01-06T08:00', tz='UTC')"
-        )
-    return ts.tz_convert("UTC")
+    if isinstance(value, pd.Timestamp) and value.tzinfo is not None:
+        return value.tz_convert("UTC")  # keeps nanoseconds
+    return pd.Timestamp(_time.utc_timestamp(value, what=what, error=DatastackError))
 
 
 def _us(ts: pd.Timestamp) -> int:
@@ -80,8 +75,7 @@ def format_timestamp(value: Any) -> str:
 
 def parse_timestamp(value: str) -> pd.Timestamp:
     """Read a JSON timestamp of the format (naive ISO strings are UTC)."""
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return pd.Timestamp(_time.parse_utc(value))
 
 
 def _write_json(path: Path, obj: Any) -> None:

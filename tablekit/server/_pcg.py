@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _time
 from ..errors import FilterValueError
 from ._wire import WireError, parse_bool, parse_int
 
@@ -171,13 +172,13 @@ class Chunkedgraph:
                 t = n.get("timestamp")
                 nodes[int(n["id"])] = {
                     "id": int(n["id"]),
-                    "timestamp": None if t is None else _dt.datetime.fromisoformat(t).timestamp(),
+                    "timestamp": None if t is None else _time.parse_utc(t).timestamp(),
                 }
             for e in g["links"]:
                 links[(int(e["source"]), int(e["target"]))] = {
                     "source": int(e["source"]),
                     "target": int(e["target"]),
-                    "timestamp": _dt.datetime.fromisoformat(e["timestamp"]).timestamp(),
+                    "timestamp": _time.parse_utc(e["timestamp"]).timestamp(),
                 }
         return {
             "directed": True,

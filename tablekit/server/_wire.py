@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import _time
 from ..errors import FilterValueError, QueryError, TablekitError, UnknownColumnError, UnknownTableError
 from ..filters import Field, ResultColumn, TableFilter, introspect
 from ..query import CAVE_FILTER_DICTS, Join, Predicate, Query
@@ -1053,12 +1054,9 @@ def _parse_timestamp(value: Any) -> _dt.datetime:
     if not isinstance(value, str):
         raise WireError(f"timestamp: {value!r} is not an ISO-8601 datetime string")
     try:
-        t = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return _time.parse_utc(value.strip())
     except ValueError:
         raise WireError(f"timestamp: {value!r} is not an ISO-8601 datetime string") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.astimezone(_dt.timezone.utc)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ... import _time
 from ...errors import QueryError, ServerError, UnsupportedError
 from ...query.pending import pending_text, refusal
 from ...schema import ColumnKind
@@ -59,16 +60,14 @@ def parse_time(value: Any) -> _dt.datetime | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _dt.datetime.fromtimestamp(float(value), _dt.timezone.utc)
     if isinstance(value, _dt.datetime):
-        t = value
-    else:
-        s = str(value).strip().replace("Z", "+00:00")
-        try:
-            t = _dt.datetime.fromisoformat(s)
-        except ValueError:
-            import email.utils
+        return _time.as_utc(value)
+    s = str(value).strip()
+    try:
+        return _time.parse_utc(s)
+    except ValueError:
+        import email.utils
 
-            t = email.utils.parsedate_to_datetime(s)
-    return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
+        return _time.as_utc(email.utils.parsedate_to_datetime(s))
 
 
 #: what to do about an answer that is not what the CAVE protocol says (see :func:`malformed`)
@@ -359,10 +358,7 @@ def _iso(arr: pa.ChunkedArray) -> pa.Array:
         if s is None:
             vals.append(None)
             continue
-        t = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-        vals.append(
-            t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
-        )
+        vals.append(_time.parse_utc(s))
     return pa.array(vals, type=pa.timestamp("us", tz="UTC"))
 
 

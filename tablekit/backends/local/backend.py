@@ -31,7 +31,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ... import _values
+from ... import _time, _values
 from ...datastack import checksums as _checksums
 from ...errors import (
     DatastackError,
@@ -115,18 +115,16 @@ def _parse_time(value: Any, what: str, fix: str = "") -> _dt.datetime | None:
     if value is None:
         return None
     if isinstance(value, _dt.datetime):
-        t = value
-    else:
-        try:
-            if not isinstance(value, str):
-                raise ValueError(type(value).__name__)
-            t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as e:
-            raise DatastackError(
-                f"{what}: {_values.short(value)} is not an ISO-8601 timestamp (CAVE writes UTC as "
-                f"'2025-03-31T08:01:07.000250'). {fix}".rstrip()
-            ) from e
-    return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
+        return _time.as_utc(value)
+    try:
+        if not isinstance(value, str):
+            raise ValueError(type(value).__name__)
+        return _time.parse_utc(value)
+    except ValueError as e:
+        raise DatastackError(
+            f"{what}: {_values.short(value)} is not an ISO-8601 timestamp (CAVE writes UTC as "
+            f"'2025-03-31T08:01:07.000250'). {fix}".rstrip()
+        ) from e
 
 
 class LocalBackend:
