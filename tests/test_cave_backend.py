@@ -1025,6 +1025,41 @@ def test_a_views_failure_is_not_remembered(served, client):
         rec.faults.clear()
 
 
+@pytest.mark.parametrize(
+    ("part", "body", "words"),
+    [
+        ("/views", b'["a view"]', "the views metadata is ['a view'], not an object of views by name"),
+        ("/views", b'"views"', "the views metadata is 'views', not an object of views by name"),
+        ("/views", b'{"v": 3}', "the views metadata give view 'v' as 3, not an object"),
+        ("/views/schemas", b"[1, 2]", "the view schemas is [1, 2], not an object of schemas by name"),
+        ("/views/schemas", b'{"v": null}', "the view schemas give schema 'v' as None, not an object"),
+    ],
+)
+def test_a_views_answer_that_is_not_an_object_is_a_server_error(served, client, part, body, words):
+    """A views answer of the wrong JSON shape (a list, a string, entries that are not objects) is
+    a ServerError naming the endpoint, the fault and the fix (before: AttributeError 'list' object
+    has no attribute 'items'); the client warns with it and tables still answer."""
+    url, rec = served
+    rec.faults.append(
+        lambda r: (200, [("content-type", "application/json")], body) if r["path"].endswith(part) else None
+    )
+    try:
+        tk = connect(client, url, max_retries=0)
+        v = tk.version
+        with pytest.raises(ServerError) as e:
+            tk.backend.views_metadata(v)
+        endpoint = f"/materialize/api/v3/datastack/{client.datastack}/version/{v}{part}"
+        assert endpoint in str(e.value) and words in str(e.value), str(e.value)
+        assert "the server's answer is malformed" in str(e.value) and "Retry" in str(e.value)
+        assert e.value.url.endswith(endpoint)
+        with pytest.warns(UserWarning, match="views unavailable") as w:
+            assert tk.get_views() == []
+        assert words in str(w[0].message)
+        assert len(tk.query_table(NUC, limit=5)) == 5
+    finally:
+        rec.faults.clear()
+
+
 def test_a_materialization_service_without_api_v3_is_named(served, client):
     """A service whose API versions lack v3 is refused with what to use instead, whether its
     versions request fails (an old server has no v3 route) or answers."""

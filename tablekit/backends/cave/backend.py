@@ -67,6 +67,16 @@ from .transport import Response, Transport
 __all__ = ["CaveBackend", "CaveHistory"]
 
 
+def _objects(url: str, got: Any, what: str, entry: str, nulls: bool = False) -> dict[str, Any]:
+    """A views answer: an object of objects (or, with ``nulls``, nulls) by name; else malformed."""
+    if not isinstance(got, dict):
+        raise decoding.malformed(url, f"{what} is {short(got)}, not an object of {entry}s by name")
+    for n, m in got.items():
+        if not (isinstance(m, dict) or (nulls and m is None)):
+            raise decoding.malformed(url, f"{what} give {entry} {n!r} as {short(m)}, not an object")
+    return got
+
+
 class CaveBackend:
     """A CAVE datastack over HTTP. Make one with ``tablekit.connect(datastack, server=URL)``.
 
@@ -398,11 +408,17 @@ class CaveBackend:
         def fetch() -> Any:
             meta_f = self._pool.submit(self._json, base, missing={})
             schema_f = self._pool.submit(self._json, f"{base}/schemas", missing={})
-            meta, schemas = meta_f.result() or {}, schema_f.result() or {}
+            meta = _objects(base, meta_f.result() or {}, "the views metadata", "view", nulls=True)
+            schemas = _objects(f"{base}/schemas", schema_f.result() or {}, "the view schemas", "schema")
             lacking = [n for n, m in meta.items() if "voxel_resolution_x" not in (m or {})]
             per = {n: self._pool.submit(self._json, f"{base}/{n}/metadata") for n in lacking}
             for n, f in per.items():  # a failure raises: views with half their metadata are not cached
-                meta[n] = {**(meta[n] or {}), **f.result()}
+                one = f.result()
+                if not isinstance(one, dict):
+                    raise decoding.malformed(
+                        f"{base}/{n}/metadata", f"the metadata of view {n!r} is {short(one)}, not an object"
+                    )
+                meta[n] = {**(meta[n] or {}), **one}
             return {"metadata": meta, "schemas": schemas}
 
         got = self._cached(key, fetch)
