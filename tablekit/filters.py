@@ -494,6 +494,10 @@ def make_filter_class(
         {
             "_client": client,
             "_version": version,
+            # this client's own specs: the base is shared by specs that compare equal, and a
+            # spec's metadata takes no part in that (TableSpec.metadata is eq=False)
+            "_spec": spec,
+            "_target": target,
             "__doc__": base.__doc__,
             "__module__": base.__module__,
             "__qualname__": base.__qualname__,

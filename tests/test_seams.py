@@ -251,6 +251,33 @@ def test_client_and_local_backend_share_one_spec(mini_ds):
     assert stored <= set(raw) | {c for c in stored if c.endswith("root_id")}
 
 
+def test_filter_classes_keep_their_own_clients_metadata(mini_ds, tmp_path):
+    """Two clients whose specs differ only in metadata (which TableSpec equality ignores) share a
+    generated base class, but each class introspects to its own client's spec and metadata
+    (before: the first client's, from the shared base)."""
+    import json
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(mini_ds, other)
+    a = tablekit.connect(path=str(mini_ds))
+    t = a.get_tables()[0]
+    meta_file = other / "tables" / t / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["user_id"] = "someone-else"
+    meta_file.write_text(json.dumps(meta))
+    b = tablekit.connect(path=str(other))
+    ca, cb = a.filter_class(t), b.filter_class(t)
+    assert a.spec(t) == b.spec(t) and type.mro(ca)[1] is type.mro(cb)[1]  # one shared base
+    assert tablekit.introspect(ca).spec is a.spec(t) and tablekit.introspect(cb).spec is b.spec(t)
+    assert tablekit.introspect(cb).spec.metadata["user_id"] == "someone-else"
+    assert (
+        tablekit.introspect(ca).spec.metadata["user_id"]
+        == json.loads((mini_ds / "tables" / t / "metadata.json").read_text())["user_id"]
+        != "someone-else"
+    )
+
+
 def test_client_and_cave_backend_share_one_spec(mini_ds, tmp_path):
     import _mini_datastack as mini
     from _server import serve_asgi
