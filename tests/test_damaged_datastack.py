@@ -279,6 +279,8 @@ def test_duplicate_ids_in_a_snapshot_are_refused(path, tmp_path, version, native
         _query(d)
     msg = str(e.value)
     assert f"id {dup} 2 times" in msg and NUC in msg and str(f.relative_to(d)) in msg, msg
+    # the table and column by name, the value and the fix (rematerialize the snapshot)
+    assert f"table {NUC!r}, column 'id'" in msg and "materialize" in msg.lower(), msg
 
 
 def test_an_id_in_two_part_files_is_refused_naming_both(path, tmp_path, version):

@@ -982,7 +982,7 @@ class LocalBackend:
         table = parts[2] if parts[0] == "versions" and len(parts) > 2 else parts[min(1, len(parts) - 1)]
         fix = self._fix_for(files)
         raise DatastackError(
-            f"{self.location}: table {table!r}: {where}/ holds id {dup} {n} times ({rels}); ids are unique "
+            f"{self.location}: table {table!r}, column 'id': {where}/ holds id {dup} {n} times ({rels}); ids are unique "
             f"in a table (docs/datastack-format.md), and tablekit does not guess which row is right. {fix}"
         )
 
