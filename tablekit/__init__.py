@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .caveclient import CAVEclient
 from .client import Client
 from .datastack import TableSource, build_datastack
 from .errors import (
@@ -117,6 +118,7 @@ def connect(
 
 __all__ = [
     "AuthError",
+    "CAVEclient",
     "Client",
     "ConnectionFailedError",
     "DatastackError",

@@ -18,7 +18,7 @@ def test_all_is_sorted_and_unique():
 
 #: the public names, written out: a name added to or dropped from ``__all__`` fails here first
 PUBLIC = [
-    "AuthError", "Client", "ConnectionFailedError", "DatastackError", "FilterError", "FilterInfo",
+    "AuthError", "CAVEclient", "Client", "ConnectionFailedError", "DatastackError", "FilterError", "FilterInfo",
     "FilterValueError", "HTTPError", "IncompleteResultError", "OperatorError", "OutputOptions",
     "Predicate", "Query", "QueryError", "QueryOptions",
     "RateLimitError", "RequestTimeoutError", "SchemaError", "ServerError", "StaleStubsWarning",
