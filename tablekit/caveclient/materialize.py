@@ -54,6 +54,32 @@ def _warnings(log_warning: bool) -> Iterator[None]:
         yield
 
 
+def _cave_order(df: Any, split_positions: bool) -> Any:
+    """Split positions in CAVEclient's column order: the other columns as they come, then each point
+    (by name) as ``P_supervoxel_id, P_root_id, P_position_x/_y/_z``. A merged reference table keeps
+    tablekit's order (docs/migrating-from-caveclient.md)."""
+    if not split_positions or not isinstance(df, pd.DataFrame):
+        return df
+    cols = [str(c) for c in df.columns]
+    if any(c.endswith("_ref") for c in cols):
+        return df
+    points = sorted({c[: -len("_position_x")] for c in cols if c.endswith("_position_x")})
+    grouped = [
+        c
+        for p in points
+        for c in (
+            f"{p}_supervoxel_id",
+            f"{p}_root_id",
+            f"{p}_position_x",
+            f"{p}_position_y",
+            f"{p}_position_z",
+        )
+        if c in cols
+    ]
+    order = [c for c in cols if c not in set(grouped)] + grouped
+    return df if order == cols else df[order]
+
+
 class MaterializeClient:
     """CAVEclient's ``client.materialize`` over a :class:`tablekit.Client`."""
 
@@ -242,7 +268,7 @@ class MaterializeClient:
             random_sample=random_sample,
         )
         with _warnings(log_warning):
-            return self._tk.query_table(
+            df = self._tk.query_table(
                 table,
                 **dicts,
                 merge_reference=merge_reference,
@@ -251,6 +277,7 @@ class MaterializeClient:
                 get_counts=get_counts,
                 **opts,
             )
+            return _cave_order(df, split_positions)
 
     def live_query(
         self,
@@ -289,7 +316,7 @@ class MaterializeClient:
             random_sample=random_sample,
         )
         with _warnings(log_warning):
-            return self._tk.live_query(
+            df = self._tk.live_query(
                 table,
                 timestamp,
                 **dicts,
@@ -298,6 +325,7 @@ class MaterializeClient:
                 metadata=metadata,
                 **opts,
             )
+            return _cave_order(df, split_positions)
 
     def live_live_query(
         self,
@@ -357,7 +385,7 @@ class MaterializeClient:
             random_sample=random_sample,
         )
         with _warnings(log_warning):
-            return self._tk.live_query(
+            df = self._tk.live_query(
                 table,
                 timestamp,
                 **dicts,
@@ -367,6 +395,7 @@ class MaterializeClient:
                 allow_invalid_root_ids=allow_invalid_root_ids,
                 **opts,
             )
+            return _cave_order(df, split_positions)
 
     def join_query(
         self,
@@ -434,7 +463,8 @@ class MaterializeClient:
             random_sample=random_sample,
         )
         with _warnings(log_warning):
-            return tk.query_table(table, **dicts, split_positions=split_positions, metadata=metadata, **opts)
+            df = tk.query_table(table, **dicts, split_positions=split_positions, metadata=metadata, **opts)
+            return _cave_order(df, split_positions)
 
     def query_view(
         self,
@@ -506,7 +536,7 @@ class MaterializeClient:
             desired_resolution=self._resolution(desired_resolution),
             materialization_version=materialization_version,
         )
-        return self._tk.synapse_query(
+        df = self._tk.synapse_query(
             pre_ids,
             post_ids,
             bounding_box,
@@ -518,6 +548,7 @@ class MaterializeClient:
             metadata=metadata,
             **opts,
         )
+        return _cave_order(df, split_positions)
 
     def __getattr__(self, name: str) -> Any:
         why = _OUT_OF_SCOPE.get(name)

@@ -183,25 +183,33 @@ class ChunkedGraphClient:
         stop_layer: int | None = None,
         return_all: bool = False,
         return_fraction_overlap: bool = False,
-    ) -> int:
-        for name, value, fine in (
-            ("stop_layer", stop_layer, None),
-            ("return_all", return_all, False),
-            ("return_fraction_overlap", return_fraction_overlap, False),
-        ):
-            if value != fine:
-                _refuse(
-                    "chunkedgraph",
-                    "suggest_latest_roots",
-                    name,
-                    value,
-                    "only the one suggested root; get_latest_roots lists them all",
-                )
-        return int(
-            self._tk.suggest_latest_roots(
-                root_id, timestamp=_ts(timestamp, "suggest_latest_roots", "timestamp")
+    ) -> Any:
+        """The root at ``timestamp`` holding most of ``root_id``'s supervoxels (CAVEclient's rule:
+        by overlap, descending; on a tie the larger id first); ``return_all`` gives every
+        overlapping root in that order, ``return_fraction_overlap`` the fractions too. Overlap is
+        counted in supervoxels (CAVEclient counts the chunks of ``stop_layer``, default
+        ``n_layers - 4``; only ``stop_layer=1`` or ``None`` is offered); root 0 is never suggested."""
+        if stop_layer not in (None, 1):
+            _refuse(
+                "chunkedgraph",
+                "suggest_latest_roots",
+                "stop_layer",
+                stop_layer,
+                "overlap is counted in supervoxels (stop_layer=1)",
             )
-        )
+        _ts(timestamp, "suggest_latest_roots", "timestamp")
+        leaves = self.get_leaves(root_id)
+        if len(leaves) == 0:
+            raise FilterValueError(f"chunkedgraph.suggest_latest_roots: root id {root_id} has no supervoxels")
+        now = self.get_roots(leaves, timestamp=timestamp).astype(np.int64)
+        ids, counts = np.unique(now[now != 0], return_counts=True)
+        if len(ids) == 0:
+            raise FilterValueError(f"root id {root_id} has no successor with supervoxels at that time")
+        order = sorted(range(len(ids)), key=lambda k: (-int(counts[k]), -int(ids[k])))
+        ids, frac = ids[order], counts[order] / len(leaves)
+        if return_all:
+            return (ids, frac) if return_fraction_overlap else ids
+        return (int(ids[0]), float(frac[0])) if return_fraction_overlap else int(ids[0])
 
     def get_root_timestamps(
         self, root_ids: Any, latest: bool = False, timestamp: _dt.datetime | None = None
@@ -225,16 +233,21 @@ class ChunkedGraphClient:
         timestamp_past: _dt.datetime | None = None,
         timestamp_future: _dt.datetime | None = None,
     ) -> dict[str, Any]:
-        """``{"past_id_map": {id: [past ids]}, "future_id_map": {past id: [id]}}`` (int keys)."""
+        """``{"past_id_map": {id: [past ids]}, "future_id_map": {past id: id}}`` (int keys; a past
+        id whose supervoxels are split between several roots at ``timestamp_future`` is left out)."""
         r = self._tk.get_past_ids(
             root_ids,
             timestamp_past=_ts(timestamp_past, "get_past_ids", "timestamp_past"),
             timestamp_future=_ts(timestamp_future, "get_past_ids", "timestamp_future"),
         )
-        return {
-            k: {int(a): [int(x) for x in b] for a, b in r[k].items()}
-            for k in ("past_id_map", "future_id_map")
-        }
+        past = {int(a): [int(x) for x in b] for a, b in r["past_id_map"].items()}
+        future = {}
+        for a, b in r["future_id_map"].items():  # the one root holding all of a past id's supervoxels
+            b = [int(x) for x in b] if isinstance(b, (list, tuple, np.ndarray)) else [int(b)]
+            if len(b) != 1:
+                raise AssertionError(f"get_past_ids: past id {a} maps to {b}, not to one root")
+            future[int(a)] = b[0]
+        return {"past_id_map": past, "future_id_map": future}
 
     def get_lineage_graph(
         self,
