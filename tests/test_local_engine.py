@@ -59,6 +59,38 @@ def snap(ds: Path, table: str, version: int = 3) -> pd.DataFrame:
     return mini.read_snapshot(ds, table, version).to_pandas()
 
 
+def test_a_first_query_on_big_files_reads_them_while_the_copy_is_built_later(ds, tmp_path, monkeypatch):
+    """Issue 15 item 4: a first query of a big snapshot (``DIRECT_MIN_BYTES``) reads its Parquet
+    files (checked first) instead of waiting for the native copy, which is built in the background
+    once no query runs; the answers equal the pandas oracle both ways. Small file sets are still
+    copied on first use."""
+    import tablekit.backends.local.backend as local
+
+    monkeypatch.setenv("TABLEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(local, "DIRECT_MIN_BYTES", 0)  # every file set is "big"
+    native = tmp_path / "cache" / "native"
+    b = LocalBackend(ds)
+    try:
+        df = snap(ds, SYN)
+        preds = [(SYN, "size", ">", 10.0)]
+        first = b.execute(q(SYN, *preds))
+        assert b.explain(q(SYN, *preds))["attach"] == {}  # read from the Parquet files
+        assert_same(first.table, expected(df, preds)[stored_columns(b, SYN)])
+        b.wait_for_copies()
+        assert len(list(native.rglob("*.duckdb"))) == 1  # built once the query had returned
+        assert len(b.explain(q(SYN, *preds))["attach"]) == 1
+        assert_same(b.execute(q(SYN, *preds)).table, expected(df, preds)[stored_columns(b, SYN)])
+    finally:
+        b.close()
+    monkeypatch.setattr(local, "DIRECT_MIN_BYTES", 64 * 2**20)  # the fixture's files are small
+    b = LocalBackend(ds)
+    try:
+        b.execute(q(NUC))
+        assert len(b.explain(q(NUC))["attach"]) == 1  # copied before the first answer
+    finally:
+        b.close()
+
+
 def test_root_id_lookups_use_a_clustered_copy(ds, tmp_path, monkeypatch):
     """A lookup by a root id (``==`` or a short ``in``) on a big snapshot starts building a copy
     ordered by that column in the background and is answered from it once it is ready; the

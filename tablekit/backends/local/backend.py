@@ -14,6 +14,7 @@ backend can be shared between threads. Results are fetched as Arrow tables, neve
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import functools
@@ -23,6 +24,7 @@ import os
 import re
 import threading
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,24 @@ _REMATERIALIZE = (
     "versions=[{version}]), or restore the datastack from where it came from"
 )
 _PART = re.compile(r"part-(\d{5})\.parquet")
+#: backends that may be building native copies in background threads (see _stop_all_builds)
+_BUILDERS: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_builds() -> None:
+    """At exit, interrupt the native copies still being built and wait for their threads: a
+    DuckDB connection working in a daemon thread while the interpreter finalizes aborts the
+    process. An interrupted copy is left unfinished (its temporary file is removed by the next
+    build) and built again on next use."""
+    for backend in list(_BUILDERS):
+        backend._stop_builds()
+
+
+#: Parquet file sets at least this big are read directly by the queries that first need them, while
+#: their native copy is built in the background once no query runs (a first query then answers as
+#: fast as DuckDB reads the Parquet files); smaller ones are copied first, which costs little
+DIRECT_MIN_BYTES = 64 * 2**20
 
 
 def _reason(e: BaseException) -> str:
@@ -196,7 +216,13 @@ class LocalBackend:
         self._cache: dict[Any, Any] = {}
         self._attached: dict[str, tuple[str, str]] = {}
         self._native_files: dict[str, str] = {}  # catalog alias → database file
-        self._building: dict[str, threading.Thread] = {}  # clustered copies being built
+        self._building: dict[str, threading.Thread] = {}  # native copies being built
+        # queries running now: a copy is built in the background only while none runs, so a first
+        # query answers from the Parquet files as fast as DuckDB reads them (no build competes)
+        self._active = 0
+        self._idle = threading.Condition(self._lock)
+        self._stopping = False
+        self._build_cons: set[duckdb.DuckDBPyConnection] = set()  # interrupted by _stop_builds
         self._failed: set[str] = set()  # … and those whose build failed
         self._rows: dict[str, int] = {}  # rows of a native copy, by alias
         self._checked: set[str] = set()  # file sets read directly whose ids were checked
@@ -205,6 +231,18 @@ class LocalBackend:
     def close(self) -> None:
         """Close the DuckDB connection."""
         self._con.close()
+
+    def _stop_builds(self, timeout: float = 60.0) -> None:
+        with self._lock:
+            self._stopping = True
+            threads = list(self._building.values())
+            for con in self._build_cons:
+                with contextlib.suppress(duckdb.Error):
+                    con.interrupt()
+            self._idle.notify_all()
+        for th in threads:
+            if th is not threading.current_thread():
+                th.join(timeout)
 
     def __enter__(self) -> LocalBackend:
         return self
@@ -769,17 +807,17 @@ class LocalBackend:
                 base = self._base_version(t, query.timestamp)  # type: ignore[arg-type]
                 if base is None:  # before every valid version: rebuild from the whole history
                     files[t] = annotations
-                    src = _sql.Live(annotations, history, self._mirror(annotations), self._mirror(history))
+                    src = _sql.Live(annotations, history, self._copy(annotations), self._copy(history))
                 else:
                     snapshot = self._snapshot(t, base["version"])
                     files[t] = (*snapshot, *annotations)
                     src = _sql.LiveFromSnapshot(
-                        snapshot=_sql.Files(snapshot, self._mirror(snapshot)),
+                        snapshot=_sql.Files(snapshot, self._copy(snapshot)),
                         version_time=base["time_stamp"],
-                        annotations=_sql.Files(annotations, self._mirror(annotations)),
-                        history=_sql.Files(history, self._mirror(history)),
-                        deletions=_sql.Files(annotations, self._mirror(annotations, "deletions")),
-                        changes=_sql.Files(history, self._mirror(history, "changes")),
+                        annotations=_sql.Files(annotations, self._copy(annotations)),
+                        history=_sql.Files(history, self._copy(history)),
+                        deletions=_sql.Files(annotations, self._copy(annotations, "deletions")),
+                        changes=_sql.Files(history, self._copy(history, "changes")),
                     )
             else:
                 files[t] = self._snapshot(t, query.version)  # type: ignore[arg-type]
@@ -855,7 +893,7 @@ class LocalBackend:
         it looks up when that copy is ready (:data:`CLUSTER_MIN_ROWS`), otherwise the id-ordered
         copy (and None)."""
         stamp = self._files_stamp(files)  # the files are looked at once for both copies
-        plain = self._mirror(files, stamp=stamp)
+        plain = self._mirror(files, stamp=stamp, background=True, direct=True)
         column = _lookup_column(query, table)
         if plain is None or column is None:
             return plain, None
@@ -898,8 +936,20 @@ class LocalBackend:
         self._native_dir.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(self._native_dir, db.stem)
         tmp = db.with_name(f"{db.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
-        _checksums.verify(files, self.location, self._fix_for(files))
+        with self._lock:  # read directly first (_check_direct): the same files, already checked
+            checked = self._files_stamp(files) in self._checked
+        if not checked:
+            _checksums.verify(files, self.location, self._fix_for(files))
         con = duckdb.connect(str(tmp))
+        with self._lock:
+            stopping = self._stopping
+            if not stopping:
+                self._build_cons.add(con)
+        if stopping:  # the process is exiting (_stop_all_builds)
+            con.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
         try:
             con.execute("SET parquet_can_have_nan = true")
             if layout is not None and layout.startswith("cluster:"):
@@ -909,7 +959,7 @@ class LocalBackend:
                 con.execute(f"SET memory_limit = '{limit}'")
             lock_down(con, [self.path, self._native_dir])
             con.execute(f"CREATE TABLE t AS {_layout_sql(layout)}", [list(files)])
-            if layout is None:  # the copy every other layout of these files comes after
+            if layout is None and not checked:  # the copy every other layout comes after
                 self._check_unique_ids(con, "t", [], files)
         except DatastackError:
             con.close()
@@ -917,7 +967,13 @@ class LocalBackend:
                 os.unlink(tmp)
             raise
         finally:
+            with self._lock:
+                self._build_cons.discard(con)
             con.close()
+        if self._stopping:  # interrupted at exit: the copy may be incomplete
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
         os.replace(tmp, db)
         with self._lock:
             keep = {Path(f) for f in self._native_files.values()} | {db}
@@ -986,22 +1042,38 @@ class LocalBackend:
             f"in a table (docs/datastack-format.md), and tablekit does not guess which row is right. {fix}"
         )
 
-    def _build_in_background(self, files: Sequence[str], layout: str, db: Path, key: str) -> None:
+    def _build_in_background(self, files: Sequence[str], layout: str | None, db: Path, key: str) -> None:
         def work() -> None:
+            with self._idle:  # not while a query runs: it would compete for the cores
+                while self._active and not self._stopping:
+                    self._idle.wait()
+                if self._stopping:
+                    self._building.pop(key, None)
+                    return
             try:
                 self._build_native(files, layout, db)
             except (OSError, duckdb.Error, DatastackError) as e:  # the id-ordered copy keeps answering
                 with self._lock:
                     self._failed.add(key)  # not tried again by this process
+                if isinstance(e, duckdb.InterruptException):  # the process is exiting: built next time
+                    return
                 snapshot = Path(files[0]).parent  # versions/<v>/<table>/
-                column = layout.split(":", 1)[-1]
-                warnings.warn(
-                    f"tablekit: {snapshot.name} (version {snapshot.parent.name}): the {layout} copy (rows "
-                    f"ordered by {column}) could not be built under {db.parent} ({e}); lookups by {column} "
-                    "keep reading the id-ordered copy, with the same answers. Fix: free space there, or set "
-                    "TABLEKIT_BUILD_MEMORY to a valid DuckDB size such as '2GB'",
-                    stacklevel=1,
-                )
+                if layout is not None and layout.startswith("cluster:"):
+                    column = layout.split(":", 1)[-1]
+                    warnings.warn(
+                        f"tablekit: {snapshot.name} (version {snapshot.parent.name}): the {layout} copy (rows "
+                        f"ordered by {column}) could not be built under {db.parent} ({e}); lookups by {column} "
+                        "keep reading the id-ordered copy, with the same answers. Fix: free space there, or set "
+                        "TABLEKIT_BUILD_MEMORY to a valid DuckDB size such as '2GB'",
+                        stacklevel=1,
+                    )
+                else:
+                    warnings.warn(
+                        f"tablekit: {os.path.relpath(snapshot, self.location)}: its native DuckDB copy could "
+                        f"not be built under {db.parent} ({e}); queries keep reading the Parquet files, "
+                        "with the same answers. Fix: free space there or make it writable",
+                        stacklevel=1,
+                    )
             finally:
                 with self._lock:
                     self._building.pop(key, None)
@@ -1011,7 +1083,13 @@ class LocalBackend:
                 return
             th = threading.Thread(target=work, name=f"tablekit-native-{key[:8]}", daemon=True)
             self._building[key] = th
+            _BUILDERS.add(self)
         th.start()
+
+    def _copy(self, files: Sequence[str], layout: str | None = None) -> tuple[str, str] | None:
+        """A native copy if it is ready, else None (the Parquet files are read, checked first) and
+        the copy is built in the background."""
+        return self._mirror(files, layout, background=True, direct=True)
 
     def _mirror(
         self,
@@ -1020,9 +1098,11 @@ class LocalBackend:
         *,
         background: bool = False,
         stamp: str | None = None,
+        direct: bool = False,
     ) -> tuple[str, str] | None:
         """The native DuckDB copy of these Parquet files as ``(catalog, table)``, built on first use
-        (with ``background``: started in a thread, and None until it is ready).
+        (with ``background``: in a thread once no query runs, and None until it is ready; with
+        ``direct`` the caller then reads the Parquet files, which are checked first).
 
         ``layout`` names a derived copy (:data:`_LAYOUTS`, or ``cluster:<column>``): some of the
         columns, or the rows in another order.
@@ -1037,12 +1117,18 @@ class LocalBackend:
             if key in self._attached:
                 return self._attached[key]
             if background and (key in self._building or key in self._failed):
+                if direct:
+                    self._check_direct(files)
                 return None
             db = self._native_dir / f"{key}.duckdb"
             try:
                 if not db.exists():
+                    if direct and sum(os.path.getsize(f) for f in files) < DIRECT_MIN_BYTES:
+                        background = False  # small: building the copy costs less than reading twice
                     if background:
-                        self._build_in_background(files, layout or "", db, key)
+                        self._build_in_background(files, layout, db, key)
+                        if direct:
+                            self._check_direct(files)
                         return None
                     self._build_native(files, layout, db)
                 alias = f"native_{key}"
@@ -1079,8 +1165,15 @@ class LocalBackend:
         return self._request(compiled, files)
 
     def execute(self, query: Query) -> QueryResult:
-        compiled, files, notices = self._plan(query)
-        table = self._run(compiled, query)
+        with self._lock:
+            self._active += 1
+        try:
+            compiled, files, notices = self._plan(query)
+            table = self._run(compiled, query)
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._idle.notify_all()
         return QueryResult(
             table=table,
             resolution=compiled.resolution,
