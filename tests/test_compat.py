@@ -8,7 +8,7 @@ The venvs are built once per machine by ``tests/_compat_env.py`` (a minute or tw
 package index); the tests then run the installed tablekit (``python -P``: not the checkout's
 sources) on :data:`CORE`, the test modules that exercise each dependency: DuckDB and Parquet (the
 local engine, live queries, datastacks), pandas and pyarrow conversions (frames), urllib3 (the
-CAVE backend, paging, retries), starlette and uvicorn (``tablekit serve``), jsonschema (schemas).
+CAVE backend, paging, retries), starlette and uvicorn (``tablekit serve``, the ``serve`` extra).
 """
 
 from __future__ import annotations

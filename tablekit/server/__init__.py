@@ -34,6 +34,23 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["add_serve_command", "create_app", "serve"]
 
 DEFAULT_ROW_LIMIT = 200_000
+SERVE_INSTALL = "pip install 'tablekit[serve]'"
+
+
+def _require_serve_dependencies() -> None:
+    """Import the server's dependencies (the ``serve`` extra), or say how to install them."""
+    missing = []
+    for module in ("starlette", "uvicorn"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ModuleNotFoundError(
+            f"tablekit serve needs {' and '.join(missing)}, which tablekit installs only with its "
+            f"'serve' extra: {SERVE_INSTALL}",
+            name=missing[0],
+        )
 
 
 def _client(path_or_client: Any) -> Client:
@@ -60,6 +77,8 @@ def create_app(
     this auth token. ``cave_quirks``: emulate the real server's wrong answers (see module docs).
     """
     from ..errors import QueryError
+
+    _require_serve_dependencies()
     from .app import ServerState, build_app
 
     if isinstance(row_limit, bool) or not isinstance(row_limit, int) or row_limit <= 0:
@@ -89,6 +108,7 @@ def serve(
     datastack."""
     import logging
 
+    _require_serve_dependencies()
     import uvicorn
 
     app = create_app(path_or_client, row_limit=row_limit, token=token, cave_quirks=cave_quirks)
@@ -170,6 +190,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         path = args.path
     else:
         print("error: pass a datastack PATH, or --demo for the embedded demo datastack", file=sys.stderr)
+        return 2
+    try:
+        _require_serve_dependencies()  # before the datastack is opened
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.row_limit <= 0:
         print(f"error: --row-limit must be a positive number of rows, got {args.row_limit}", file=sys.stderr)
