@@ -59,7 +59,8 @@ def connect(
     """Connect to a datastack and return a :class:`Client`.
 
     * ``connect()`` or ``connect("demo")``: the embedded synthetic datastack ``demo``, built on
-      first use into ``$TABLEKIT_CACHE_DIR`` (default ``~/.cache/tablekit``); works offline.
+      first use into ``$TABLEKIT_CACHE_DIR`` (default ``$XDG_CACHE_HOME/tablekit``, else
+      ``~/.cache/tablekit``); works offline.
     * ``connect(path="DIR")``: a local datastack directory (see ``build_datastack``).
     * ``connect("name", server="https://…")``: a CAVE deployment over HTTP (the global server
       of the deployment, e.g. ``https://global.daf-apis.com``, or a ``tablekit serve`` URL). The
@@ -69,8 +70,8 @@ def connect(
       ``max_retries`` to connection errors, resets, bodies cut short, read timeouts and
       429/502/503/504 answers, retried with backoff while the query's ``retry_budget`` lasts
       (default 600 s: no retry starts later than that after the query started); table metadata and
-      schemas are cached in ``cache_dir`` (default ``$TABLEKIT_CACHE_DIR`` or
-      ``~/.cache/tablekit``; ``False`` for none). Further options (``max_workers``,
+      schemas are cached in ``cache_dir`` (default the same cache directory;
+      ``False`` for none). Further options (``max_workers``,
       ``page_size``, ``progress``, ``cache_ttl``) go to
       :class:`tablekit.backends.cave.CaveBackend` (``retry_budget`` too).
 

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .._paths import cache_root
 from ..errors import DatastackError
 from ..schema import TableSpec, table_spec
 from .build import check_views, replacing_directory
@@ -163,12 +164,12 @@ def build_sample(
 def ensure_demo(synapses: int = 200_000, seed: int = 0) -> Path:
     """Return the path of the cached ``demo`` datastack, building it on first use.
 
-    The cache is ``$TABLEKIT_CACHE_DIR`` or ``~/.cache/tablekit``; each (format version, generator
+    The cache is ``$TABLEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/tablekit``, else ``~/.cache/tablekit``; each (format version, generator
     revision, size, seed) gets its own subdirectory. The demo is built in a temporary directory and
     renamed into place, so concurrent processes never see a half-built demo.
     """
     synapses, seed = _check_args(synapses, seed)
-    cache = Path(os.environ.get("TABLEKIT_CACHE_DIR") or Path.home() / ".cache" / "tablekit")
+    cache = cache_root()
     target = cache / f"demo-f{FORMAT_VERSION}-r{SAMPLE_REVISION}-syn{synapses}-seed{seed}"
     if (target / "datastack.json").is_file():
         return target

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..._paths import cache_root
+
 __all__ = ["DEFAULT_TTL", "SCHEMAS_FILE", "VERSIONS_TTL", "DiskCache", "readable"]
 
 DEFAULT_TTL = 12 * 3600.0
@@ -123,8 +125,7 @@ class DiskCache:
         if root is False:
             self.dir = None
             return
-        default = os.environ.get("TABLEKIT_CACHE_DIR") or Path.home() / ".cache" / "tablekit"
-        base = Path(root) if isinstance(root, (str, os.PathLike)) and str(root) else Path(default)
+        base = Path(root) if isinstance(root, (str, os.PathLike)) and str(root) else cache_root()
         host = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in server.split("://")[-1])[:60]
         key = hashlib.sha256(server.encode()).hexdigest()[:10]
         name = "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in datastack) or "_"

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ... import _time, _values
+from ..._paths import cache_root
 from ...datastack import checksums as _checksums
 from ...errors import (
     DatastackError,
@@ -167,7 +168,8 @@ class LocalBackend:
 
         ``native_cache`` (default: on unless ``$TABLEKIT_NATIVE_CACHE=0``): on first use of a
         snapshot or history, copy its Parquet files once into a DuckDB database file under
-        ``$TABLEKIT_CACHE_DIR/native`` (default ``~/.cache/tablekit/native``) and query that copy
+        ``$TABLEKIT_CACHE_DIR/native`` (default ``$XDG_CACHE_HOME/tablekit/native``, else
+        ``~/.cache/tablekit/native``) and query that copy
         — DuckDB's own storage skips and decodes far less than Parquet (10–30× on 10M-row
         scans). The copy is keyed by the files' paths, sizes and modification times and by the
         DuckDB version, so it can never be stale; the Parquet files stay the source of truth.
@@ -176,7 +178,8 @@ class LocalBackend:
         reads only the row groups holding it. When the cache directory is not writable the
         engine reads the Parquet files directly. Each time a copy is built, copies not used for
         30 days are deleted, then the least recently used beyond ``$TABLEKIT_NATIVE_CACHE_SIZE``
-        (default 50GB) in total.
+        (default: a quarter of the space the copies could take — free space on the cache's file
+        system plus the copies' own — at most 50GB) in total.
         """
         self.path = Path(path).expanduser().resolve()
         self.location = str(self.path)
@@ -189,11 +192,8 @@ class LocalBackend:
         self._con = duckdb.connect(":memory:", config=config)
         if native_cache is None:
             native_cache = os.environ.get("TABLEKIT_NATIVE_CACHE", "1") != "0"
-        root = os.environ.get("TABLEKIT_CACHE_DIR") or "~/.cache/tablekit"
         self._native_dir: Path | None = (
-            Path(root).expanduser().absolute() / "native" / f"duckdb-{duckdb.__version__}"
-            if native_cache
-            else None
+            cache_root().absolute() / "native" / f"duckdb-{duckdb.__version__}" if native_cache else None
         )
         for stmt in (
             "SET GLOBAL TimeZone = 'UTC'",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -66,8 +67,11 @@ def _remove_abandoned(directory: Path, stem: str, age: float = 6 * 3600) -> None
 
 #: native copies not used for this long are deleted (when a new copy is built)
 NATIVE_MAX_AGE = 30 * 86400
-#: the native copies' total size above which the least recently used are deleted
-_NATIVE_BUDGET = "50GB"  # $TABLEKIT_NATIVE_CACHE_SIZE overrides it
+#: the most the native copies may take by default ($TABLEKIT_NATIVE_CACHE_SIZE overrides the budget)
+NATIVE_MAX_BUDGET = 50 * 10**9
+#: by default the copies may take this share of what they could take: the free space on the
+#: cache's file system plus what they take now (so a small disk or home quota gets a small budget)
+NATIVE_FREE_SHARE = 0.25
 #: copies used this recently may be open in another process: never deleted for the budget
 _IN_USE = 600
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -88,14 +92,30 @@ def _parse_size(text: str) -> int:
 _CHECKS = "checks:crc32,unique-ids"
 
 
-def _prune_native(root: Path, keep: set[Path], now: float | None = None) -> list[Path]:
+def native_budget(root: Path, used: int, free: int | None = None) -> int:
+    """The native copies' budget in bytes: ``$TABLEKIT_NATIVE_CACHE_SIZE`` when set, else
+    :data:`NATIVE_FREE_SHARE` of (``free`` bytes on ``root``'s file system + ``used``, what the
+    copies take now), at most :data:`NATIVE_MAX_BUDGET`."""
+    text = os.environ.get("TABLEKIT_NATIVE_CACHE_SIZE")
+    if text:
+        return _parse_size(text)
+    if free is None:
+        try:
+            free = shutil.disk_usage(root).free
+        except OSError:  # the cache's directory is gone: nothing to weigh, the cap applies
+            return NATIVE_MAX_BUDGET
+    return min(NATIVE_MAX_BUDGET, int((free + used) * NATIVE_FREE_SHARE))
+
+
+def _prune_native(
+    root: Path, keep: set[Path], now: float | None = None, free: int | None = None
+) -> list[Path]:
     """Delete native copies (under ``root``, every DuckDB version's directory) that were not
     used for :data:`NATIVE_MAX_AGE`, then the least recently used until the rest fit in
-    ``$TABLEKIT_NATIVE_CACHE_SIZE``. A copy's modification time is its last use (set when a
+    the budget (:func:`native_budget`). A copy's modification time is its last use (set when a
     process attaches it); ``keep`` (this process's copies) and copies used in the last
     :data:`_IN_USE` seconds are never deleted. Returns what was deleted."""
     now = time.time() if now is None else now
-    budget = _parse_size(os.environ.get("TABLEKIT_NATIVE_CACHE_SIZE") or _NATIVE_BUDGET)
     copies = []
     for f in root.glob("duckdb-*/*.duckdb"):
         try:
@@ -105,6 +125,7 @@ def _prune_native(root: Path, keep: set[Path], now: float | None = None) -> list
         copies.append((st.st_mtime, st.st_size, f))
     copies.sort()  # least recently used first
     total = sum(size for _, size, _ in copies)
+    budget = native_budget(root, total, free)
     deleted = []
     for used, size, f in copies:
         stale = now - used > NATIVE_MAX_AGE
