@@ -598,3 +598,29 @@ def test_error_roles_and_views(tmp_path):
     assert "view 'v': its SQL fails" in msg and "nope" in msg
     msg = err(tmp_path, [nuc], views={"v": {"sql": "SELECT 1", "colour": "red"}})
     assert "view 'v': unknown keys ['colour']" in msg
+
+
+def test_custom_schemas_are_checked_as_json_schema(tmp_path):
+    """A custom schema document passed to build_datastack is checked against its JSON Schema
+    metaschema (jsonschema): a misspelt type is refused naming the schema type and where, before
+    anything is written; the same document spelt right builds, and every bundled (real) document
+    passes the same check."""
+    import copy
+
+    from tablekit.errors import SchemaError
+    from tablekit.schema import check_json_schema
+
+    good = copy.deepcopy(ds.bundled_schemas()["nucleus_detection"])
+    name = next(iter(good["definitions"]))
+    bad = copy.deepcopy(good)
+    prop = next(iter(bad["definitions"][name]["properties"]))
+    bad["definitions"][name]["properties"][prop]["type"] = "integr"
+    with pytest.raises(SchemaError) as e:
+        build(tmp_path, [TableSource("nuc", "my_nuclei", cave_nuclei())], schemas={"my_nuclei": bad})
+    msg = str(e.value)
+    assert "'my_nuclei'" in msg and f"definitions/{name}/properties/{prop}/type" in msg and "integr" in msg
+    assert not (tmp_path / "stack").exists()
+    path = build(tmp_path, [TableSource("nuc", "my_nuclei", cave_nuclei())], schemas={"my_nuclei": good})
+    assert (path / "datastack.json").exists()
+    for schema_type, doc in ds.bundled_schemas().items():
+        check_json_schema(schema_type, doc)

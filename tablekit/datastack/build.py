@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import DatastackError, SchemaError
-from ..schema import ColumnRole, TableSpec, table_spec
+from ..schema import ColumnRole, TableSpec, check_json_schema, table_spec
 from .format import (
     FORMAT,
     _bundled,
@@ -112,6 +112,8 @@ def build_datastack(
     check_datastack_name(name, "build_datastack: ")
     docs = dict(_bundled())
     if schemas:
+        for schema_type, doc in schemas.items():
+            check_json_schema(schema_type, doc)
         docs.update(schemas)
     sources = list(tables)
     if not sources:
