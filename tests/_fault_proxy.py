@@ -20,7 +20,8 @@ Which request gets which fault is decided by a random generator seeded with ``se
 request (method, target, body) and how many times that same request came before, so a run is
 the same whatever order the client's threads send in. Bounded: after ``max_requests`` requests
 every answer passes untouched, and a stall lasts ``stall`` seconds (at most 5). Only loopback is
-ever used. ``stats`` counts the requests and the faults of each kind.
+ever used. ``stats`` counts the requests and the faults of each kind; ``forwarded`` lists each request
+forwarded with the size of the body the upstream answered.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class FaultProxy:
         self.max_requests = max_requests
         self._decide = decide
         self.stats: collections.Counter[str] = collections.Counter()
+        #: (method, target, body bytes of the upstream's answer) of every request forwarded
+        self.forwarded: list[tuple[str, str, int]] = []
         self._seen: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -168,6 +171,7 @@ class FaultProxy:
                     await asyncio.sleep(self.stall)  # nothing at all, then a close
                     return
                 status, out_headers, content = await self._forward(method, target, headers, body)
+                self.forwarded.append((method, target, len(content)))
                 if not await self._answer(writer, kind, rng, status, out_headers, content):
                     return
         except (ConnectionError, asyncio.IncompleteReadError, OSError, asyncio.CancelledError):

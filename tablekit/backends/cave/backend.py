@@ -574,9 +574,15 @@ class CaveBackend:
             if n is not None:
                 return QueryResult(table=count_table(n), warnings=_notices(p, ans.warnings), request=request)
         need = None if query.count or query.limit is None else query.offset + query.limit
-        pages, answers, info = self._collect(
-            p, need=need, complete=query.complete or query.count, budget=budget
-        )
+        first_rows, spent = self._first_rows(p, budget)
+        if first_rows is not None:  # the server applied offset/limit, checked: finish must not again
+            pages, answers, info = first_rows
+            p = attrs.evolve(p, query=attrs.evolve(query, offset=0))
+        else:
+            pages, answers, info = self._collect(
+                p, need=need, complete=query.complete or query.count, budget=budget
+            )
+            info["requests"] += spent
         notes: list[str] = []
         if query.count:  # counted here: some condition is applied client-side, or the endpoint has no count
             table = count_table(
@@ -651,8 +657,9 @@ class CaveBackend:
         limit: int | None = None,
         select: Sequence[str] | None = None,
         budget: Budget | None = None,
+        offset: int | None = None,
     ) -> Answer:
-        req = wire.build(p, id_range=id_range, limit=limit, select=select)
+        req = wire.build(p, id_range=id_range, limit=limit, select=select, offset=offset)
         try:
             resp = self._post(req, budget)
         except ServerError as e:
@@ -671,7 +678,8 @@ class CaveBackend:
         # rows the live endpoint left out for pending lookups were part of what its limit cut
         left_out = decoding.pending_left_out(p, warns)
         truncated, cap = decoding.truncation(warns, table.num_rows + left_out, limit, self._cap)
-        if cap is not None and (self._cap is None or cap < self._cap):
+        # a cut at the limit sent is that limit, not the server's own
+        if cap is not None and (limit is None or cap < limit) and (self._cap is None or cap < self._cap):
             self._cap = cap
         res = decoding.parse_resolution(resp.header_values("dataframe_resolution"))
         decoding.check_resolution(p, res)
@@ -690,6 +698,48 @@ class CaveBackend:
         return decoding.is_count(table), ans
 
     # ------------------------------------------------------------------ paging
+    def _first_rows(
+        self, p: wire.Plan, budget: Budget
+    ) -> tuple[tuple[list[pa.Table], list[Answer], dict[str, Any]] | None, int]:
+        """A small ``limit`` (below the server's row limit) sent to the server with its ``offset``,
+        the rows checked by counts to be those asked for in ``id`` order (:func:`.pages.lowest`):
+        the download is the page, not the table (or the rows before ``offset``). ``None`` when the
+        query does not allow it (counts, samples, ``complete=False``, conditions applied here, no
+        count endpoint, no id) or the rows could not be checked: the caller pages as before. The
+        second value is the number of requests made."""
+        q = p.query
+        n = q.limit
+        cap = min(c for c in (self._cap, self.page_size, wire.DEFAULT_ROW_LIMIT) if c)
+        if (
+            n is None
+            or not 0 < n < cap
+            or q.count
+            or q.random_sample is not None
+            or not q.complete
+            or p.key is None
+            or p.client_filters
+            or not decoding.counts_here(p)
+        ):
+            return None, 0
+        select: Sequence[str] | None = p.needed if q.select_columns is not None else None
+        first = self._ask(p, limit=n, select=select, budget=budget, offset=q.offset)
+        found, requests = paging.lowest(
+            n,
+            q.offset,
+            first,
+            p.key,
+            count=lambda ranges: self._counts(p, ranges, budget, "to check the rows of a limit"),
+            ask=lambda hi, limit, ids_only: self._ask(
+                p, (None, hi), limit, [p.key] if ids_only else select, budget
+            ),
+            sample=max(n + 1, min(paging.SAMPLE, cap - 1)),
+        )
+        if found is None:
+            return None, 1 + requests
+        how = "sent to the server" if found is first else "found by narrowing id ranges"
+        info = {"requests": 1 + requests, "paged": False, "limit": f"{how}, checked by counts"}
+        return ([found.table], [found], info), 1 + requests
+
     def _collect(
         self, p: wire.Plan, *, need: int | None, complete: bool, budget: Budget | None = None
     ) -> tuple[list[pa.Table], list[Answer], dict[str, Any]]:

@@ -386,9 +386,11 @@ def build(
     limit: int | None = None,
     count: bool = False,
     select: Sequence[str] | None = None,
+    offset: int | None = None,
 ) -> WireRequest:
-    """The request for ``p``, restricted to ``lo <= key < hi`` (either end open), with ``limit``,
-    as a count query, or fetching only the result columns ``select`` (plus what the rows need)."""
+    """The request for ``p``, restricted to ``lo <= key < hi`` (either end open), with ``limit``
+    (and ``offset``: rows the server skips, in its own order, which need not be ``id`` order), as a
+    count query, or fetching only the result columns ``select`` (plus what the rows need)."""
     q = p.query
     filters = {k: {t: dict(c) for t, c in v.items()} for k, v in p.filters.items()}
     lo, hi = id_range
@@ -417,6 +419,8 @@ def build(
         wanted = select if select is not None else (None if q.select_columns is None else p.needed)
         if wanted is not None:
             _select(p, wanted, body)
+    if offset and not count:
+        body["offset"] = int(offset)
     if limit is not None and not count:
         body["limit"] = int(limit)
     if p.wire_resolution is not None:

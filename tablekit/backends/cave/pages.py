@@ -15,6 +15,12 @@ range whose answer holds fewer rows than the limit is complete. So:
 
 Without counts (the live endpoint ignores ``count``), ranges come from the sample alone and the
 open ends reach further each time they come back full.
+
+A small ``limit`` (:func:`lowest`) is sent to the server instead, with its ``offset``, and the
+rows it returns are checked by counts to be the ones asked for in ``id`` order (a server that
+returns rows in ``id`` order passes in one answer and one count); when they are not (no ORDER BY),
+ranges ``id < b`` are narrowed with samples of their ids until one is known whole, and its
+lowest rows fetched. Only what is checked is returned; otherwise the caller pages as above.
 """
 
 from __future__ import annotations
@@ -30,10 +36,26 @@ import attrs
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["FILL", "Answer", "Page", "cuts", "plan", "prefix_rows", "progress_bar", "run", "split"]
+__all__ = [
+    "FILL",
+    "SAMPLE",
+    "Answer",
+    "Page",
+    "cuts",
+    "lowest",
+    "plan",
+    "prefix_rows",
+    "progress_bar",
+    "run",
+    "split",
+]
 
 #: planned rows per range, as a share of the row limit (a full range costs a split and a refetch)
 FILL = 0.7
+#: ids asked for per narrowing round of :func:`lowest` (the key column only: 8 bytes each)
+SAMPLE = 4096
+#: narrowing rounds of :func:`lowest` before it gives up (each shrinks the range about SAMPLE / n times)
+ROUNDS = 16
 
 
 @attrs.define
@@ -177,6 +199,82 @@ def run(
             fut.cancel()
     done.sort(key=_start)
     return requests
+
+
+def _ids(t: pa.Table, key: str) -> np.ndarray | None:
+    """The sorted ``key`` values of ``t``, or ``None`` when some are null or repeated (no ``id`` order)."""
+    col = t[key]
+    if col.null_count:
+        return None
+    ids = np.sort(col.to_numpy())
+    return None if len(ids) > 1 and bool((ids[1:] == ids[:-1]).any()) else ids
+
+
+def lowest(
+    n: int,
+    offset: int,
+    first: Answer,
+    key: str,
+    *,
+    count: Callable[[Sequence[tuple[int | None, int | None]]], list[int]],
+    ask: Callable[[int, int, bool], Answer],
+    sample: int,
+) -> tuple[Answer | None, int]:
+    """Rows ``offset .. offset + n`` of the answer in ``key`` order, from ``first`` (the server's
+    answer to ``limit=n`` with ``offset``, in its own order): ``(answer holding exactly them, requests
+    made here)``, or ``(None, requests)`` when they could not be checked (the caller pages instead).
+
+    ``count(ranges)`` counts rows over ``(lo, hi)`` key ranges (one request each); ``ask(hi, limit, ids_only)`` is the
+    server's answer for ``key < hi`` with ``limit`` (only the key column when ``ids_only``).
+
+    ``first`` is kept when the counts say its rows are those asked for: as many rows below its lowest
+    key as ``offset``, none missing between its lowest and highest (and none above, when it is short).
+    Else (the server's order is not ``id`` order), with ``offset`` 0: a range ``key < b`` holding at
+    least ``n`` rows is narrowed — ``b`` becomes one past the ``n``-th lowest of a sample of
+    ``sample`` of its ids (so ``n`` rows stay below it) — until the sample is the whole range (the
+    answer is not cut); then its ``n`` lowest rows are fetched and must be the ids sampled. Rows
+    asked for are never guessed: whatever is returned was counted or seen whole.
+    """
+    t = first.table
+    got = t.num_rows
+    if got > n or (got < n and first.truncated):  # more than asked, or the server's own limit is below n
+        return None, 0
+    if got < n and offset == 0:
+        return first, 0  # not cut: every row there is
+    ids = _ids(t, key)
+    if ids is None:
+        return None, 0
+    if got == 0:
+        return (first, 1) if count([(None, None)])[0] <= offset else (None, 1)
+    lo, hi = int(ids[0]), int(ids[-1]) + 1
+    end: int | None = hi if got == n else None  # a short page: nothing may follow it
+    ranges: list[tuple[int | None, int | None]] = [(None, hi)] if offset == 0 else [(None, lo), (lo, end)]
+    want = [got] if offset == 0 else [offset, got]
+    counted = count(ranges)
+    requests = len(ranges)  # one count request per range
+    if counted == want:
+        return first, requests
+    if offset or counted[0] < n:  # deep pages of an unordered server, or the data changed: page
+        return None, requests
+    b, seen = hi, None
+    for _ in range(ROUNDS):
+        part = ask(b, sample, True)
+        requests += 1
+        ids = _ids(part.table, key)
+        if ids is None or len(ids) < n:
+            return None, requests
+        b = int(ids[n - 1]) + 1
+        if not part.truncated:
+            seen = ids[:n]
+            break
+    if seen is None:
+        return None, requests
+    rows = ask(b, n + 1, False)
+    requests += 1
+    ids = _ids(rows.table, key)
+    if rows.truncated or ids is None or not np.array_equal(ids, seen):
+        return None, requests
+    return rows, requests
 
 
 def progress_bar(progress: bool | None, total: int | None, what: str) -> Any:
