@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import requests
 from _fault_proxy import FaultProxy
@@ -22,6 +24,7 @@ from _server import running_server
 
 import tablekit
 from tablekit.backends.cave import compile as wire
+from tablekit.backends.cave.pages import Answer, lowest
 
 SYN = "synapses_pni_2"
 CT = "aibs_metamodel_celltypes_v661"
@@ -149,10 +152,73 @@ def test_limit_from_a_server_without_order_by_is_exact(quirky, client, whole):
         _same(got, whole, 0, 5, created=False)
         assert got.attrs["request"]["limit"] == "found by narrowing id ranges, checked by counts"
         assert n <= 12 and size < whole_size / 10, (n, size, whole_size)
-    # deep pages of an unordered server are paged from the lowest id (not done: O(offset)), exact
-    got, _, _ = _measured(tk, proxy, offset=1_000, limit=50)
-    _same(got, whole, 1_000, 50, created=False)
-    assert "limit" not in got.attrs["request"]
+    # deep pages: a bracket of ids around the ranks asked for, narrowed with samples and counts
+    for offset, limit in ((1_000, 50), (len(whole) - 7, 5), (len(whole) - 3, 10), (len(whole) // 2, 1)):
+        got, n, size = _measured(tk, proxy, offset=offset, limit=limit)
+        _same(got, whole, offset, limit, created=False)
+        assert got.attrs["request"]["limit"] == "found by narrowing id ranges, checked by counts"
+        assert size < whole_size / 10, (offset, n, size, whole_size)
+
+
+def _fake_server(ids: np.ndarray, seed: int, cap: int):
+    """``count`` and ``ask`` over the sorted unique ``ids`` as a server without ORDER BY answers:
+    every answer a new shuffle of the rows in its range, cut at ``limit`` (or ``cap``)."""
+    rng = np.random.default_rng(seed)
+
+    def rows(lo, hi):
+        left = 0 if lo is None else np.searchsorted(ids, lo)
+        right = len(ids) if hi is None else np.searchsorted(ids, hi)
+        return ids[left:right]
+
+    def count(ranges):
+        return [len(rows(lo, hi)) for lo, hi in ranges]
+
+    def ask(lo, hi, limit, ids_only):
+        got = rng.permutation(rows(lo, hi))[: min(limit, cap)]
+        table = pa.table({"id": got} if ids_only else {"id": got, "size": got * 2})
+        return Answer(table, (), len(got) >= min(limit, cap), None, None)
+
+    return count, ask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lowest_against_an_unordered_server_is_exact_or_declines(seed):
+    """pages.lowest against a simulated unordered server (pure, no HTTP): dense, sparse and
+    clustered ids, offsets at the start, the middle and past the end; the answer is the slice of
+    the sorted ids (numpy's sort is the oracle) or None (page as before), never other rows."""
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "dense": np.arange(1, 50_001),
+        "sparse": np.unique(rng.integers(1, 2**62, 30_000)),
+        "clustered": np.unique(
+            np.concatenate([rng.integers(10, 500, 400), rng.integers(10**12, 10**12 + 10**7, 30_000)])
+        ),
+    }
+    for name, ids in shapes.items():
+        for offset, n in (
+            (0, 5),
+            (0, 300),
+            (17, 5),
+            (len(ids) // 2, 40),
+            (len(ids) - 3, 10),
+            (len(ids) + 5, 5),
+        ):
+            count, ask = _fake_server(ids, seed, cap=1000)
+            # the server's offset and limit, applied to its own (shuffled) order
+            page = rng.permutation(ids)[offset : offset + n]
+            first = Answer(pa.table({"id": page, "size": page * 2}), (), len(page) >= n, None, None)
+            found, requests = lowest(n, offset, first, "id", count=count, ask=ask, sample=999)
+            want = ids[offset : offset + n]
+            assert found is not None, (name, offset, n)
+            got = found.table["id"].to_numpy()
+            assert np.array_equal(np.sort(got), want), (name, offset, n)
+            assert requests <= 40, (name, offset, n, requests)
+    # repeated ids (no id order to speak of): declined
+    count, ask = _fake_server(np.repeat(np.arange(100), 2), seed, cap=1000)
+    table = pa.table({"id": [3, 3, 4, 5, 6]})
+    assert (
+        lowest(5, 0, Answer(table, (), True, None, None), "id", count=count, ask=ask, sample=999)[0] is None
+    )
 
 
 @pytest.mark.realserver

@@ -729,8 +729,8 @@ class CaveBackend:
             first,
             p.key,
             count=lambda ranges: self._counts(p, ranges, budget, "to check the rows of a limit"),
-            ask=lambda hi, limit, ids_only: self._ask(
-                p, (None, hi), limit, [p.key] if ids_only else select, budget
+            ask=lambda lo, hi, limit, ids_only: self._ask(
+                p, (lo, hi), limit, [p.key] if ids_only else select, budget
             ),
             sample=max(n + 1, min(paging.SAMPLE, cap - 1)),
         )

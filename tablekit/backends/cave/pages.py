@@ -217,23 +217,25 @@ def lowest(
     key: str,
     *,
     count: Callable[[Sequence[tuple[int | None, int | None]]], list[int]],
-    ask: Callable[[int, int, bool], Answer],
+    ask: Callable[[int | None, int | None, int, bool], Answer],
     sample: int,
 ) -> tuple[Answer | None, int]:
     """Rows ``offset .. offset + n`` of the answer in ``key`` order, from ``first`` (the server's
     answer to ``limit=n`` with ``offset``, in its own order): ``(answer holding exactly them, requests
     made here)``, or ``(None, requests)`` when they could not be checked (the caller pages instead).
 
-    ``count(ranges)`` counts rows over ``(lo, hi)`` key ranges (one request each); ``ask(hi, limit, ids_only)`` is the
-    server's answer for ``key < hi`` with ``limit`` (only the key column when ``ids_only``).
+    ``count(ranges)`` counts rows over ``(lo, hi)`` key ranges (one request each); ``ask(lo, hi,
+    limit, ids_only)`` is the server's answer for ``lo <= key < hi`` (``None``: open) with ``limit``
+    (only the key column when ``ids_only``).
 
     ``first`` is kept when the counts say its rows are those asked for: as many rows below its lowest
     key as ``offset``, none missing between its lowest and highest (and none above, when it is short).
     Else (the server's order is not ``id`` order), with ``offset`` 0: a range ``key < b`` holding at
     least ``n`` rows is narrowed — ``b`` becomes one past the ``n``-th lowest of a sample of
     ``sample`` of its ids (so ``n`` rows stay below it) — until the sample is the whole range (the
-    answer is not cut); then its ``n`` lowest rows are fetched and must be the ids sampled. Rows
-    asked for are never guessed: whatever is returned was counted or seen whole.
+    answer is not cut); then its ``n`` lowest rows are fetched and must be the ids sampled. With an
+    ``offset``, a bracket around the ranks asked for is narrowed the same way, with counts
+    (:func:`_deep`). Rows asked for are never guessed: whatever is returned was counted or seen whole.
     """
     t = first.table
     got = t.num_rows
@@ -254,11 +256,15 @@ def lowest(
     requests = len(ranges)  # one count request per range
     if counted == want:
         return first, requests
-    if offset or counted[0] < n:  # deep pages of an unordered server, or the data changed: page
+    if offset:
+        return _deep(
+            n, offset, key, (lo, hi, end), counted, count=count, ask=ask, sample=sample, spent=requests
+        )
+    if counted[0] < n:  # the data changed: page
         return None, requests
     b, seen = hi, None
     for _ in range(ROUNDS):
-        part = ask(b, sample, True)
+        part = ask(None, b, sample, True)
         requests += 1
         ids = _ids(part.table, key)
         if ids is None or len(ids) < n:
@@ -269,12 +275,94 @@ def lowest(
             break
     if seen is None:
         return None, requests
-    rows = ask(b, n + 1, False)
-    requests += 1
+    return _rows(seen, key, ask), requests + 1
+
+
+def _rows(
+    seen: np.ndarray, key: str, ask: Callable[[int | None, int | None, int, bool], Answer]
+) -> Answer | None:
+    """The rows of the ids ``seen`` (sorted, the whole of the range they span), checked to be those."""
+    rows = ask(int(seen[0]), int(seen[-1]) + 1, len(seen) + 1, False)
     ids = _ids(rows.table, key)
-    if rows.truncated or ids is None or not np.array_equal(ids, seen):
-        return None, requests
-    return rows, requests
+    return None if rows.truncated or ids is None or not np.array_equal(ids, seen) else rows
+
+
+def _spread(i: float, size: int) -> int:
+    """A margin around sample index ``i`` of ``size``: three standard deviations of where the
+    row of that rank falls in a uniform sample, and two more."""
+    p = min(max(i / size, 0.0), 1.0)
+    return math.ceil(3 * math.sqrt(size * p * (1 - p))) + 2
+
+
+def _deep(
+    n: int,
+    offset: int,
+    key: str,
+    first: tuple[int, int, int | None],
+    counted: Sequence[int],
+    *,
+    count: Callable[[Sequence[tuple[int | None, int | None]]], list[int]],
+    ask: Callable[[int | None, int | None, int, bool], Answer],
+    sample: int,
+    spent: int,
+) -> tuple[Answer | None, int]:
+    """Rows ``offset .. offset + n`` in ``key`` order from a server without ORDER BY: a bracket
+    ``[a, b)`` with ``count(key < a) <= offset`` and ``count(key < b) >= offset + n`` (both
+    counted) is narrowed around the ranks asked for with samples of its ids, until a sample is the
+    whole bracket; its ids of those ranks are then fetched whole. ``first`` is ``(lowest, highest
+    + 1, end)`` of the server's first answer and ``counted`` the rows below its lowest and in
+    ``[lowest, end)``, which start the bracket."""
+    want = offset + n
+    a: int | None = None
+    ca = 0
+    b: int | None = None
+    cb: int | None = None  # rows below b (the total when b is open), once counted
+    lo, hi, end = first
+
+    def narrow(x: int | None, cx: int) -> None:
+        nonlocal a, ca, b, cb
+        if cx <= offset and (a is None or (x is not None and x > a)):
+            a, ca = x, cx
+        elif cx >= want and x is not None and (b is None or x < b):
+            b, cb = x, cx
+
+    narrow(lo, counted[0])
+    if end is not None:
+        narrow(hi, counted[0] + counted[1])
+    requests = spent
+    for _ in range(ROUNDS):
+        part = ask(a, b, sample, True)
+        requests += 1
+        ids = _ids(part.table, key)
+        if ids is None:
+            return None, requests
+        if not part.truncated:  # every id of [a, b): their ranks are known
+            if cb is not None and len(ids) != cb - ca:
+                return None, requests  # the data changed
+            seen = ids[offset - ca : want - ca]
+            if len(seen) == 0:
+                return None, requests
+            return _rows(seen, key, ask), requests + 1
+        if cb is None:
+            cb = ca + count([(a, None)])[0]
+            requests += 1
+        m, size = cb - ca, len(ids)
+        i1, i2 = (offset - ca) * size / m, (want - ca) * size / m
+        j1, j2 = math.floor(i1) - _spread(i1, size), math.ceil(i2) + _spread(i2, size)
+        a2 = int(ids[j1]) if j1 > 0 else a
+        b2 = int(ids[j2]) if j2 < size else b
+        if a2 == a and b2 == b:
+            return None, requests  # the sample cannot narrow it (a limit near the sample's size)
+        ranges = [(a, a2)] if a2 != a else []
+        ranges.append((a2, b2))
+        got = count(ranges)
+        requests += len(ranges)
+        ca2 = ca + (got[0] if a2 != a else 0)
+        cb2 = ca2 + got[-1]
+        narrow(a2, ca2)
+        if b2 is not None:
+            narrow(b2, cb2)
+    return None, requests
 
 
 def progress_bar(progress: bool | None, total: int | None, what: str) -> Any:
