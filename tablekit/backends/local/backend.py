@@ -560,7 +560,13 @@ class LocalBackend:
         def make() -> History:
             files = self._history()
             _checksums.verify(files, self.location, _RESTORE)
-            return History(files)
+
+            def source() -> tuple[duckdb.DuckDBPyConnection, str] | None:
+                # the native copy live queries read: no second, in-memory copy per process
+                mirror = self._mirror(files)
+                return None if mirror is None else (self._con, f'"{mirror[0]}"."{mirror[1]}"')
+
+            return History(files, source)
 
         return self._cached("history_api", make)
 

@@ -6,8 +6,11 @@ Three primitives answer every root-id question (the client builds the roots API 
 * :meth:`History.roots_at` — the root of each supervoxel at a moment;
 * :meth:`History.supervoxels_of` — the supervoxels a root id was made of.
 
-The history is small next to the annotation tables (one row per supervoxel per edit that touched
-it), so it is loaded once into DuckDB and queried with bound parameters.
+The history is read where the engine keeps it: given a ``source`` (the local engine's own
+connection and its native DuckDB copy of the history files, which its live queries read too),
+each question reads that copy; the roots' creation and retirement are aggregated for the roots
+asked about only. Without one (no native-copy cache), the files are loaded once into an
+in-memory DuckDB table. Either way queries bind their values as parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import duckdb
 import numpy as np
@@ -29,13 +32,34 @@ __all__ = ["History"]
 class History:
     """Root-id history over ``segmentation/history/*.parquet`` (see docs/datastack-format.md)."""
 
-    def __init__(self, files: Sequence[str]):
+    def __init__(
+        self,
+        files: Sequence[str],
+        source: Callable[[], tuple[duckdb.DuckDBPyConnection, str] | None] | None = None,
+    ):
+        """``source()``: a connection that holds the history and the name of the relation holding
+        it, asked once (``None``: there is none; the files are loaded here)."""
         self._files = list(files)
+        self._source = source
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        self._h = "h"  # the relation queried: this class's own table, or the source's
+
+    def _roots(self) -> str:
+        """The relation of (root_id, created, retired) for the roots in ``q``."""
+        if self._h == "h":
+            return "(SELECT r.* FROM roots r JOIN q USING (root_id))"
+        return (
+            "(SELECT root_id, min(valid_from) AS created, CASE WHEN bool_or(valid_to IS NULL) THEN NULL "
+            f"ELSE max(valid_to) END AS retired FROM {self._h} JOIN q USING (root_id) GROUP BY root_id)"
+        )
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
+            if self._con is None and self._source is not None and self._files:
+                got = self._source()
+                if got is not None:
+                    self._con, self._h = got
             if self._con is None:
                 con = duckdb.connect()
                 lock_down(con, sorted({os.path.dirname(f) for f in self._files}))
@@ -62,9 +86,7 @@ class History:
         ids = pa.table({"root_id": pa.array(np.asarray(list(root_ids), dtype=np.int64))})
         con = self._connection()
         con.register("q", ids)
-        rows = con.execute(
-            "SELECT r.root_id, r.created, r.retired FROM roots r JOIN q USING (root_id)"
-        ).fetchall()
+        rows = con.execute(f"SELECT root_id, created, retired FROM {self._roots()}").fetchall()
         return {int(r): (_utc(c), _utc(x)) for r, c, x in rows}
 
     def roots_at(self, supervoxel_ids: Sequence[int] | np.ndarray, ts: _dt.datetime) -> np.ndarray:
@@ -73,7 +95,7 @@ class History:
         con = self._connection()
         con.register("q", pa.table({"i": pa.array(np.arange(len(sv))), "supervoxel_id": pa.array(sv)}))
         res = con.sql(
-            "SELECT q.i, h.root_id FROM q JOIN h ON h.supervoxel_id = q.supervoxel_id "
+            f"SELECT q.i, h.root_id FROM q JOIN {self._h} h ON h.supervoxel_id = q.supervoxel_id "
             "AND h.valid_from <= $1 AND (h.valid_to IS NULL OR h.valid_to > $1)",
             params=[ts],
         ).to_arrow_table()
@@ -85,7 +107,8 @@ class History:
         """Every supervoxel that belonged to ``root_id`` (a root's supervoxel set never changes)."""
         con = self._connection()
         t = con.sql(
-            "SELECT DISTINCT supervoxel_id FROM h WHERE root_id = $1 ORDER BY 1", params=[int(root_id)]
+            f"SELECT DISTINCT supervoxel_id FROM {self._h} WHERE root_id = $1 ORDER BY 1",
+            params=[int(root_id)],
         )
         return t.to_arrow_table().column(0).to_numpy()
 
@@ -94,7 +117,7 @@ class History:
         con = self._connection()
         con.register("q", pa.table({"root_id": pa.array(np.asarray(list(root_ids), dtype=np.int64))}))
         t = con.sql(
-            "SELECT h.supervoxel_id FROM h JOIN q USING (root_id) WHERE h.valid_from <= $1 "
+            f"SELECT h.supervoxel_id FROM {self._h} h JOIN q USING (root_id) WHERE h.valid_from <= $1 "
             "AND (h.valid_to IS NULL OR h.valid_to > $1)",
             params=[ts],
         ).to_arrow_table()
@@ -133,7 +156,7 @@ class History:
         return [
             (int(a), int(b), _utc(t))
             for a, b, t in con.execute(
-                "SELECT DISTINCT a.root_id, b.root_id, b.valid_from FROM h a JOIN h b "
+                f"SELECT DISTINCT a.root_id, b.root_id, b.valid_from FROM {self._h} a JOIN {self._h} b "
                 "ON a.supervoxel_id = b.supervoxel_id AND a.valid_to = b.valid_from AND a.root_id <> b.root_id"
             ).fetchall()
         ]
