@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .backends.delta import export_delta
 from .caveclient import CAVEclient
 from .client import Client
 from .datastack import TableSource, build_datastack
@@ -151,6 +152,7 @@ __all__ = [
     "build_datastack",
     "check_stubs",
     "connect",
+    "export_delta",
     "introspect",
     "provenance",
 ]

@@ -4,6 +4,7 @@ tablekit demo                                   guided tour of the demo datastac
 tablekit sample --out DIR [--synapses N]        write a synthetic datastack
 tablekit tables [--path DIR] [--version V]      list tables
 tablekit query TABLE --where 'volume>500' …     query a table, CSV or Parquet out
+tablekit export DATASTACK --version V --out DIR  write a version as CAVE's Delta Lake exports
 """
 
 from __future__ import annotations
@@ -275,6 +276,27 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .backends.delta import export_delta
+
+    t0 = time.perf_counter()
+    vdir = export_delta(
+        args.datastack,
+        args.out,
+        version=args.version,
+        path=args.path,
+        tables=args.table,
+        small_table_mb=args.small_table_mb,
+        n_partitions=args.partitions,
+        overwrite=args.overwrite,
+        progress=(lambda msg: print(msg, file=sys.stderr)) if args.progress else None,
+    )
+    print(
+        f"wrote the Delta Lake export of {args.datastack} v{args.version} to {vdir} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -315,6 +337,29 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed of the generated data (default 0)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     s.set_defaults(func=_cmd_sample)
+
+    e = sub.add_parser("export", help="write a version of a local datastack as CAVE's Delta Lake exports")
+    e.add_argument("datastack", help="the datastack's name (demo: the embedded one unless --path)")
+    e.add_argument("--path", help="local datastack directory (default: the embedded demo)")
+    e.add_argument("--version", type=int, required=True, help="the materialization version to export")
+    e.add_argument(
+        "--out", required=True, help="base directory: lakes go to OUT/DATASTACK/vVERSION/TABLE/LAKE"
+    )
+    e.add_argument(
+        "--table", action="append", help="export only this table (repeatable; views are then left out)"
+    )
+    e.add_argument(
+        "--small-table-mb",
+        type=float,
+        default=200,
+        help="tables smaller than this get the id lake only, as the service does (default 200; 0: every lake)",
+    )
+    e.add_argument(
+        "--partitions", type=int, help="partitions per lake (default: the service's, size / 256 MB)"
+    )
+    e.add_argument("--overwrite", action="store_true", help="replace an existing export of that version")
+    e.add_argument("--progress", action="store_true", help="print each lake as it is written")
+    e.set_defaults(func=_cmd_export)
 
     t = sub.add_parser("tables", help="list tables and views")
     common(t)

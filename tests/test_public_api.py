@@ -24,7 +24,7 @@ PUBLIC = [
     "RateLimitError", "RequestTimeoutError", "SchemaError", "ServerError", "StaleStubsWarning",
     "TableFilter", "TableSource", "TablekitError", "UnknownArgumentError", "UnknownColumnError",
     "UnknownTableError", "UnsupportedError", "VersionError", "__version__", "build_datastack",
-    "check_stubs", "connect", "introspect", "provenance",
+    "check_stubs", "connect", "export_delta", "introspect", "provenance",
 ]  # fmt: skip
 
 
