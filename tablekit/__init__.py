@@ -55,6 +55,7 @@ def connect(
     timeout: float | tuple[float, float] | None = None,
     cache_dir: str | None = None,
     max_retries: int = 3,
+    exports: str | None = None,
     **server_options: Any,
 ) -> Client:
     """Connect to a datastack and return a :class:`Client`.
@@ -75,6 +76,12 @@ def connect(
       ``False`` for none). Further options (``max_workers``,
       ``page_size``, ``progress``, ``cache_ttl``) go to
       :class:`tablekit.backends.cave.CaveBackend` (``retry_budget`` too).
+
+    ``exports="DIR"``: also read CAVE's Delta Lake exports under ``DIR`` (``tablekit export``,
+    docs/delta-exports.md): materialized queries of an exported version are answered from its
+    lakes, the rest (live queries, versions not exported) by the server or datastack given with
+    it; with neither, ``connect("name", exports="DIR")`` reads the export alone, its metadata from
+    the ``tablekit_export.json`` files. Needs the ``delta`` extra.
 
     ``version`` pins the materialization version (default: the latest valid one).
     ``expired_versions="live"`` answers a query of an expired version as a live query at that
@@ -98,7 +105,21 @@ def connect(
             max_retries=max_retries,
             **server_options,
         )
-        return Client(cave, version=version, expired_versions=expired_versions)
+        return Client(
+            _with_exports(cave, datastack, exports), version=version, expired_versions=expired_versions
+        )
+    if exports is not None and path is None:
+        from .backends.delta.backend import DeltaBackend
+
+        if not datastack:
+            raise DatastackError(
+                "connect(exports=...) needs the datastack name: connect('name', exports=DIR)"
+            )
+        if server_options:
+            raise TypeError(
+                f"connect() got options for a CAVE server without server=: {sorted(server_options)}"
+            )
+        return Client(DeltaBackend(exports, datastack), version=version, expired_versions=expired_versions)
     if server_options:
         raise TypeError(f"connect() got options for a CAVE server without server=: {sorted(server_options)}")
     from .backends.local import LocalBackend
@@ -115,7 +136,18 @@ def connect(
     backend = LocalBackend(path)
     if datastack is not None and datastack != backend.datastack and path is not None and datastack != "demo":
         raise DatastackError(f"{path} holds datastack {backend.datastack!r}, not {datastack!r}")
-    return Client(backend, version=version, expired_versions=expired_versions)
+    return Client(
+        _with_exports(backend, backend.datastack, exports), version=version, expired_versions=expired_versions
+    )
+
+
+def _with_exports(backend: Any, datastack: str, exports: str | None) -> Any:
+    """The backend itself, or with ``exports``: the Delta Lake exports first, falling back to it."""
+    if exports is None:
+        return backend
+    from .backends.delta.backend import DeltaBackend
+
+    return DeltaBackend(exports, datastack, fallback=backend)
 
 
 __all__ = [

@@ -141,7 +141,8 @@ def test_metadata_file(exported, path):
     assert meta["datastack_info"]["viewer_resolution"] == client.get_datastack_info()["viewer_resolution"]
     syn = meta["tables"]["synapses_pni_2"]
     assert syn["rows"] == client.get_annotation_count("synapses_pni_2")
-    assert syn["metadata"]["voxel_resolution"] == list(client.spec("synapses_pni_2").voxel_resolution)
+    res = [syn["metadata"][f"voxel_resolution_{a}"] for a in "xyz"]
+    assert res == list(client.spec("synapses_pni_2").voxel_resolution)
     assert syn["metadata"]["schema_type"] in meta["schemas"]
     lake = syn["lakes"]["pre_pt_root_id"]
     assert lake["partition_column"] == "pre_pt_root_id_partition" and lake["strategy"] == "percentile_range"

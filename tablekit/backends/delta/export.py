@@ -247,9 +247,10 @@ def export_delta(
     started = time.perf_counter()
     meta_tables: dict[str, Any] = {}
     schema_types: set[str] = set()
+    raw_meta = {m["table_name"]: m for m in client.backend.tables_metadata(v)}
     for name in names:
         spec = client.spec(name, v)
-        md = client.get_table_metadata(name, v)
+        md = raw_meta[name]
         st = md.get("schema_type") or md.get("schema")
         schema_types.add(st)
         doc = client.backend.schemas([st]).get(st)
@@ -273,8 +274,8 @@ def export_delta(
             meta_views[name] = _export_view(
                 vdir / name, name, rows, spec, n_partitions, target_partition_mb, target_file_bytes, say
             )
-            meta_views[name]["metadata"] = _jsonable(client.get_view_metadata(name, v))
-            meta_views[name]["schema"] = _jsonable(client.get_view_schema(name, v))
+            meta_views[name]["metadata"] = _jsonable(client.backend.views_metadata(v)[name])
+            meta_views[name]["schema"] = _jsonable(client.backend.view_schemas(v)[name])
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
