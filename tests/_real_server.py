@@ -469,6 +469,8 @@ class RealServer:
             self.materialize_url = f"http://127.0.0.1:{port}"
             self.serve_url = serve
             self.datastack = info["name"]
+            self.pg_uri = pg.uri  # the cluster (database postgres): frozen databases are {datastack}__mat{v}
+            self.python = py  # the service's interpreter (its venv)
             self.timings["start"] = time.perf_counter() - t0
             _say("up: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
         except BaseException:

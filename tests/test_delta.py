@@ -321,3 +321,46 @@ def test_export_of_the_demo_with_the_service_defaults(tmp_path):
         got = c.tables[SYN](pre_pt_root_id=root).query()
     assert _lake(got)["lake"] == "id"
     _same(got, local.tables[SYN](pre_pt_root_id=root).query())
+
+
+def _ewkb(x, y, z) -> bytes:
+    """PostGIS EWKB of a POINT Z with an SRID (what the service's lakes hold), little endian."""
+    import struct
+
+    return struct.pack("<BII3d", 1, 0xA0000001, 0, float(x), float(y), float(z))
+
+
+def test_lakes_shaped_like_the_services(exports, path, tmp_path):
+    """The service's own lakes keep the positions it does not partition on as WKB bytes and its
+    integer fields as int32: written here by hand with delta-rs, read as the local engine answers."""
+    import deltalake
+    import pyarrow as pa
+
+    local, out = exports
+    base = _copy_export(out, tmp_path)
+    lake = base / "demo" / f"v{local.version}" / SYN / "id"
+    t = deltalake.DeltaTable(str(lake)).to_pyarrow_table()
+    for p in ("pre_pt_position", "post_pt_position"):
+        cols = [t[f"{p}_{a}"].to_pylist() for a in "xyz"]
+        wkb = pa.array([_ewkb(*v) for v in zip(*cols, strict=True)], type=pa.binary())
+        t = t.drop_columns([f"{p}_{a}" for a in "xyz"]).append_column(p, wkb)
+    t = t.set_column(t.column_names.index("id"), "id", t["id"].cast(pa.int32()))
+    shutil.rmtree(lake)
+    deltalake.write_deltalake(str(lake), t, partition_by=["id_partition"])
+    c = tablekit.connect(path=path, exports=str(base))
+    box = [[100_000, 100_000, 0], [300_000, 300_000, 10**6]]
+    for f in ({}, {"pre_pt_position_bbox": box}, {"id": {">": int(t["id"][100].as_py())}}):
+        got = c.tables[SYN](**f).query(split_positions=True, desired_resolution=[2, 2, 20])
+        assert _lake(got)["lake"] == "id"
+        _same(got, local.tables[SYN](**f).query(split_positions=True, desired_resolution=[2, 2, 20]))
+    # a WKB value that is not a point is refused naming the lake and the position
+    bad = t.set_column(
+        t.column_names.index("pre_pt_position"),
+        "pre_pt_position",
+        pa.array([b"\x01\x03\x00\x00\x00" + b"\x00" * 24] * t.num_rows, pa.binary()),
+    )
+    shutil.rmtree(lake)
+    deltalake.write_deltalake(str(lake), bad, partition_by=["id_partition"])
+    c = tablekit.connect(path=path, exports=str(base))
+    with pytest.raises(DatastackError, match=r"lake 'id' at .*position 'pre_pt_position': .*not POINT Z"):
+        c.tables[SYN]().query()

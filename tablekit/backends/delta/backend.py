@@ -69,6 +69,7 @@ class _Choice:
     pruned: Pruned
     files: tuple[str, ...]
     missing: tuple[str, ...]  # dropped columns the result fills with nulls
+    wkb: tuple[str, ...] = ()  # positions the lake keeps as WKB (the service's lakes)
 
 
 class DeltaBackend:
@@ -343,15 +344,26 @@ class DeltaBackend:
             if best is None or len(pruned.keep) < len(best.pruned.keep):
                 best = _Choice(lake, pruned, tuple(lake.file(i) for i in pruned.keep), ())
         assert best is not None
-        return attrs.evolve(best, missing=self._check_columns(best.lake, spec))
+        missing, wkb = self._check_columns(best.lake, spec)
+        return attrs.evolve(best, missing=missing, wkb=wkb)
 
-    def _check_columns(self, lake: _Lake, spec: TableSpec) -> tuple[str, ...]:
-        """The spec's columns the lake lacks because exports drop them; anything else missing or of
-        another kind is damage, named."""
+    def _check_columns(self, lake: _Lake, spec: TableSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The spec's columns the lake lacks because exports drop them, and the positions it keeps
+        as WKB (one binary column ``P``: the service decodes only its spatial lake's position);
+        anything else missing or of another kind is damage, named."""
         have = {f.name: f.type for f in lake.schema}
         missing = []
+        wkb = []
         where = f"{spec.name}: lake {lake.name!r} at {lake.path}"
         for c in spec.columns:
+            if c.kind is ColumnKind.POSITION and c.split_names[0] not in have and c.name in have:
+                t = have[c.name]
+                if not (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+                    raise DatastackError(
+                        f"{where}: position {c.name!r} is {t}, neither WKB bytes nor {c.name}_x/_y/_z. {_REEXPORT}"
+                    )
+                wkb.append(c.name)
+                continue
             names = c.split_names if c.kind is ColumnKind.POSITION else (c.name,)
             for n in names:
                 t = have.get(n)
@@ -367,7 +379,7 @@ class DeltaBackend:
                     raise DatastackError(
                         f"{where}: column {n!r} is {t}, but the table's schema says {c.kind.value}. {_REEXPORT}"
                     )
-        return tuple(missing)
+        return tuple(missing), tuple(wkb)
 
     def _plan(self, query: Query) -> tuple[_sql.CompiledSQL, dict[str, _Choice], dict[str, str], list[str]]:
         specs = self._specs(query)
@@ -474,6 +486,9 @@ class DeltaBackend:
                 )
         cur = self._con.cursor()
         try:
+            for c in choices.values():
+                if c.wkb:
+                    cur.register(_arrow_name(c), _decoded(c))
             for name, sql in views.items():
                 cur.execute(f"CREATE OR REPLACE TEMP VIEW {_sql.quote(name)} AS {sql}")
             for vl in compiled.value_lists:
@@ -499,10 +514,44 @@ class DeltaBackend:
         return _as_local(table, query, compiled)
 
 
+def _arrow_name(c: _Choice) -> str:
+    return f"__tk_wkb_{c.lake.table}_{c.lake.name}"
+
+
+def _decoded(c: _Choice) -> pa.Table:
+    """The chosen files read with pyarrow, each WKB position replaced by ``P_x/_y/_z`` (int64 when
+    every coordinate is whole, as the local engine stores them; float64 otherwise)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    part = _layout.lake_partition_column(c.lake.name)
+    schema = pa.schema([f for f in c.lake.schema if f.name != part])
+    parts = [pq.read_table(f, partitioning=None) for f in c.files]
+    t = pa.concat_tables(parts, promote_options="permissive") if parts else schema.empty_table()
+    if part in t.column_names:
+        t = t.drop_columns([part])
+    for p in c.wkb:
+        try:
+            x, y, z, valid = _layout.wkb_points(t[p])
+        except ValueError as e:
+            raise DatastackError(
+                f"{c.lake.table}: lake {c.lake.name!r} at {c.lake.path}, position {p!r}: {e}. {_REEXPORT}"
+            ) from e
+        i = t.column_names.index(p)
+        t = t.remove_column(i)
+        for axis, v in zip("xyz", (x, y, z), strict=True):
+            whole = bool(np.all(np.isfinite(v[valid]) & (v[valid] == np.round(v[valid]))))
+            arr = pa.array(np.where(valid, v, 0).astype(np.int64) if whole else v, mask=~valid)
+            t = t.append_column(f"{p}_{axis}", arr)
+    return t
+
+
 def _view_sql(c: _Choice) -> str:
     """The lake's chosen files as the snapshot layout: the columns exports drop as typed nulls."""
     files = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in c.files) + "]"
     extra = "".join(f", CAST(NULL AS TIMESTAMPTZ) AS {_sql.quote(n)}" for n in c.missing)
+    if c.wkb:
+        return f"SELECT *{extra} FROM {_sql.quote(_arrow_name(c))}"
     if not c.files:  # no file can match: the lake's columns, no rows
         cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {_sql.quote(f.name)}" for f in c.lake.schema)
         return f"SELECT {cols}{extra} WHERE FALSE"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -165,3 +166,55 @@ def lake_names(indexed: Iterable[str], spatial: Iterable[str]) -> list[str]:
     if positions:
         out.append(f"{positions[0]}_morton")
     return out
+
+
+def wkb_points(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a binary Arrow array of WKB / PostGIS EWKB ``POINT Z`` values (the service's lakes
+    keep the positions it does not partition on so) into float64 x, y, z and a validity mask.
+
+    Each value is a byte order (1 = little endian), a uint32 type (1001 ISO ``POINT Z``, or
+    ``0x80000001`` with EWKB's Z flag, ``| 0x20000000`` when an SRID follows), the SRID if
+    flagged, then three doubles. Anything else raises ``ValueError`` naming the first bad value.
+    """
+    import pyarrow as pa
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if pa.types.is_large_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    n = len(arr)
+    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    xyz = [np.full(n, np.nan) for _ in range(3)]
+    if not valid.any():
+        return (*xyz, valid)  # type: ignore[return-value]
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1][valid].astype(np.int64)
+    lengths = (offsets[1:] - offsets[:-1])[valid]
+    if (lengths < 29).any():
+        raise ValueError(f"a position holds {int(lengths.min())} bytes, too few for a WKB POINT Z")
+    order = data[starts]
+    if not np.isin(order, (0, 1)).all():
+        raise ValueError("a position is not WKB (its first byte is not a byte order)")
+
+    def u32(at: np.ndarray) -> np.ndarray:
+        b = data[at[:, None] + np.arange(4)].astype(np.uint32)
+        little = b[:, 0] | b[:, 1] << 8 | b[:, 2] << 16 | b[:, 3] << 24
+        big = b[:, 3] | b[:, 2] << 8 | b[:, 1] << 16 | b[:, 0] << 24
+        return np.where(order == 1, little, big)
+
+    kind = u32(starts + 1)
+    base = kind & 0x0FFFFFFF
+    has_z = (kind & 0x80000000).astype(bool) | (base == 1001)
+    if not ((base == 1) | (base == 1001)).all() or not has_z.all():
+        bad = int(kind[~(((base == 1) | (base == 1001)) & has_z)][0])
+        raise ValueError(f"a position is WKB geometry type {bad:#x}, not POINT Z")
+    first = starts + 5 + np.where(kind & 0x20000000, 4, 0)
+    if (first + 24 > starts + lengths).any():
+        raise ValueError("a position's WKB is cut short")
+    for axis in range(3):
+        raw = data[(first + 8 * axis)[:, None] + np.arange(8)]
+        little = raw.copy().view("<f8").ravel()
+        big = raw.copy().view(">f8").ravel()
+        xyz[axis][valid] = np.where(order == 1, little, big)
+    return (*xyz, valid)  # type: ignore[return-value]
