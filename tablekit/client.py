@@ -32,10 +32,10 @@ from .errors import (
     VersionError,
     user_stacklevel,
 )
-from .filters import FilterInfo, TableFilter, check_flags, check_select, introspect, make_filter_class
+from .filters import FilterInfo, TableFilter, check_flags, introspect, make_filter_class
 from .frames import to_output
 from .query import OutputOptions, Predicate, Query, QueryOptions
-from .query.layout import ResultColumn, layout
+from .query.layout import ResultColumn, check_select, layout, query_layout
 from .query.pending import Pending, find_pending, pending_text, refusal, supervoxel_columns
 from .roots import RootsMixin, check_roots_valid
 from .schema import (
@@ -437,12 +437,18 @@ class Client(ClassicMixin, RootsMixin):
         predicates: Sequence[Predicate] | None = None,
         options: QueryOptions | None = None,
         output: OutputOptions | None = None,
+        warn: bool = True,
     ) -> Query:
         """The :class:`~tablekit.query.Query` a filter object (or class, with ``predicates``) asks
         with these options, resolved against the datastack: the version (default: the one the
         filter class was built for) or the moment of a live query, root-id filters checked at
-        that moment, ``select_columns`` checked against the result columns. Nothing runs.
-        ``client.tables.T(...).to_query(**options)`` is the same with keyword options."""
+        that moment, ``select_columns`` checked against the result columns, the result layout
+        derived (``query.layout``). Nothing runs.
+        ``client.tables.T(...).to_query(**options)`` is the same with keyword options.
+
+        What building changed that the asker should know (root ids dropped with
+        ``allow_invalid_root_ids=True``) is ``query.notes``, and issued as warnings unless
+        ``warn=False`` (for tools that report the notes themselves, as ``tablekit serve`` does)."""
         info = introspect(source)
         if predicates is None:
             predicates = source.predicates if isinstance(source, TableFilter) else ()
@@ -472,10 +478,11 @@ class Client(ClassicMixin, RootsMixin):
             elif v != info.version:
                 self._check_same_layout(info, v)
         preds = tuple(predicates)
+        notes: tuple[str, ...] = ()
         if ts is not None:
-            preds = self._live_roots(table, preds, info.layout, ts, o.allow_invalid_root_ids)
+            preds, notes = self._live_roots(table, preds, info.layout, ts, o.allow_invalid_root_ids)
         sel = check_select(table, o.select_columns, info.layout)
-        return Query(
+        query = Query(
             datastack=self.datastack,
             table=table,
             kind=info.kind,  # type: ignore[arg-type]
@@ -494,7 +501,18 @@ class Client(ClassicMixin, RootsMixin):
             allow_missing_lookups=o.allow_missing_lookups,
             output=out,
             schema_version=info.version,
+            notes=notes,
         )
+        specs = (
+            {info.spec.name: info.spec}
+            if info.target is None
+            else {s.name: s for s in (info.spec, info.target)}
+        )
+        query = attrs.evolve(query, layout=query_layout(query, specs))
+        if warn:
+            for note in notes:
+                warnings.warn(note, stacklevel=user_stacklevel())
+        return query
 
     def answer(self, query: Query, *, keep_pending: bool = False) -> Answer:
         """Run a :class:`~tablekit.query.Query` and return its :class:`Answer`: the Arrow table as
@@ -559,7 +577,10 @@ class Client(ClassicMixin, RootsMixin):
         return json.dumps(self._backend.explain(query), indent=2, default=str)
 
     def _layout_of(self, query: Query) -> tuple[ResultColumn, ...]:
-        """The result columns of ``query``, from the specs of the version it was validated at."""
+        """The result columns of ``query``, from the specs of the version it was validated at
+        (``query.layout``, derived once in :meth:`build_query`)."""
+        if query.layout is not None and query.layout.asks(query):
+            return query.layout.columns
         v = query.schema_version if query.schema_version is not None else query.version
         if v is None:
             raise QueryError(f"{query.table}: the query names no version; build it with client.build_query")
@@ -610,10 +631,12 @@ class Client(ClassicMixin, RootsMixin):
         cols: tuple[ResultColumn, ...],
         ts: _dt.datetime,
         allow_invalid: bool,
-    ) -> tuple[Predicate, ...]:
-        """Root-id filters of a live query must name roots valid at ``ts``."""
+    ) -> tuple[tuple[Predicate, ...], tuple[str, ...]]:
+        """Root-id filters of a live query must name roots valid at ``ts``; the filters, and the
+        notes saying which ids were dropped (``allow_invalid``)."""
         roots = {(c.table, c.column.name) for c in cols if c.column.role is ColumnRole.ROOT_ID}
         out: list[Predicate] = []
+        notes: list[str] = []
         history = self._backend.history if self._backend.capabilities.history else None  # type: ignore[attr-defined]
         for p in predicates:
             if (
@@ -636,10 +659,7 @@ class Client(ClassicMixin, RootsMixin):
                     "check with client.is_latest_roots(ids, timestamp=...), or pass allow_invalid_root_ids=True "
                     "to drop them"
                 )
-            warnings.warn(
-                f"{table}: dropped invalid root ids from the {p.column} filter ({text})",
-                stacklevel=user_stacklevel(),
-            )
+            notes.append(f"{table}: dropped invalid root ids from the {p.column} filter ({text})")
             dropped = {i for v in bad.values() for i in v}
             keep = tuple(i for i in ids if i not in dropped)
             if p.op in ("==", "in"):
@@ -648,7 +668,7 @@ class Client(ClassicMixin, RootsMixin):
                 )  # nothing left → no rows, never "no filter"
             elif keep:
                 out.append(Predicate(p.table, p.column, "not in", keep))
-        return tuple(out)
+        return tuple(out), tuple(notes)
 
     def _check_live(self, info: Any) -> None:
         """Refuse a live query the backend cannot answer (its :class:`Capabilities`), or of a view

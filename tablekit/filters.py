@@ -616,29 +616,3 @@ def no_live_timestamp(table: str, instead: str) -> VersionError:
         f"{table}: a live query needs a timestamp, got None. Pass a timezone-aware datetime, an ISO string "
         f"with an offset, or 'now'; for the client's materialization version use {instead}"
     )
-
-
-def check_select(table: str, select: Any, cols: tuple[ResultColumn, ...]) -> tuple[str, ...] | None:
-    """Validate ``select_columns`` against the result layout (before any request)."""
-    if select is None:
-        return None
-    if isinstance(select, str) or not hasattr(select, "__iter__") or isinstance(select, Mapping):
-        raise QueryError(
-            f"{table}: select_columns must be a list of column names, got {select!r}. "
-            f"Pass e.g. select_columns=[{cols[0].name!r}]"
-        )
-    names = [c.name for c in cols]
-    out = []
-    for s in select:
-        if s not in names:
-            close = difflib.get_close_matches(str(s), names, n=3, cutoff=0.6)
-            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-            if isinstance(s, str) and s[-2:] in ("_x", "_y", "_z") and s[:-2] in names:
-                hint = f" Select the position {s[:-2]!r}; split_positions=True splits it."
-            raise QueryError(
-                f"{table}: select_columns names unknown column {s!r}.{hint} Columns: {', '.join(names)}"
-            )
-        out.append(s)
-    if not out:
-        raise QueryError(f"{table}: select_columns is empty. Pass at least one column, or None for all")
-    return tuple(dict.fromkeys(out))

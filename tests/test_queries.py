@@ -10,6 +10,7 @@ import datetime as dt
 import json
 
 import _oracle
+import attrs
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -430,3 +431,42 @@ def test_attrs_stay_small_and_provenance_keeps_the_whole_query(client):
     assert "provenance_key" not in small.attrs and tablekit.provenance(small) == small.attrs
     with pytest.raises(tablekit.TablekitError, match="metadata=False"):
         tablekit.provenance(client.tables[SYN](id=ids[:3]).query(metadata=False))
+
+
+def test_the_layout_is_derived_once_when_the_query_is_built(client, path, monkeypatch):
+    """build_query derives the result layout once (names, source tables, position scales, the
+    selection, the resolution) and the compiler reads it from the Query: running it derives
+    nothing again. Expected values written out from the datastack's metadata."""
+    import sys
+
+    lay_mod = sys.modules["tablekit.query.layout"]  # (tablekit.query.layout is also a function)
+
+    meta = {
+        t: json.loads((__import__("pathlib").Path(path) / "tables" / t / "metadata.json").read_text())
+        for t in (CT, NUC)
+    }
+    assert [meta[NUC][f"voxel_resolution_{a}"] for a in "xyz"] == [4, 4, 40]
+    q = client.tables[CT]().to_query(
+        select_columns=["id_ref", "cell_type", "pt_position"], desired_resolution=[8, 2, 1], limit=3
+    )
+    lay = q.layout
+    assert [(c.name, c.table) for c in lay.selected] == [
+        ("pt_position", NUC),
+        ("id_ref", CT),
+        ("cell_type", CT),
+    ]
+    assert lay.physical == ("pt_position_x", "pt_position_y", "pt_position_z", "id_ref", "cell_type")
+    assert {c.name: c.scale for c in lay.columns if c.name.endswith("position")}["pt_position"] == (
+        0.5,
+        2.0,
+        40.0,
+    )
+    assert lay.resolution == (8.0, 2.0, 1.0)
+    calls = []
+    real = lay_mod.query_layout
+    monkeypatch.setattr(lay_mod, "query_layout", lambda *a: calls.append(a) or real(*a))
+    t = client.answer(q).table
+    assert calls == [] and t.column_names == list(lay.physical)
+    # a hand-made Query (no layout) is laid out by the backend from its own specs, the same way
+    bare = attrs.evolve(q, layout=None)
+    assert client.answer(bare).table.equals(t) and len(calls) >= 1

@@ -5,19 +5,21 @@
   :class:`Predicate`, :class:`Join`;
 * :mod:`tablekit.query.options`: :class:`QueryOptions` / :class:`OutputOptions`, the one
   definition of every query option that every entry point, the stubs and the CLI use;
-* :mod:`tablekit.query.layout`: the result columns of a query, derived once from its table specs.
+* :mod:`tablekit.query.layout`: the result columns of a query (:class:`Layout`: names, source
+  tables, position scales, selection, resolution), derived once from its table specs.
 
 This package imports no backend.
 """
 
 from ._model import CAVE_FILTER_DICTS, OPS, Join, Op, Predicate, Query, jsonable
-from .layout import ResultColumn, layout
+from .layout import Layout, ResultColumn, layout, query_layout
 from .options import LiveQueryKwargs, OutputOptions, QueryKwargs, QueryOptions
 
 __all__ = [
     "CAVE_FILTER_DICTS",
     "OPS",
     "Join",
+    "Layout",
     "LiveQueryKwargs",
     "Op",
     "OutputOptions",
@@ -28,4 +30,5 @@ __all__ = [
     "ResultColumn",
     "jsonable",
     "layout",
+    "query_layout",
 ]

@@ -9,11 +9,14 @@ backend.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from .options import OutputOptions
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 __all__ = ["CAVE_FILTER_DICTS", "OPS", "Join", "Op", "Predicate", "Query", "jsonable"]
 
@@ -117,6 +120,14 @@ class Query:
     #: the materialization version whose table specs the question was validated against (for a
     #: live query, the version its filter class was built for)
     schema_version: int | None = None
+    #: the result layout, derived once by the client from the specs it validated the question
+    #: against (:func:`tablekit.query.layout.query_layout`); not part of the question's identity.
+    #: A backend uses it when it fits its own specs (:func:`~tablekit.query.layout.layout_for`)
+    layout: Layout | None = attrs.field(default=None, eq=False, repr=False)
+    #: what building the question changed and its asker should know (e.g. root ids a live query
+    #: dropped from a filter because they are not valid at its moment); :meth:`Client.build_query`
+    #: also issues them as warnings unless told not to (``warn=False``, for tools that report them)
+    notes: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def live(self) -> bool:

@@ -38,9 +38,9 @@ import pyarrow as pa
 
 from ...errors import QueryError, UnsupportedError
 from ...query import CAVE_FILTER_DICTS, Predicate, Query, jsonable
+from ...query.layout import layout_for
 from ...schema import ColumnKind, TableSpec
 from ..base import ARROW_TYPES
-from ..local.sql import output_layout
 
 __all__ = [
     "ARROW_CONTENT_TYPE",
@@ -179,28 +179,6 @@ class Plan:
         return ARROW_TYPES[kind]
 
 
-def _physical(
-    specs: Mapping[str, TableSpec], query: Query
-) -> tuple[
-    dict[str, tuple[str, str, ColumnKind]],
-    dict[tuple[str, str], str],
-    dict[str, tuple[float, float, float] | None],
-]:
-    """``{physical result column: (table, stored column, kind)}``, ``{(table, column): result name}``
-    and ``{position column: the local engine's scale or None}``, for every column of the full layout."""
-    outs, _ = output_layout(attrs.evolve(query, select_columns=None), specs)
-    sources: dict[str, tuple[str, str, ColumnKind]] = {}
-    names: dict[tuple[str, str], str] = {}
-    scales: dict[str, tuple[float, float, float] | None] = {}
-    for o in outs:
-        names[(o.table, o.column.name)] = o.name
-        for n in o.names:
-            sources[n] = (o.table, o.column.name, o.column.kind)
-            if o.column.kind is ColumnKind.POSITION:
-                scales[n] = o.scale
-    return sources, names, scales
-
-
 def _whole(x: float) -> bool:
     return x >= 1 and float(x).is_integer() and x < 2**15
 
@@ -247,12 +225,15 @@ def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
         )
     if (query.version is None) == (query.timestamp is None):
         raise QueryError(f"{query.table}: a query needs exactly one of version and timestamp")
-    outs, resolution = output_layout(query, specs)
-    sources, names, scales = _physical(specs, query)
+    lay = layout_for(query, specs)
+    assert all(o.table in query.tables for o in lay.columns), "the layout names a table the query does not"
+    sources, names = lay.sources, lay.names
+    # position column → the local engine's scale (None: the stored values), every column of the layout
+    scales = {n: o.scale for o in lay.columns if o.column.kind is ColumnKind.POSITION for n in o.names}
     scaled = frozenset(n for n, sc in scales.items() if sc is not None)
     wire_res, factors = wire_resolution(query, specs)
     rescale = {n: (factors[sources[n][0]], sc) for n, sc in scales.items() if sources[n][0] in factors}
-    columns = tuple(n for o in outs for n in o.names)
+    columns = lay.physical
     ds = query.datastack
     if query.timestamp is not None:
         endpoint: Literal["table", "join", "view", "live"] = "live"
@@ -321,7 +302,7 @@ def plan(query: Query, specs: Mapping[str, TableSpec], *, v3: str) -> Plan:
         sources=sources,
         key=key,
         key_table=key_table if key else None,
-        resolution=resolution,
+        resolution=lay.resolution,
         matches_nothing=nothing or query.matches_nothing,
         scaled=scaled,
         wire_resolution=wire_res,

@@ -58,7 +58,8 @@ import attrs
 
 from ...errors import FilterValueError, OperatorError, QueryError, UnknownColumnError
 from ...query import Predicate, Query
-from ...schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec, resolution_triple
+from ...query.layout import layout_for
+from ...schema import ColumnKind, ColumnRole, ColumnSpec, TableSpec
 
 __all__ = [
     "HISTORY",
@@ -66,17 +67,14 @@ __all__ = [
     "Files",
     "Live",
     "LiveFromSnapshot",
-    "OutputColumn",
     "Source",
     "ValueList",
     "View",
     "compile_query",
     "describe_view",
-    "output_layout",
     "quote",
 ]
 
-AXES = ("x", "y", "z")
 #: name of the CTE holding the supervoxel → root map at the query timestamp (live queries)
 HISTORY = "__tk_history"
 _KEY = "__tk_key"
@@ -176,24 +174,6 @@ class ValueList:
 
 
 @attrs.frozen
-class OutputColumn:
-    """One result column: its result name (positions unsplit), where it comes from, its scaling."""
-
-    name: str
-    table: str
-    alias: str
-    column: ColumnSpec
-    scale: tuple[float, float, float] | None = None  # position factors; None = stored values
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The physical result columns (``<name>_x/_y/_z`` for a position)."""
-        if self.column.kind is ColumnKind.POSITION:
-            return tuple(f"{self.name}_{a}" for a in AXES)
-        return (self.name,)
-
-
-@attrs.frozen
 class CompiledSQL:
     """A compiled query: run ``sql`` with ``params`` after registering ``value_lists``."""
 
@@ -256,95 +236,6 @@ def _unknown_column(spec: TableSpec, column: str, what: str) -> UnknownColumnErr
         table=spec.name,
         column=column,
     )
-
-
-def _scale(
-    table_res: tuple[float, float, float] | None, target: tuple[float, float, float] | None, spec: TableSpec
-) -> tuple[float, float, float] | None:
-    if target is None or table_res is None or tuple(table_res) == tuple(target):
-        if target is not None and table_res is None and spec.positions:
-            raise QueryError(
-                f"{spec.name}: the table has no voxel_resolution in its metadata, so its positions "
-                f"cannot be converted to {list(target)} nm; query without desired_resolution"
-            )
-        return None
-    return (table_res[0] / target[0], table_res[1] / target[1], table_res[2] / target[2])
-
-
-def _check_desired(q: Query) -> tuple[float, float, float] | None:
-    d = q.desired_resolution
-    if d is None:
-        return None
-    out = resolution_triple(d)
-    if out is None:
-        raise QueryError(f"{q.table}: desired_resolution {d!r} is not three positive numbers (nm per voxel)")
-    return out
-
-
-# --------------------------------------------------------------------------- layout
-
-
-def output_layout(
-    query: Query, specs: Mapping[str, TableSpec]
-) -> tuple[tuple[OutputColumn, ...], tuple[float, float, float] | None]:
-    """The result columns of ``query`` (after ``select_columns``) and their position resolution.
-
-    A join returns the target's columns first under their own names, then the reference table's,
-    those whose names clash getting the join suffix (``id_ref``, ``pt_position_ref``). Positions
-    of every table are converted to ``desired_resolution``, or to the target's resolution in a
-    join (CAVE's rule: the last table of the join), or stay in the table's own units.
-    """
-    desired = _check_desired(query)
-    outs: list[OutputColumn] = []
-    if query.join is None:
-        spec = _spec(specs, query.table)
-        common = desired or spec.voxel_resolution
-        scale = _scale(spec.voxel_resolution, common, spec)
-        outs.extend(
-            OutputColumn(c.name, spec.name, "t0", c, scale if c.kind is ColumnKind.POSITION else None)
-            for c in spec.columns
-        )
-    else:
-        ref = _spec(specs, query.join.ref_table)
-        target = _spec(specs, query.join.target_table)
-        common = desired or target.voxel_resolution or ref.voxel_resolution
-        t_scale = _scale(target.voxel_resolution, common, target)
-        r_scale = _scale(ref.voxel_resolution, common, ref)
-        taken = set(target.column_names)
-        outs.extend(
-            OutputColumn(c.name, target.name, "t1", c, t_scale if c.kind is ColumnKind.POSITION else None)
-            for c in target.columns
-        )
-        for c in ref.columns:
-            name = c.name + query.join.suffix if c.name in taken else c.name
-            outs.append(
-                OutputColumn(name, ref.name, "t0", c, r_scale if c.kind is ColumnKind.POSITION else None)
-            )
-    physical = [n for o in outs for n in o.names]
-    dup = sorted({n for n in physical if physical.count(n) > 1})
-    if dup:
-        raise QueryError(f"{query.table}: result columns {dup} would appear twice; change the join suffix")
-    if query.select_columns is not None:
-        outs = _select(query, outs)
-    has_positions = any(o.column.kind is ColumnKind.POSITION for o in outs)
-    return tuple(outs), (tuple(common) if has_positions and common is not None else None)  # type: ignore[return-value]
-
-
-def _select(query: Query, outs: list[OutputColumn]) -> list[OutputColumn]:
-    names = [o.name for o in outs]
-    wanted = set()
-    for s in query.select_columns or ():
-        if not isinstance(s, str) or s not in names:
-            close = difflib.get_close_matches(str(s), names, n=3, cutoff=0.6)
-            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise QueryError(
-                f"{query.table}: select_columns names {s!r}, which is not a result column.{hint} "
-                f"Available columns: {', '.join(names)} (positions by their unsplit name, e.g. 'pt_position')"
-            )
-        wanted.add(s)
-    if not wanted:
-        raise QueryError(f"{query.table}: select_columns is empty; pass None for all columns")
-    return [o for o in outs if o.name in wanted]
 
 
 def _spec(specs: Mapping[str, TableSpec], name: str) -> TableSpec:
@@ -747,10 +638,12 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
     and of every table a live view reads); ``sources`` says where each table's rows come from:
     :class:`Files` (a snapshot), :class:`Live` (annotation + segmentation history, needs
     ``query.timestamp``), :class:`LiveFromSnapshot` (a snapshot at or before ``query.timestamp``
-    plus both histories) or, for a view, :class:`View`.
+    plus both histories) or, for a view, :class:`View`. The result columns are ``query.layout``
+    (derived by the client from these specs), or derived from ``specs`` for a hand-made query.
     """
     params = _Params()
-    outs, resolution = output_layout(query, specs)
+    lay = layout_for(query, specs)
+    outs = lay.selected
     if query.offset is None or query.offset < 0:
         raise QueryError(f"{query.table}: offset must be >= 0, got {query.offset!r}")
     if query.limit is not None and query.limit < 0:
@@ -763,6 +656,7 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
         if query.join is None
         else {query.join.ref_table: "t0", query.join.target_table: "t1"}
     )
+    assert all(o.table in aliases for o in outs), "the layout names a table the query does not"
     ctes: list[str] = []
     live = query.timestamp is not None and query.version is None
 
@@ -831,12 +725,12 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
         is_view = specs[o.table].is_view
         if o.column.kind is ColumnKind.POSITION:
             for axis, (src_name, out_name) in enumerate(zip(o.column.split_names, o.names, strict=True)):
-                e = f"{o.alias}.{quote(src_name)}"
+                e = f"{aliases[o.table]}.{quote(src_name)}"
                 if o.scale is not None:
                     e = f"CAST({e} AS DOUBLE) * {params(float(o.scale[axis]))}"
                 proj.append(f"{e} AS {quote(out_name)}")
         else:
-            e = f"{o.alias}.{quote(o.column.name)}"
+            e = f"{aliases[o.table]}.{quote(o.column.name)}"
             if is_view:
                 e = _view_cast(e, o.column)
             proj.append(f"{e} AS {quote(o.name)}")
@@ -865,8 +759,7 @@ def compile_query(query: Query, specs: Mapping[str, TableSpec], sources: Mapping
     else:
         inner = f"SELECT {', '.join(proj)} FROM {from_sql}{where_sql} ORDER BY hash(t0), t0 LIMIT {sample_n}"
         sql = f"{with_sql}SELECT * FROM ({inner}) AS s ORDER BY ALL{page}"
-    columns = tuple(x for o in outs for x in o.names)
-    return CompiledSQL(sql, params.values, tuple(params.lists), columns, resolution)
+    return CompiledSQL(sql, params.values, tuple(params.lists), lay.physical, lay.resolution)
 
 
 def _stored_in_id_order(query: Query, sources: Mapping[str, Source], params: Any) -> bool:
