@@ -241,6 +241,27 @@ def test_allow_invalid_root_ids_drops_them_and_keeps_other_filters(client, path)
     assert len(none) == 0, "dropping every id must give no rows, never an unfiltered table"
 
 
+def test_build_notes_travel_on_the_query(client, path):
+    """The ids a live query drops are the Query's notes; build_query warns them unless warn=False
+    (tablekit serve reports them itself, without catching warnings)."""
+    from tablekit.query import QueryOptions
+
+    ts, expired, _future = _expired_and_future_roots(client, path)
+    f = client.tables[SYN](post_pt_root_id=[expired])
+    opts = QueryOptions(timestamp=ts, allow_invalid_root_ids=True)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        quiet = client.build_query(f, options=opts, warn=False)
+    assert w == []
+    (note,) = quiet.notes
+    assert "dropped invalid root ids from the post_pt_root_id filter" in note and str(expired) in note
+    with pytest.warns(UserWarning) as w:
+        loud = client.build_query(f, options=opts)
+    assert [str(x.message) for x in w] == [note] and w[0].filename == __file__
+    assert loud == quiet and loud.notes == quiet.notes
+    assert client.build_query(client.tables[SYN](), options=opts).notes == ()
+
+
 # ----------------------------------------------------------------------------- roots API
 def test_roots_api_against_the_history(client, path):
     h = _history(path)

@@ -21,7 +21,6 @@ import gzip
 import json
 import random
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -550,8 +549,7 @@ class Translator:
             rs = None
         desired = body.get("desired_resolution")
         shuffle = self.quirks and not count
-        with self.lock, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with self.lock:
             opts, _ = query_options.parse(
                 {
                     "select_columns": select,
@@ -566,8 +564,8 @@ class Translator:
                 table=cls.table_name,
                 what=cls.table_name,
             )
-            q = self.client.build_query(cls, predicates=predicates, options=opts)
-        warn.extend(str(w.message) for w in caught)
+            q = self.client.build_query(cls, predicates=predicates, options=opts, warn=False)
+        warn.extend(q.notes)
         res = q.desired_resolution or default_resolution
         return Plan(
             query=q,
